@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Installs what the test suite needs, idempotently, into a cache outside the clone
+# (default ~/.cache/loglake, override with LOGLAKE_CACHE_DIR):
+#   - tansu 0.6.0, a Kafka-protocol broker (built from crates.io once, ~15 CPU minutes; skipped when
+#     the cached binary already reports the pinned version)
+#   - a Python venv with the pinned packages of scripts/requirements-test.txt (moto S3 server, ...)
+# Prints shell `export` lines for the test harness on stdout; progress goes to stderr.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+CACHE="${LOGLAKE_CACHE_DIR:-$HOME/.cache/loglake}"
+TANSU_VERSION="0.6.0"
+mkdir -p "$CACHE"
+
+log() { echo "install-test-deps: $*" >&2; }
+
+# --- tansu (Kafka-protocol broker, SQLite storage) -----------------------------------------------
+TANSU_ROOT="$CACHE/tansu-$TANSU_VERSION"
+TANSU_BIN="$TANSU_ROOT/bin/tansu"
+if [[ -x "$TANSU_BIN" ]] && "$TANSU_BIN" --version 2>/dev/null | grep -q "$TANSU_VERSION"; then
+  log "tansu $TANSU_VERSION cached at $TANSU_BIN"
+else
+  log "building tansu $TANSU_VERSION with SQLite storage (one-off, ~15 CPU minutes)..."
+  # A private target dir keeps the broker's build out of the project's target dir.
+  CARGO_TARGET_DIR="$CACHE/tansu-build" cargo install tansu --version "$TANSU_VERSION" --locked \
+    --features libsql --root "$TANSU_ROOT" >&2
+  rm -rf "$CACHE/tansu-build"
+  "$TANSU_BIN" --version >&2
+fi
+
+# --- Python venv (moto S3 server and friends) -----------------------------------------------------
+REQ="$ROOT/scripts/requirements-test.txt"
+REQ_HASH="$(sha256sum "$REQ" | cut -c1-12)"
+VENV="$CACHE/venv-$REQ_HASH"
+if [[ -f "$VENV/.complete" ]]; then
+  log "python venv cached at $VENV"
+else
+  log "creating python venv $VENV from $REQ..."
+  rm -rf "$VENV"
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install --disable-pip-version-check -q -r "$REQ" >&2
+  touch "$VENV/.complete"
+fi
+
+echo "export LOGLAKE_TANSU_BIN='$TANSU_BIN'"
+echo "export LOGLAKE_MOTO_BIN='$VENV/bin/moto_server'"
+echo "export LOGLAKE_TEST_VENV='$VENV'"

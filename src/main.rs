@@ -1,0 +1,51 @@
+//! `loglake`: one binary, one subcommand per stage. Each stage's library crate owns its
+//! subcommand's arguments (a clap `Args` struct) and its logic (`run(args) -> Result<ExitCode>`);
+//! this file only parses, dispatches and maps errors to exit codes.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "loglake",
+    version,
+    about = "Offline log lakehouse: Kafka log topics -> Delta Lake on S3"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print version information of loglake and its storage stack.
+    Version,
+}
+
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("LOGLAKE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    let result: anyhow::Result<ExitCode> = match cli.command {
+        Command::Version => {
+            println!("loglake {}", env!("CARGO_PKG_VERSION"));
+            Ok(ExitCode::SUCCESS)
+        }
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("loglake: error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,481 @@
+//! Test harness: real services for loglake's integration tests.
+//!
+//! Every integration test talks to a real Kafka-protocol broker and a real S3-compatible server:
+//!
+//! * Kafka: `LOGLAKE_TEST_KAFKA_BROKERS` if set (any Kafka), otherwise a `tansu` broker with SQLite
+//!   storage that this harness starts on a free 127.0.0.1 port (binary from `LOGLAKE_TANSU_BIN`,
+//!   installed by `scripts/install-test-deps.sh`).
+//! * S3: `LOGLAKE_TEST_S3_ENDPOINT` (+ the standard `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+//!   `AWS_REGION`, and `LOGLAKE_TEST_S3_BUCKET` naming an existing bucket) if set, otherwise a `moto`
+//!   server (`LOGLAKE_MOTO_BIN`) that this harness starts on a free 127.0.0.1 port.
+//!
+//! Services are started lazily, once per test process, and are stopped when the process exits:
+//! they are spawned from a dedicated thread that lives as long as the process, with
+//! `PR_SET_PDEATHSIG = SIGKILL`, so the kernel kills them even if the test binary panics or is
+//! killed. Each test gets its own topic names and its own S3 prefix ([`unique_name`]).
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{OnceLock, mpsc};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use object_store::ObjectStore;
+use object_store::aws::{AmazonS3, AmazonS3Builder};
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+
+pub const TANSU_VERSION: &str = "0.6.0";
+pub const MOTO_VERSION: &str = "5.2.5";
+
+/// Writes a line to the real stderr, bypassing libtest's output capture, so that the test log
+/// always shows which services a run used.
+pub fn announce(msg: &str) {
+    let mut err = std::io::stderr().lock();
+    let _ = writeln!(err, "loglake-tests: {msg}");
+}
+
+/// A name unique to this process and call: `prefix-<pid>-<n>-<nanos>`, usable as a Kafka topic,
+/// consumer group, S3 prefix or table name.
+pub fn unique_name(prefix: &str) -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("{prefix}-{}-{n}-{nanos:x}", std::process::id())
+}
+
+// ------------------------------------------------------------------------------------------------
+// Process ownership
+// ------------------------------------------------------------------------------------------------
+
+type SpawnRequest = (Command, mpsc::Sender<std::io::Result<Child>>);
+
+/// Spawns `cmd` from the keeper thread, which never exits before the process does. Children get
+/// `PR_SET_PDEATHSIG(SIGKILL)`, which fires when the *thread* that forked them dies — hence one
+/// long-lived thread rather than whichever test thread happened to start the service.
+fn spawn_owned(cmd: Command) -> Result<Child> {
+    static KEEPER: OnceLock<mpsc::Sender<SpawnRequest>> = OnceLock::new();
+    let keeper = KEEPER.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<SpawnRequest>();
+        std::thread::Builder::new()
+            .name("loglake-service-keeper".into())
+            .spawn(move || {
+                for (mut cmd, reply) in rx {
+                    #[cfg(target_os = "linux")]
+                    unsafe {
+                        use std::os::unix::process::CommandExt;
+                        cmd.pre_exec(|| {
+                            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                                return Err(std::io::Error::last_os_error());
+                            }
+                            Ok(())
+                        });
+                    }
+                    let _ = reply.send(cmd.spawn());
+                }
+                // The sender lives in a static, so the loop above only ends at process exit;
+                // park to be safe.
+                loop {
+                    std::thread::park();
+                }
+            })
+            .expect("spawn keeper thread");
+        tx
+    });
+    let (tx, rx) = mpsc::channel();
+    keeper
+        .send((cmd, tx))
+        .map_err(|_| anyhow!("service keeper thread is gone"))?;
+    rx.recv()
+        .map_err(|_| anyhow!("service keeper thread is gone"))?
+        .context("spawning service")
+}
+
+fn free_port() -> Result<u16> {
+    let l = TcpListener::bind("127.0.0.1:0").context("binding a free port")?;
+    Ok(l.local_addr()?.port())
+}
+
+/// Scratch directory for this process's services, under the system temp dir. Directories of
+/// earlier runs whose process is gone are removed.
+fn run_dir() -> Result<&'static Path> {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    if let Some(d) = DIR.get() {
+        return Ok(d);
+    }
+    let base = std::env::temp_dir().join("loglake-tests");
+    std::fs::create_dir_all(&base)?;
+    if let Ok(entries) = std::fs::read_dir(&base) {
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().to_string();
+            if let Some(pid) = name
+                .strip_prefix("run-")
+                .and_then(|p| p.parse::<i32>().ok())
+            {
+                let alive = unsafe { libc::kill(pid, 0) } == 0;
+                if !alive {
+                    let _ = std::fs::remove_dir_all(e.path());
+                }
+            }
+        }
+    }
+    let dir = base.join(format!("run-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(DIR.get_or_init(|| dir))
+}
+
+fn wait_for_tcp(addr: &str, child: &mut Child, log: &Path, deadline: Duration) -> Result<()> {
+    let start = Instant::now();
+    loop {
+        if TcpStream::connect(addr).is_ok() {
+            return Ok(());
+        }
+        if let Some(status) = child.try_wait()? {
+            bail!(
+                "service exited with {status} before listening on {addr}; log {}:\n{}",
+                log.display(),
+                tail(log)
+            );
+        }
+        if start.elapsed() > deadline {
+            bail!(
+                "service not listening on {addr} after {deadline:?}; log {}:\n{}",
+                log.display(),
+                tail(log)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(30)..].join("\n")
+}
+
+fn bin_from_env(var: &str, fallback: &str) -> PathBuf {
+    if let Some(p) = std::env::var_os(var) {
+        return PathBuf::from(p);
+    }
+    // Same cache layout as scripts/install-test-deps.sh.
+    let cache = std::env::var_os("LOGLAKE_CACHE_DIR")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/loglake")))
+        .unwrap_or_else(|| PathBuf::from(".cache/loglake"));
+    cache.join(fallback)
+}
+
+// ------------------------------------------------------------------------------------------------
+// Kafka
+// ------------------------------------------------------------------------------------------------
+
+/// A Kafka-protocol broker for the tests.
+#[derive(Debug)]
+pub struct Kafka {
+    /// `host:port` bootstrap list.
+    pub brokers: String,
+    /// What the broker is, for logs: e.g. `tansu 0.6.0 (sqlite), started by the harness`.
+    pub description: String,
+    _child: Option<std::sync::Mutex<Child>>,
+}
+
+/// The broker for this test process (started on first use).
+pub fn kafka() -> &'static Kafka {
+    static K: OnceLock<Kafka> = OnceLock::new();
+    K.get_or_init(|| match start_kafka() {
+        Ok(k) => {
+            announce(&format!("Kafka broker {} at {}", k.description, k.brokers));
+            k
+        }
+        Err(e) => panic!("cannot provide a Kafka broker for the tests: {e:#}"),
+    })
+}
+
+fn start_kafka() -> Result<Kafka> {
+    if let Ok(brokers) = std::env::var("LOGLAKE_TEST_KAFKA_BROKERS") {
+        return Ok(Kafka {
+            description: "from LOGLAKE_TEST_KAFKA_BROKERS".into(),
+            brokers,
+            _child: None,
+        });
+    }
+    let bin = bin_from_env("LOGLAKE_TANSU_BIN", "tansu-0.6.0/bin/tansu");
+    let version = Command::new(&bin)
+        .arg("--version")
+        .output()
+        .with_context(|| {
+            format!(
+                "running {} --version (install it with scripts/install-test-deps.sh, \
+                 or set LOGLAKE_TEST_KAFKA_BROKERS)",
+                bin.display()
+            )
+        })?;
+    let version = String::from_utf8_lossy(&version.stdout).trim().to_string();
+    if !version.contains(TANSU_VERSION) {
+        bail!(
+            "{} reports {version:?}, expected {TANSU_VERSION}",
+            bin.display()
+        );
+    }
+    let dir = run_dir()?.join("tansu");
+    std::fs::create_dir_all(&dir)?;
+    let port = free_port()?;
+    let addr = format!("127.0.0.1:{port}");
+    let log_path = dir.join("tansu.log");
+    let log = std::fs::File::create(&log_path)?;
+    let mut cmd = Command::new(&bin);
+    cmd.current_dir(&dir)
+        .arg("broker")
+        .arg("--listener-url")
+        .arg(format!("tcp://{addr}"))
+        .arg("--advertised-listener-url")
+        .arg(format!("tcp://{addr}"))
+        // tansu requires a relative path for SQLite storage; cwd is the run dir.
+        .arg("--storage-engine")
+        .arg("sqlite://tansu.db")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .env("RUST_LOG", "warn");
+    let mut child = spawn_owned(cmd)?;
+    wait_for_tcp(&addr, &mut child, &log_path, Duration::from_secs(30))?;
+    // Listening is not enough: wait until the broker answers a metadata request.
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &addr)
+        .create()
+        .context("creating metadata client")?;
+    let start = Instant::now();
+    loop {
+        match consumer.fetch_metadata(None, Duration::from_secs(2)) {
+            Ok(md) if !md.brokers().is_empty() => break,
+            Ok(_) | Err(_) if start.elapsed() < Duration::from_secs(30) => {
+                std::thread::sleep(Duration::from_millis(100))
+            }
+            Ok(_) => bail!(
+                "broker at {addr} reports no brokers; log:\n{}",
+                tail(&log_path)
+            ),
+            Err(e) => bail!("broker at {addr} not ready: {e}; log:\n{}", tail(&log_path)),
+        }
+    }
+    Ok(Kafka {
+        brokers: addr,
+        description: format!("{version} (sqlite storage), started by the harness"),
+        _child: Some(std::sync::Mutex::new(child)),
+    })
+}
+
+impl Kafka {
+    /// A client config pointing at this broker.
+    pub fn config(&self) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.brokers);
+        c
+    }
+
+    /// Creates `topic` with `partitions` partitions and waits until its metadata shows them all.
+    pub async fn create_topic(&self, topic: &str, partitions: i32) -> Result<()> {
+        let admin: AdminClient<DefaultClientContext> =
+            self.config().create().context("creating admin client")?;
+        let results = admin
+            .create_topics(
+                &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
+                &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+            )
+            .await
+            .context("create_topics")?;
+        for r in results {
+            r.map_err(|(t, e)| anyhow!("creating topic {t}: {e}"))?;
+        }
+        let consumer: BaseConsumer = self.config().create()?;
+        let start = Instant::now();
+        loop {
+            let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(5))?;
+            let n = md
+                .topics()
+                .iter()
+                .find(|t| t.name() == topic)
+                .map(|t| t.partitions().len())
+                .unwrap_or(0);
+            if n == partitions as usize {
+                return Ok(());
+            }
+            if start.elapsed() > Duration::from_secs(20) {
+                bail!("topic {topic} shows {n} partitions, expected {partitions}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
+// S3
+// ------------------------------------------------------------------------------------------------
+
+/// An S3-compatible server for the tests.
+#[derive(Debug)]
+pub struct S3 {
+    pub endpoint: String,
+    pub region: String,
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    /// The bucket the tests write into, each under its own prefix.
+    pub bucket: String,
+    pub description: String,
+    _child: Option<std::sync::Mutex<Child>>,
+}
+
+/// The S3 server for this test process (started on first use).
+pub fn s3() -> &'static S3 {
+    static S: OnceLock<S3> = OnceLock::new();
+    S.get_or_init(|| match start_s3() {
+        Ok(s) => {
+            announce(&format!(
+                "S3 server {} at {} (bucket {})",
+                s.description, s.endpoint, s.bucket
+            ));
+            s
+        }
+        Err(e) => panic!("cannot provide an S3 server for the tests: {e:#}"),
+    })
+}
+
+fn start_s3() -> Result<S3> {
+    if let Ok(endpoint) = std::env::var("LOGLAKE_TEST_S3_ENDPOINT") {
+        let var = |k: &str, d: &str| std::env::var(k).unwrap_or_else(|_| d.to_string());
+        return Ok(S3 {
+            endpoint,
+            region: var("AWS_REGION", "us-east-1"),
+            access_key_id: var("AWS_ACCESS_KEY_ID", ""),
+            secret_access_key: var("AWS_SECRET_ACCESS_KEY", ""),
+            bucket: var("LOGLAKE_TEST_S3_BUCKET", "loglake-test"),
+            description: "from LOGLAKE_TEST_S3_ENDPOINT".into(),
+            _child: None,
+        });
+    }
+    let bin = bin_from_env("LOGLAKE_MOTO_BIN", "moto_server");
+    let venv_python = bin.with_file_name("python");
+    let version = Command::new(&venv_python)
+        .args(["-c", "import moto; print(moto.__version__)"])
+        .output()
+        .with_context(|| {
+            format!(
+                "running {} (install moto with scripts/install-test-deps.sh, or set \
+                 LOGLAKE_TEST_S3_ENDPOINT)",
+                venv_python.display()
+            )
+        })?;
+    let version = String::from_utf8_lossy(&version.stdout).trim().to_string();
+    if version != MOTO_VERSION {
+        bail!(
+            "{} has moto {version:?}, expected {MOTO_VERSION}",
+            venv_python.display()
+        );
+    }
+    let dir = run_dir()?.join("moto");
+    std::fs::create_dir_all(&dir)?;
+    let port = free_port()?;
+    let addr = format!("127.0.0.1:{port}");
+    let log_path = dir.join("moto.log");
+    let log = std::fs::File::create(&log_path)?;
+    let mut cmd = Command::new(&bin);
+    cmd.current_dir(&dir)
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
+    let mut child = spawn_owned(cmd)?;
+    wait_for_tcp(&addr, &mut child, &log_path, Duration::from_secs(30))?;
+    let s3 = S3 {
+        endpoint: format!("http://{addr}"),
+        region: "us-east-1".into(),
+        access_key_id: "loglake-test".into(),
+        secret_access_key: "loglake-test-secret".into(),
+        bucket: "loglake-test".into(),
+        description: format!("moto {version} (server mode), started by the harness"),
+        _child: Some(std::sync::Mutex::new(child)),
+    };
+    create_bucket_unsigned(&addr, &s3.bucket)
+        .with_context(|| format!("creating bucket on moto; log:\n{}", tail(&log_path)))?;
+    Ok(s3)
+}
+
+/// `PUT /<bucket>` against moto, which does not check signatures by default. (object_store has
+/// no create-bucket call; against a real S3 or MinIO the bucket must exist beforehand.)
+fn create_bucket_unsigned(addr: &str, bucket: &str) -> Result<()> {
+    use std::io::Read;
+    let mut s = TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        s,
+        "PUT /{bucket} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp)?;
+    let status = resp.lines().next().unwrap_or_default();
+    if !status.contains(" 200") {
+        bail!("PUT /{bucket}: {status}");
+    }
+    Ok(())
+}
+
+impl S3 {
+    /// `s3://bucket/prefix` for a fresh prefix.
+    pub fn unique_url(&self, prefix: &str) -> String {
+        format!("s3://{}/{}", self.bucket, unique_name(prefix))
+    }
+
+    /// Storage options in the form deltalake and object_store understand (the standard `AWS_*`
+    /// names). No locking provider and no unsafe rename: commits rely on put-if-absent.
+    pub fn storage_options(&self) -> HashMap<String, String> {
+        HashMap::from([
+            ("AWS_ENDPOINT_URL".to_string(), self.endpoint.clone()),
+            ("AWS_REGION".to_string(), self.region.clone()),
+            ("AWS_ACCESS_KEY_ID".to_string(), self.access_key_id.clone()),
+            (
+                "AWS_SECRET_ACCESS_KEY".to_string(),
+                self.secret_access_key.clone(),
+            ),
+            ("AWS_ALLOW_HTTP".to_string(), "true".to_string()),
+            (
+                "AWS_VIRTUAL_HOSTED_STYLE_REQUEST".to_string(),
+                "false".to_string(),
+            ),
+        ])
+    }
+
+    /// An object_store client for the test bucket.
+    pub fn object_store(&self) -> Result<AmazonS3> {
+        AmazonS3Builder::new()
+            .with_endpoint(&self.endpoint)
+            .with_region(&self.region)
+            .with_access_key_id(&self.access_key_id)
+            .with_secret_access_key(&self.secret_access_key)
+            .with_allow_http(true)
+            .with_virtual_hosted_style_request(false)
+            .with_bucket_name(&self.bucket)
+            .build()
+            .context("building S3 client")
+    }
+
+    /// Lists every object key under `prefix` (recursively).
+    pub async fn list(&self, prefix: &str) -> Result<Vec<String>> {
+        use futures::TryStreamExt;
+        let store = self.object_store()?;
+        let p = object_store::path::Path::from(prefix);
+        let metas: Vec<_> = store.list(Some(&p)).try_collect().await?;
+        let mut keys: Vec<String> = metas.into_iter().map(|m| m.location.to_string()).collect();
+        keys.sort();
+        Ok(keys)
+    }
+}

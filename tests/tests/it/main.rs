@@ -1,0 +1,7 @@
+//! loglake's integration tests, one binary (one link, one set of services per run).
+//! The services are real: a Kafka-protocol broker and an S3-compatible server, started by the
+//! harness in `tests/src/lib.rs` (or taken from `LOGLAKE_TEST_KAFKA_BROKERS` /
+//! `LOGLAKE_TEST_S3_ENDPOINT`).
+
+mod kafka_smoke;
+mod s3_smoke;
