@@ -37,7 +37,8 @@ done
 phase "cargo clippy --all-targets -D warnings"
 cargo clippy --locked --workspace --all-targets -- -D warnings
 
-phase "building tests"
+phase "building the loglake binary and the tests"
+cargo build --locked --bin loglake
 cargo test --locked --workspace --no-run
 
 phase "running tests"

@@ -19,13 +19,23 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Consume Kafka log topics into partitioned Delta tables, exactly once.
+    Archive(Box<loglake_archiver::ArchiveArgs>),
+    /// Check that a table (+ dead letters) holds every Kafka record exactly once.
+    Audit(loglake_archiver::AuditArgs),
+    /// Archive bundled real logs from an embedded Kafka into a local lake and query them.
+    Quickstart(loglake_archiver::QuickstartArgs),
     /// Print version information of loglake and its storage stack.
     Version,
 }
 
 fn init_tracing() {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("LOGLAKE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_from_env("LOGLAKE_LOG").unwrap_or_else(|_| {
+        EnvFilter::new(
+            "warn,buoyant_kernel=off,loglake=info,loglake_archiver=info,loglake_query=info",
+        )
+    });
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -36,6 +46,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing();
     let result: anyhow::Result<ExitCode> = match cli.command {
+        Command::Archive(args) => loglake_archiver::run(*args).map_err(Into::into),
+        Command::Audit(args) => loglake_archiver::run_audit(args).map_err(Into::into),
+        Command::Quickstart(args) => loglake_archiver::quickstart::run(args).map_err(Into::into),
         Command::Version => {
             println!("loglake {}", env!("CARGO_PKG_VERSION"));
             Ok(ExitCode::SUCCESS)

@@ -479,3 +479,35 @@ impl S3 {
         Ok(keys)
     }
 }
+
+// ------------------------------------------------------------------------------------------------
+// The loglake binary
+// ------------------------------------------------------------------------------------------------
+
+/// Path of the `loglake` binary built from this workspace (`cargo build --bin loglake`, which
+/// `scripts/test.sh` runs before the tests). Honours `LOGLAKE_BIN` and `CARGO_TARGET_DIR`.
+pub fn loglake_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("LOGLAKE_BIN") {
+        return PathBuf::from(p);
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let bin = target.join("debug/loglake");
+    assert!(
+        bin.exists(),
+        "{} not found: run `cargo build --bin loglake` first (scripts/test.sh does)",
+        bin.display()
+    );
+    bin
+}
+
+/// A `loglake` command with the test S3 server's credentials in the standard `AWS_*` variables.
+pub fn loglake_cmd() -> Command {
+    let mut c = Command::new(loglake_bin());
+    for (k, v) in s3().storage_options() {
+        c.env(k, v);
+    }
+    c.env("LOGLAKE_LOG", "warn");
+    c
+}

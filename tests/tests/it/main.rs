@@ -3,5 +3,6 @@
 //! harness in `tests/src/lib.rs` (or taken from `LOGLAKE_TEST_KAFKA_BROKERS` /
 //! `LOGLAKE_TEST_S3_ENDPOINT`).
 
+mod archiver;
 mod kafka_smoke;
 mod s3_smoke;

@@ -1,0 +1,1169 @@
+//! The archive loop: Kafka → decode → partitioned Parquet → Delta commit with offsets.
+//!
+//! Runs on one dedicated (non-runtime) thread: polling, decoding and Parquet encoding are
+//! blocking/CPU work; object-store I/O is driven through a tokio [`Handle`]. See DESIGN.md
+//! (I2–I4) for the invariants; the code that enforces them is marked `// I2`, `// I3`, `// I4`.
+//!
+//! Offsets (per table, topic, partition), all kept as Delta `txn` actions:
+//! - `W` (app id [`app_id`]): every record with offset < W has been committed (as a row of the
+//!   table or a dead letter). A record is written to the table only if its offset ≥ W.
+//! - `R` (app id + `:resume`): where to seek on start, ≤ W; below W only when a CRI/docker partial
+//!   line was still buffered at commit time, so its fragments are read again to rebuild it.
+//! - `D` (dead-letter table, app id for the same topic/partition): bad records with offset
+//!   ≥ max(W, D) go to the dead-letter table, which is committed *before* the table, so every
+//!   bad record below W is already there.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arrow::array::{
+    ArrayRef, BinaryBuilder, Date32Builder, Int32Builder, Int64Builder, RecordBatch, StringBuilder,
+    TimestampMicrosecondBuilder,
+};
+use arrow::compute::filter_record_batch;
+use arrow::datatypes::SchemaRef;
+use deltalake::kernel::Add;
+use loglake_schemas::{
+    DecoderOptions, RawRecord, RecordError, TableKind, decoder_for, table_schema,
+};
+use rdkafka::ClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{BorrowedMessage, Headers, Message};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::types::RDKafkaRespErr;
+use tokio::runtime::Handle;
+use url::Url;
+
+use crate::delta::{CommitOutcome, DeltaSink, OffsetAdvance, app_id};
+use crate::error::ArchiveError;
+use crate::metrics::Metrics;
+use crate::writer::{ClosedFile, RollPolicy, WriterSet};
+
+/// A record that failed to decode, its raw payload and Kafka timestamp (ms).
+type DeadLetter = (RecordError, Option<Vec<u8>>, Option<i64>);
+/// (W, R) txn versions of one partition.
+type TxnPair = (Option<i64>, Option<i64>);
+/// Kafka headers of one record, borrowed.
+type HeaderList<'a> = Vec<(&'a str, Option<&'a [u8]>)>;
+/// A table's URL and the partitions to read offsets for.
+type TablePartitions<'a> = (&'a Url, Vec<(String, i32)>);
+
+/// One table the archiver writes.
+#[derive(Debug, Clone)]
+pub struct TableTarget {
+    pub name: String,
+    pub url: Url,
+    pub topics: Vec<String>,
+    pub decoder: String,
+    pub partition_by: Vec<String>,
+    pub bloom_filter_columns: Vec<String>,
+}
+
+/// Everything `loglake archive` needs, resolved from flags, environment and file.
+#[derive(Clone)]
+pub struct ArchiveConfig {
+    pub brokers: String,
+    pub group: String,
+    /// Passed through to librdkafka (`-X key=value`).
+    pub kafka_properties: Vec<(String, String)>,
+    pub tables: Vec<TableTarget>,
+    pub dlq: Option<Url>,
+    pub until_end: bool,
+    pub storage_options: HashMap<String, String>,
+    pub decoder_options: DecoderOptions,
+    pub policy: RollPolicy,
+    /// Decode and write at most this many records at a time.
+    pub batch_records: usize,
+    /// Set to stop (SIGTERM): flush and commit, then return.
+    pub shutdown: Arc<AtomicBool>,
+    /// In `--until-end` mode, give up when no partition is assigned within this time.
+    pub assignment_timeout: Duration,
+    pub metrics: Arc<Metrics>,
+}
+
+impl std::fmt::Debug for ArchiveConfig {
+    // Storage options and Kafka properties may hold credentials: never print them.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ArchiveConfig")
+            .field("brokers", &self.brokers)
+            .field("group", &self.group)
+            .field("tables", &self.tables)
+            .field("dlq", &self.dlq)
+            .field("until_end", &self.until_end)
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What one run did.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct ArchiveReport {
+    pub records_in: u64,
+    pub bytes_in: u64,
+    pub rows_written: u64,
+    pub dead_letters: u64,
+    pub files: u64,
+    pub commits: u64,
+    pub conflicts: u64,
+    pub rebalances: u64,
+    /// (table, topic, partition) → next offset committed.
+    pub offsets: BTreeMap<String, i64>,
+}
+
+// ------------------------------------------------------------------------------------------------
+// Offsets from the tables, for the rebalance callback
+// ------------------------------------------------------------------------------------------------
+
+/// Start positions of one (topic, partition), read from the tables.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StartOffsets {
+    /// W: records below are committed.
+    pub committed: Option<i64>,
+    /// R: where to seek (≤ W).
+    pub resume: Option<i64>,
+    /// D: dead letters below are committed.
+    pub dead_letters: Option<i64>,
+}
+
+impl StartOffsets {
+    pub fn seek(&self) -> Option<i64> {
+        match (self.resume, self.committed) {
+            (Some(r), Some(w)) => Some(r.min(w)),
+            (None, w) => w,
+            (r, None) => r,
+        }
+    }
+}
+
+struct OffsetResolver {
+    handle: Handle,
+    storage_options: HashMap<String, String>,
+    /// topic → (table name, url)
+    tables: HashMap<String, (String, Url)>,
+    dlq: Option<(String, Url)>,
+}
+
+impl OffsetResolver {
+    // I2: offsets come from the tables, never from Kafka's committed offsets.
+    fn resolve(
+        &self,
+        parts: &[(String, i32)],
+    ) -> Result<HashMap<(String, i32), StartOffsets>, ArchiveError> {
+        self.handle.block_on(async {
+            let mut out: HashMap<(String, i32), StartOffsets> = HashMap::new();
+            let mut by_table: HashMap<&str, TablePartitions<'_>> = HashMap::new();
+            for (t, p) in parts {
+                if let Some((name, url)) = self.tables.get(t) {
+                    by_table
+                        .entry(name.as_str())
+                        .or_insert((url, Vec::new()))
+                        .1
+                        .push((t.clone(), *p));
+                }
+            }
+            for (name, (url, ps)) in by_table {
+                let versions = read_txns(name, url, &self.storage_options, &ps, true).await?;
+                for (k, (w, r)) in versions {
+                    let e = out.entry(k).or_default();
+                    e.committed = w;
+                    e.resume = r;
+                }
+            }
+            if let Some((name, url)) = &self.dlq {
+                let versions = read_txns(name, url, &self.storage_options, parts, false).await?;
+                for (k, (d, _)) in versions {
+                    out.entry(k).or_default().dead_letters = d;
+                }
+            }
+            Ok(out)
+        })
+    }
+}
+
+/// Reads (W, R) txn versions for `parts` from the table at `url` (absent table → none).
+async fn read_txns(
+    name: &str,
+    url: &Url,
+    options: &HashMap<String, String>,
+    parts: &[(String, i32)],
+    with_resume: bool,
+) -> Result<HashMap<(String, i32), TxnPair>, ArchiveError> {
+    crate::delta::register_object_stores();
+    let err = |source| ArchiveError::Delta {
+        table: name.to_string(),
+        source,
+    };
+    let table =
+        deltalake::DeltaTable::try_from_url_with_storage_options(url.clone(), options.clone())
+            .await
+            .map_err(err)?;
+    let mut out = HashMap::new();
+    if table.version().is_none() {
+        for k in parts {
+            out.insert(k.clone(), (None, None));
+        }
+        return Ok(out);
+    }
+    let snapshot = table.snapshot().map_err(err)?;
+    let log_store = table.log_store();
+    for (t, p) in parts {
+        let w = snapshot
+            .transaction_version(log_store.as_ref(), app_id(name, t, *p))
+            .await
+            .map_err(err)?;
+        let r = if with_resume {
+            snapshot
+                .transaction_version(
+                    log_store.as_ref(),
+                    format!("{}:resume", app_id(name, t, *p)),
+                )
+                .await
+                .map_err(err)?
+        } else {
+            None
+        };
+        out.insert((t.clone(), *p), (w, r));
+    }
+    Ok(out)
+}
+
+// ------------------------------------------------------------------------------------------------
+// Consumer context: assignment with offsets from the tables
+// ------------------------------------------------------------------------------------------------
+
+enum GroupEvent {
+    Assigned(Vec<((String, i32), StartOffsets)>),
+    Revoked,
+    Failed(String),
+}
+
+struct ArchiverContext {
+    resolver: OffsetResolver,
+    events: Mutex<Vec<GroupEvent>>,
+}
+
+impl ArchiverContext {
+    fn push(&self, e: GroupEvent) {
+        match self.events.lock() {
+            Ok(mut g) => g.push(e),
+            Err(p) => p.into_inner().push(e),
+        }
+    }
+    fn take(&self) -> Vec<GroupEvent> {
+        match self.events.lock() {
+            Ok(mut g) => std::mem::take(&mut *g),
+            Err(p) => std::mem::take(&mut *p.into_inner()),
+        }
+    }
+}
+
+impl ClientContext for ArchiverContext {}
+
+impl ConsumerContext for ArchiverContext {
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                let parts: Vec<(String, i32)> = tpl
+                    .elements()
+                    .iter()
+                    .map(|e| (e.topic().to_string(), e.partition()))
+                    .collect();
+                match self.resolver.resolve(&parts) {
+                    Ok(starts) => {
+                        let mut assigned = Vec::new();
+                        for (t, p) in &parts {
+                            let s = starts.get(&(t.clone(), *p)).copied().unwrap_or_default();
+                            let offset = match s.seek() {
+                                Some(o) => Offset::Offset(o),
+                                None => Offset::Beginning,
+                            };
+                            if let Err(e) = tpl.set_partition_offset(t, *p, offset) {
+                                self.push(GroupEvent::Failed(format!(
+                                    "setting offset of {t}[{p}]: {e}"
+                                )));
+                            }
+                            assigned.push(((t.clone(), *p), s));
+                        }
+                        if let Err(e) = consumer.assign(tpl) {
+                            self.push(GroupEvent::Failed(format!("assign: {e}")));
+                        }
+                        self.push(GroupEvent::Assigned(assigned));
+                    }
+                    Err(e) => {
+                        // Do not consume from positions we could not read: leave the
+                        // partitions unassigned and stop.
+                        let _ = consumer.assign(&TopicPartitionList::new());
+                        self.push(GroupEvent::Failed(format!(
+                            "reading offsets from the tables: {e}"
+                        )));
+                    }
+                }
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                let _ = consumer.unassign();
+                self.push(GroupEvent::Revoked);
+            }
+            other => {
+                let _ = consumer.unassign();
+                self.push(GroupEvent::Failed(format!("rebalance error: {other:?}")));
+            }
+        }
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
+// State
+// ------------------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone)]
+struct PartState {
+    table: usize,
+    start: StartOffsets,
+    /// Next offset to read (position).
+    next: i64,
+    /// Frozen end for `--until-end` (high watermark at assignment).
+    end: Option<i64>,
+}
+
+impl PartState {
+    fn floor(&self) -> i64 {
+        self.start.committed.unwrap_or(i64::MIN)
+    }
+    fn dlq_floor(&self) -> i64 {
+        self.floor()
+            .max(self.start.dead_letters.unwrap_or(i64::MIN))
+    }
+    fn done(&self) -> bool {
+        matches!(self.end, Some(e) if self.next >= e)
+    }
+}
+
+struct TableState {
+    target: TableTarget,
+    decoder: Box<dyn loglake_schemas::Decoder>,
+    writers: WriterSet,
+    sink: DeltaSink,
+    pending: Vec<Add>,
+    pending_rows: u64,
+}
+
+struct DlqState {
+    writers: WriterSet,
+    sink: DeltaSink,
+    pending: Vec<Add>,
+    pending_rows: u64,
+}
+
+pub struct Archiver {
+    cfg: ArchiveConfig,
+    handle: Handle,
+    consumer: Arc<BaseConsumer<ArchiverContext>>,
+    tables: Vec<TableState>,
+    dlq: Option<DlqState>,
+    topic_table: HashMap<String, usize>,
+    parts: BTreeMap<(String, i32), PartState>,
+    report: ArchiveReport,
+    last_commit: Instant,
+    assigned_once: bool,
+}
+
+fn kafka_err(context: &str) -> impl FnOnce(KafkaError) -> ArchiveError + '_ {
+    move |source| ArchiveError::Kafka {
+        context: context.to_string(),
+        source,
+    }
+}
+
+impl Archiver {
+    /// Opens (or creates) the tables and subscribes to the topics.
+    pub fn new(cfg: ArchiveConfig, handle: Handle) -> Result<Self, ArchiveError> {
+        if cfg.tables.is_empty() {
+            return Err(ArchiveError::Config("no table to archive".into()));
+        }
+        let mut topic_table = HashMap::new();
+        let mut tables = Vec::new();
+        for (i, t) in cfg.tables.iter().enumerate() {
+            let decoder = decoder_for(&t.decoder, &cfg.decoder_options)?;
+            let schema = decoder.schema();
+            let writers = WriterSet::new(
+                schema.clone(),
+                &t.partition_by,
+                cfg.policy.clone(),
+                &t.bloom_filter_columns,
+            )?;
+            let sink = handle.block_on(DeltaSink::open_or_create(
+                &t.name,
+                &t.url,
+                &cfg.storage_options,
+                &schema,
+                &t.partition_by,
+                writers.file_schema().clone(),
+            ))?;
+            for topic in &t.topics {
+                if topic_table.insert(topic.clone(), i).is_some() {
+                    return Err(ArchiveError::Config(format!(
+                        "topic {topic} is routed to two tables"
+                    )));
+                }
+            }
+            tables.push(TableState {
+                target: t.clone(),
+                decoder,
+                writers,
+                sink,
+                pending: Vec::new(),
+                pending_rows: 0,
+            });
+        }
+        let dlq = match &cfg.dlq {
+            Some(url) => {
+                let schema = table_schema(TableKind::DeadLetter);
+                let partition_by = vec!["dt".to_string(), "hour".to_string()];
+                let writers =
+                    WriterSet::new(schema.clone(), &partition_by, cfg.policy.clone(), &[])?;
+                let name = dlq_name(url);
+                let sink = handle.block_on(DeltaSink::open_or_create(
+                    &name,
+                    url,
+                    &cfg.storage_options,
+                    &schema,
+                    &partition_by,
+                    writers.file_schema().clone(),
+                ))?;
+                Some(DlqState {
+                    writers,
+                    sink,
+                    pending: Vec::new(),
+                    pending_rows: 0,
+                })
+            }
+            None => None,
+        };
+
+        let resolver = OffsetResolver {
+            handle: handle.clone(),
+            storage_options: cfg.storage_options.clone(),
+            tables: cfg
+                .tables
+                .iter()
+                .flat_map(|t| {
+                    t.topics
+                        .iter()
+                        .map(move |topic| (topic.clone(), (t.name.clone(), t.url.clone())))
+                })
+                .collect(),
+            dlq: cfg.dlq.as_ref().map(|u| (dlq_name(u), u.clone())),
+        };
+        let mut cc = ClientConfig::new();
+        cc.set("bootstrap.servers", &cfg.brokers)
+            .set("group.id", &cfg.group)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            // Bounded prefetch: part of the archiver's fixed memory overhead (DESIGN.md).
+            .set("queued.max.messages.kbytes", "16384")
+            .set("fetch.message.max.bytes", "1048576")
+            .set(
+                "client.id",
+                format!("loglake-archiver-{}", env!("CARGO_PKG_VERSION")),
+            );
+        for (k, v) in &cfg.kafka_properties {
+            cc.set(k, v);
+        }
+        let context = ArchiverContext {
+            resolver,
+            events: Mutex::new(Vec::new()),
+        };
+        let consumer: BaseConsumer<ArchiverContext> = cc
+            .create_with_context(context)
+            .map_err(kafka_err("creating consumer"))?;
+        let topics: Vec<&str> = topic_table.keys().map(String::as_str).collect();
+        consumer
+            .subscribe(&topics)
+            .map_err(kafka_err("subscribe"))?;
+        Ok(Archiver {
+            cfg,
+            handle,
+            consumer: Arc::new(consumer),
+            tables,
+            dlq,
+            topic_table,
+            parts: BTreeMap::new(),
+            report: ArchiveReport::default(),
+            last_commit: Instant::now(),
+            assigned_once: false,
+        })
+    }
+
+    /// Runs until `--until-end` is reached or shutdown is requested; commits before returning.
+    pub fn run(mut self) -> Result<ArchiveReport, ArchiveError> {
+        let started = Instant::now();
+        let result = self.run_loop(started);
+        // Copy what we need out of librdkafka structures before the consumer is dropped.
+        let report = self.report.clone();
+        result.map(|_| report)
+    }
+
+    fn run_loop(&mut self, started: Instant) -> Result<(), ArchiveError> {
+        loop {
+            if self.cfg.shutdown.load(Ordering::Relaxed) {
+                tracing::info!("shutdown requested: flushing and committing");
+                self.commit_all()?;
+                return Ok(());
+            }
+            // A local handle, so the borrowed messages do not borrow `self`.
+            let consumer = self.consumer.clone();
+            let mut batch: Vec<BorrowedMessage<'_>> = Vec::new();
+            let poll_until = Instant::now() + Duration::from_millis(200);
+            while batch.len() < self.cfg.batch_records {
+                let wait = poll_until.saturating_duration_since(Instant::now());
+                match consumer.poll(wait) {
+                    Some(Ok(m)) => batch.push(m),
+                    Some(Err(KafkaError::PartitionEOF(_))) => {}
+                    Some(Err(e)) => {
+                        tracing::warn!(error = %e, "Kafka consumer error");
+                        break;
+                    }
+                    None => break,
+                }
+                if consumer
+                    .context()
+                    .events
+                    .lock()
+                    .map(|e| !e.is_empty())
+                    .unwrap_or(true)
+                {
+                    break;
+                }
+            }
+            // Events first: the messages in `batch` were fetched after them.
+            let events = consumer.context().take();
+            if !events.is_empty() {
+                // Messages polled before a revoke belong to the old assignment.
+                let (before, after) = split_at_events(batch);
+                drop(before);
+                batch = after;
+                self.handle_events(events)?;
+            }
+            let batch_vec = batch;
+            self.process(&batch_vec)?;
+            drop(batch_vec);
+
+            let age_due = self.last_commit.elapsed() >= self.cfg.policy.max_file_age;
+            if age_due && self.dirty() {
+                self.commit_all()?;
+            }
+            self.enforce_budget()?;
+            self.cfg.metrics.set_buffered(self.buffered_bytes());
+
+            if self.cfg.until_end {
+                if self.assigned_once
+                    && !self.parts.is_empty()
+                    && self.parts.values().all(PartState::done)
+                {
+                    self.commit_all()?;
+                    return Ok(());
+                }
+                if !self.assigned_once && started.elapsed() > self.cfg.assignment_timeout {
+                    return Err(ArchiveError::Config(format!(
+                        "no partition of {:?} was assigned within {:?} (do the topics exist? is the group {} busy?)",
+                        self.topic_table.keys().collect::<Vec<_>>(),
+                        self.cfg.assignment_timeout,
+                        self.cfg.group
+                    )));
+                }
+            }
+        }
+    }
+
+    fn dirty(&self) -> bool {
+        self.parts
+            .values()
+            .any(|p| p.start.committed.is_none_or(|w| p.next > w))
+    }
+
+    fn buffered_bytes(&self) -> u64 {
+        self.tables.iter().map(|t| t.writers.memory()).sum::<u64>()
+            + self.dlq.as_ref().map(|d| d.writers.memory()).unwrap_or(0)
+    }
+
+    fn handle_events(&mut self, events: Vec<GroupEvent>) -> Result<(), ArchiveError> {
+        for e in events {
+            match e {
+                GroupEvent::Revoked => {
+                    self.report.rebalances += 1;
+                    self.cfg.metrics.inc("loglake_rebalances_total", 1);
+                    tracing::info!("partitions revoked: dropping uncommitted buffers");
+                    self.reset()?;
+                    self.parts.clear();
+                }
+                GroupEvent::Assigned(list) => {
+                    self.report.rebalances += 1;
+                    self.assigned_once = true;
+                    // An eager rebalance revokes everything first; drop anything left anyway.
+                    self.reset()?;
+                    self.parts.clear();
+                    for ((topic, p), start) in list {
+                        let Some(&table) = self.topic_table.get(&topic) else {
+                            continue;
+                        };
+                        let (low, high) = self
+                            .consumer
+                            .fetch_watermarks(&topic, p, Duration::from_secs(30))
+                            .map_err(kafka_err("fetch_watermarks"))?;
+                        let next = start.seek().unwrap_or(low).max(low);
+                        let end = self.cfg.until_end.then_some(high);
+                        tracing::info!(topic = %topic, partition = p, start = ?start, low, high, "assigned");
+                        self.parts.insert(
+                            (topic, p),
+                            PartState {
+                                table,
+                                start,
+                                next,
+                                end,
+                            },
+                        );
+                    }
+                }
+                GroupEvent::Failed(msg) => return Err(ArchiveError::Other(msg)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Drops everything not yet committed (buffers, decoder state, uploaded files).
+    fn reset(&mut self) -> Result<(), ArchiveError> {
+        for t in &mut self.tables {
+            t.writers.discard_all();
+            t.decoder = decoder_for(&t.target.decoder, &self.cfg.decoder_options)?;
+            let pending = std::mem::take(&mut t.pending);
+            self.handle.block_on(t.sink.delete_uncommitted(&pending));
+            t.pending_rows = 0;
+        }
+        if let Some(d) = &mut self.dlq {
+            d.writers.discard_all();
+            let pending = std::mem::take(&mut d.pending);
+            self.handle.block_on(d.sink.delete_uncommitted(&pending));
+            d.pending_rows = 0;
+        }
+        Ok(())
+    }
+
+    fn process(&mut self, batch: &[BorrowedMessage<'_>]) -> Result<(), ArchiveError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        // Group by table, keeping only records of assigned partitions that are new.
+        let mut per_table: Vec<Vec<&BorrowedMessage<'_>>> = vec![Vec::new(); self.tables.len()];
+        for m in batch {
+            let key = (m.topic().to_string(), m.partition());
+            let Some(ps) = self.parts.get_mut(&key) else {
+                continue;
+            };
+            if let Some(end) = ps.end
+                && m.offset() >= end
+            {
+                continue; // beyond the frozen end of this batch run
+            }
+            if m.offset() < ps.next {
+                continue; // already seen (seek raced a fetch)
+            }
+            ps.next = m.offset() + 1;
+            self.report.records_in += 1;
+            self.report.bytes_in += m.payload_len() as u64;
+            per_table[ps.table].push(m);
+        }
+        self.cfg
+            .metrics
+            .inc("loglake_records_in_total", batch.len() as u64);
+        for (ti, msgs) in per_table.into_iter().enumerate() {
+            if msgs.is_empty() {
+                continue;
+            }
+            let headers: Vec<HeaderList<'_>> = msgs
+                .iter()
+                .map(|m| {
+                    m.headers()
+                        .map(|h| h.iter().map(|x| (x.key, x.value)).collect())
+                        .unwrap_or_default()
+                })
+                .collect();
+            let records: Vec<RawRecord<'_>> = msgs
+                .iter()
+                .zip(&headers)
+                .map(|(m, h)| RawRecord {
+                    payload: m.payload(),
+                    key: m.key(),
+                    headers: h.as_slice(),
+                    timestamp_ms: m.timestamp().to_millis(),
+                    topic: m.topic(),
+                    partition: m.partition(),
+                    offset: m.offset(),
+                })
+                .collect();
+            let out = self.tables[ti].decoder.decode(&records);
+            self.write_decoded(ti, out.batch, out.errors, &records)?;
+        }
+        Ok(())
+    }
+
+    fn write_decoded(
+        &mut self,
+        ti: usize,
+        batch: RecordBatch,
+        errors: Vec<RecordError>,
+        records: &[RawRecord<'_>],
+    ) -> Result<(), ArchiveError> {
+        // I2: rows at offsets below W are already in the table (re-read after a resume point).
+        let batch = self.filter_committed(&batch)?;
+        let rows = batch.num_rows() as u64;
+        let closed = self.tables[ti].writers.write(&batch)?;
+        self.tables[ti].pending_rows += rows;
+        self.upload_table(ti, closed)?;
+        // I4: every record that did not become a row becomes a dead letter.
+        if !errors.is_empty() {
+            let mut bad = Vec::new();
+            for e in errors {
+                let key = (e.topic.clone(), e.partition);
+                let floor = self
+                    .parts
+                    .get(&key)
+                    .map(PartState::dlq_floor)
+                    .unwrap_or(i64::MIN);
+                if e.offset < floor {
+                    continue;
+                }
+                let raw = records
+                    .get(e.index)
+                    .filter(|r| r.offset == e.offset)
+                    .and_then(|r| r.payload);
+                let ts = records.get(e.index).and_then(|r| r.timestamp_ms);
+                tracing::debug!(topic = %e.topic, partition = e.partition, offset = e.offset, reason = %e.reason, "dead letter");
+                bad.push((e, raw.map(<[u8]>::to_vec), ts));
+            }
+            self.write_dead_letters(&self.tables[ti].target.decoder.clone(), bad)?;
+        }
+        Ok(())
+    }
+
+    fn filter_committed(&self, batch: &RecordBatch) -> Result<RecordBatch, ArchiveError> {
+        use arrow::array::{AsArray, BooleanArray};
+        use arrow::datatypes::{Int32Type, Int64Type};
+        let schema = batch.schema();
+        let (Ok(ti), Ok(pi), Ok(oi)) = (
+            schema.index_of("kafka_topic"),
+            schema.index_of("kafka_partition"),
+            schema.index_of("kafka_offset"),
+        ) else {
+            return Ok(batch.clone());
+        };
+        let topics = batch.column(ti).as_string::<i32>();
+        let parts = batch.column(pi).as_primitive::<Int32Type>();
+        let offs = batch.column(oi).as_primitive::<Int64Type>();
+        let mut all = true;
+        let keep: BooleanArray = (0..batch.num_rows())
+            .map(|r| {
+                let floor = self
+                    .parts
+                    .get(&(topics.value(r).to_string(), parts.value(r)))
+                    .map(PartState::floor)
+                    .unwrap_or(i64::MIN);
+                let k = offs.value(r) >= floor;
+                all &= k;
+                Some(k)
+            })
+            .collect();
+        if all {
+            return Ok(batch.clone());
+        }
+        Ok(filter_record_batch(batch, &keep)?)
+    }
+
+    fn write_dead_letters(
+        &mut self,
+        decoder: &str,
+        bad: Vec<DeadLetter>,
+    ) -> Result<(), ArchiveError> {
+        if bad.is_empty() {
+            return Ok(());
+        }
+        self.report.dead_letters += bad.len() as u64;
+        self.cfg
+            .metrics
+            .inc("loglake_dead_letters_total", bad.len() as u64);
+        let Some(dlq) = &mut self.dlq else {
+            let (e, _, _) = &bad[0];
+            return Err(ArchiveError::Other(format!(
+                "{} record(s) could not be decoded and no --dlq-table is configured (first: {}[{}] offset {}: {}); refusing to drop them",
+                bad.len(),
+                e.topic,
+                e.partition,
+                e.offset,
+                e.reason
+            )));
+        };
+        let batch = dead_letter_batch(decoder, &bad)?;
+        let closed = dlq.writers.write(&batch)?;
+        dlq.pending_rows += batch.num_rows() as u64;
+        for f in closed {
+            let add = upload(&self.handle, &dlq.sink, f, &self.cfg.metrics)?;
+            dlq.pending.push(add);
+        }
+        Ok(())
+    }
+
+    fn upload_table(&mut self, ti: usize, closed: Vec<ClosedFile>) -> Result<(), ArchiveError> {
+        for f in closed {
+            let add = upload(&self.handle, &self.tables[ti].sink, f, &self.cfg.metrics)?;
+            self.tables[ti].pending.push(add);
+        }
+        Ok(())
+    }
+
+    /// Closes the largest open files (across all tables) while over the byte budget.
+    fn enforce_budget(&mut self) -> Result<(), ArchiveError> {
+        let budget = self.cfg.policy.memory_budget_bytes;
+        if self.buffered_bytes() <= budget {
+            return Ok(());
+        }
+        let target = budget / 4 * 3;
+        while self.buffered_bytes() > target {
+            // Which set holds the largest writer?
+            let mut best: Option<(Option<usize>, u64)> = None;
+            for (i, t) in self.tables.iter().enumerate() {
+                if let Some(s) = t.writers.largest()
+                    && best.is_none_or(|(_, b)| s > b)
+                {
+                    best = Some((Some(i), s));
+                }
+            }
+            if let Some(s) = self.dlq.as_ref().and_then(|d| d.writers.largest())
+                && best.is_none_or(|(_, b)| s > b)
+            {
+                best = Some((None, s));
+            }
+            match best {
+                Some((Some(i), _)) => {
+                    if let Some(f) = self.tables[i].writers.close_largest()? {
+                        self.cfg.metrics.inc("loglake_budget_flushes_total", 1);
+                        self.upload_table(i, vec![f])?;
+                    }
+                }
+                Some((None, _)) => {
+                    if let Some(d) = &mut self.dlq
+                        && let Some(f) = d.writers.close_largest()?
+                    {
+                        let add = upload(&self.handle, &d.sink, f, &self.cfg.metrics)?;
+                        d.pending.push(add);
+                    }
+                }
+                None => break,
+            }
+        }
+        Ok(())
+    }
+
+    /// Flushes everything and commits: dead letters first, then each table (I2, I4).
+    fn commit_all(&mut self) -> Result<(), ArchiveError> {
+        let flush_started = Instant::now();
+        // Close all files; stateful decoders keep their partial lines (R handles them).
+        for ti in 0..self.tables.len() {
+            let closed = self.tables[ti].writers.close_all()?;
+            self.upload_table(ti, closed)?;
+        }
+        if let Some(d) = &mut self.dlq {
+            for f in d.writers.close_all()? {
+                let add = upload(&self.handle, &d.sink, f, &self.cfg.metrics)?;
+                d.pending.push(add);
+            }
+        }
+        // Partitions with new records since their last commit.
+        let advanced: Vec<((String, i32), PartState)> = self
+            .parts
+            .iter()
+            .filter(|(_, p)| p.start.committed.is_none_or(|w| p.next > w))
+            .map(|(k, p)| (k.clone(), p.clone()))
+            .collect();
+        if advanced.is_empty() {
+            self.last_commit = Instant::now();
+            return Ok(());
+        }
+
+        // Dead letters first.
+        if let Some(d) = &mut self.dlq
+            && !d.pending.is_empty()
+        {
+            let offsets: Vec<OffsetAdvance> = advanced
+                .iter()
+                .map(|((t, p), s)| OffsetAdvance {
+                    topic: t.clone(),
+                    partition: *p,
+                    from: s.start.dead_letters,
+                    to: s.next,
+                })
+                .collect();
+            let adds = std::mem::take(&mut d.pending);
+            let outcome =
+                self.handle
+                    .block_on(d.sink.commit(adds.clone(), &offsets, Vec::new()))?;
+            match outcome {
+                CommitOutcome::Committed { version, .. } => {
+                    self.report.commits += 1;
+                    self.cfg.metrics.inc("loglake_commits_total", 1);
+                    self.cfg
+                        .metrics
+                        .inc("loglake_rows_written_total", d.pending_rows);
+                    tracing::info!(table = %d.sink.name(), version, rows = d.pending_rows, files = adds.len(), "committed dead letters");
+                    d.pending_rows = 0;
+                    for ((t, p), s) in &advanced {
+                        if let Some(ps) = self.parts.get_mut(&(t.clone(), *p)) {
+                            ps.start.dead_letters = Some(s.next);
+                        }
+                    }
+                }
+                CommitOutcome::Conflict { partitions } => {
+                    self.handle.block_on(d.sink.delete_uncommitted(&adds));
+                    return self.on_conflict(d_name(&self.cfg), partitions);
+                }
+            }
+        }
+
+        for ti in 0..self.tables.len() {
+            let mine: Vec<&((String, i32), PartState)> =
+                advanced.iter().filter(|(_, s)| s.table == ti).collect();
+            if mine.is_empty() {
+                continue;
+            }
+            let name = self.tables[ti].target.name.clone();
+            let mut offsets = Vec::new();
+            let mut resumes = Vec::new();
+            for ((t, p), s) in &mine {
+                offsets.push(OffsetAdvance {
+                    topic: t.clone(),
+                    partition: *p,
+                    from: s.start.committed,
+                    to: s.next,
+                });
+                let pending = self.tables[ti].decoder.pending_min_offset(t, *p);
+                let r = pending.map_or(s.next, |o| o.min(s.next));
+                resumes.push((format!("{}:resume", app_id(&name, t, *p)), r));
+            }
+            let adds = std::mem::take(&mut self.tables[ti].pending);
+            let t = &mut self.tables[ti];
+            let outcome =
+                self.handle
+                    .block_on(t.sink.commit(adds.clone(), &offsets, resumes.clone()))?;
+            match outcome {
+                CommitOutcome::Committed { version, attempts } => {
+                    self.report.commits += 1;
+                    self.report.files += adds.len() as u64;
+                    self.report.rows_written += t.pending_rows;
+                    self.cfg.metrics.inc("loglake_commits_total", 1);
+                    self.cfg
+                        .metrics
+                        .inc("loglake_rows_written_total", t.pending_rows);
+                    tracing::info!(table = %name, version, attempts, rows = t.pending_rows, files = adds.len(), "committed");
+                    t.pending_rows = 0;
+                    for (o, (_, r)) in offsets.iter().zip(&resumes) {
+                        if let Some(ps) = self.parts.get_mut(&(o.topic.clone(), o.partition)) {
+                            ps.start.committed = Some(o.to);
+                            ps.start.resume = Some(*r);
+                        }
+                        self.report
+                            .offsets
+                            .insert(format!("{name}/{}/{}", o.topic, o.partition), o.to);
+                    }
+                }
+                CommitOutcome::Conflict { partitions } => {
+                    self.handle.block_on(t.sink.delete_uncommitted(&adds));
+                    return self.on_conflict(name, partitions);
+                }
+            }
+        }
+        self.commit_kafka_offsets();
+        self.cfg.metrics.observe_flush(flush_started.elapsed());
+        self.last_commit = Instant::now();
+        Ok(())
+    }
+
+    /// I3: another writer advanced partitions we hold. Drop everything uncommitted and re-read
+    /// every assigned partition's offsets from the tables; never write those records twice.
+    fn on_conflict(
+        &mut self,
+        table: String,
+        partitions: Vec<(String, i32, Option<i64>)>,
+    ) -> Result<(), ArchiveError> {
+        self.report.conflicts += 1;
+        self.cfg.metrics.inc("loglake_offset_conflicts_total", 1);
+        tracing::warn!(table = %table, ?partitions, "offsets moved under us: another archiver owns these partitions; dropping buffers and re-reading offsets");
+        self.reset()?;
+        let keys: Vec<(String, i32)> = self.parts.keys().cloned().collect();
+        let starts = self.consumer.context().resolver.resolve(&keys)?;
+        for (k, ps) in self.parts.iter_mut() {
+            let s = starts.get(k).copied().unwrap_or_default();
+            ps.start = s;
+            let target = s.seek().unwrap_or(0);
+            ps.next = target;
+            let off = if s.seek().is_some() {
+                Offset::Offset(target)
+            } else {
+                Offset::Beginning
+            };
+            self.consumer
+                .seek(&k.0, k.1, off, Duration::from_secs(10))
+                .map_err(kafka_err("seek after conflict"))?;
+        }
+        Ok(())
+    }
+
+    /// Kafka's committed offsets are for lag dashboards only (the tables are the truth).
+    fn commit_kafka_offsets(&self) {
+        let mut tpl = TopicPartitionList::new();
+        for ((t, p), s) in &self.parts {
+            if let Some(w) = s.start.committed {
+                let _ = tpl.add_partition_offset(t, *p, Offset::Offset(w));
+                let lag = s.end.unwrap_or(w) - w;
+                self.cfg.metrics.set_lag(t, *p, lag.max(0));
+            }
+        }
+        if tpl.count() > 0
+            && let Err(e) = self.consumer.commit(&tpl, CommitMode::Async)
+        {
+            tracing::debug!(error = %e, "committing Kafka offsets (informational) failed");
+        }
+    }
+}
+
+fn d_name(cfg: &ArchiveConfig) -> String {
+    cfg.dlq.as_ref().map(dlq_name).unwrap_or_default()
+}
+
+/// The dead-letter table's name (its last path segment).
+pub fn dlq_name(url: &Url) -> String {
+    url.path()
+        .trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .unwrap_or("dead_letters")
+        .to_string()
+}
+
+fn split_at_events(
+    batch: Vec<BorrowedMessage<'_>>,
+) -> (Vec<BorrowedMessage<'_>>, Vec<BorrowedMessage<'_>>) {
+    // A rebalance is served inside `poll`, which then returns no message (rdkafka returns
+    // `EventConsumed` for a finite timeout), and the batch loop stops at the first poll after
+    // which events are pending. So every message in `batch` was fetched under the *old*
+    // assignment: drop them all; the new owner (possibly us) re-reads them from the offsets in
+    // the tables, so nothing is lost.
+    (batch, Vec::new())
+}
+
+fn upload(
+    handle: &Handle,
+    sink: &DeltaSink,
+    f: ClosedFile,
+    metrics: &Metrics,
+) -> Result<Add, ArchiveError> {
+    let bytes = f.bytes.len() as u64;
+    let add = handle.block_on(sink.upload(f))?;
+    metrics.inc("loglake_files_written_total", 1);
+    metrics.inc("loglake_bytes_written_total", bytes);
+    Ok(add)
+}
+
+/// Builds a dead-letter batch: raw bytes, error, decoder, Kafka coordinates and timestamp.
+fn dead_letter_batch(decoder: &str, bad: &[DeadLetter]) -> Result<RecordBatch, ArchiveError> {
+    let schema: SchemaRef = table_schema(TableKind::DeadLetter);
+    let now = chrono::Utc::now();
+    let mut cols: Vec<ArrayRef> = Vec::new();
+    for field in schema.fields() {
+        let col: ArrayRef = match field.name().as_str() {
+            "raw" => {
+                let mut b = BinaryBuilder::new();
+                for (_, raw, _) in bad {
+                    match raw {
+                        Some(r) => b.append_value(r),
+                        None => b.append_null(),
+                    }
+                }
+                std::sync::Arc::new(b.finish())
+            }
+            "error" | "decoder" | "kafka_topic" | "loglake_version" => {
+                let mut b = StringBuilder::new();
+                for (e, _, _) in bad {
+                    match field.name().as_str() {
+                        "error" => b.append_value(&e.reason),
+                        "decoder" => b.append_value(decoder),
+                        "kafka_topic" => b.append_value(&e.topic),
+                        _ => b.append_value(env!("CARGO_PKG_VERSION")),
+                    }
+                }
+                std::sync::Arc::new(b.finish())
+            }
+            "kafka_partition" | "hour" => {
+                let mut b = Int32Builder::new();
+                for (e, _, ts) in bad {
+                    if field.name() == "kafka_partition" {
+                        b.append_value(e.partition);
+                    } else {
+                        let t = ts
+                            .and_then(chrono::DateTime::from_timestamp_millis)
+                            .unwrap_or(now);
+                        b.append_value(chrono::Timelike::hour(&t) as i32);
+                    }
+                }
+                std::sync::Arc::new(b.finish())
+            }
+            "kafka_offset" => {
+                let mut b = Int64Builder::new();
+                for (e, _, _) in bad {
+                    b.append_value(e.offset);
+                }
+                std::sync::Arc::new(b.finish())
+            }
+            "kafka_timestamp" | "ingest_ts" => {
+                let mut b = TimestampMicrosecondBuilder::new().with_timezone("UTC");
+                for (_, _, ts) in bad {
+                    if field.name() == "ingest_ts" {
+                        b.append_value(now.timestamp_micros());
+                    } else {
+                        match ts {
+                            Some(ms) => b.append_value(ms * 1000),
+                            None => b.append_null(),
+                        }
+                    }
+                }
+                std::sync::Arc::new(b.finish())
+            }
+            "dt" => {
+                let mut b = Date32Builder::new();
+                for (_, _, ts) in bad {
+                    let t = ts
+                        .and_then(chrono::DateTime::from_timestamp_millis)
+                        .unwrap_or(now);
+                    b.append_value(
+                        (t.date_naive() - chrono::NaiveDate::default()).num_days() as i32
+                    );
+                }
+                std::sync::Arc::new(b.finish())
+            }
+            other => {
+                return Err(ArchiveError::Other(format!(
+                    "unexpected dead-letter column {other}"
+                )));
+            }
+        };
+        cols.push(col);
+    }
+    Ok(RecordBatch::try_new(schema, cols)?)
+}

@@ -1,0 +1,505 @@
+//! The lake catalog: discovery of Delta tables under `--lake`, lazy loading, time travel, and the
+//! scan bookkeeping that lets `EXPLAIN` show how many files Delta statistics let us skip.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+use arrow::datatypes::SchemaRef;
+use datafusion::catalog::{SchemaProvider, Session, TableProvider};
+use datafusion::common::{Constraints, Statistics};
+use datafusion::datasource::physical_plan::FileScanConfig;
+use datafusion::datasource::source::DataSourceExec;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::logical_expr::dml::InsertOp;
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType};
+use datafusion::physical_plan::ExecutionPlan;
+use deltalake::DeltaTableBuilder;
+use object_store::ObjectStore;
+use object_store::path::Path as ObjPath;
+use url::Url;
+
+/// How deep below `--lake` discovery looks for `_delta_log` folders.
+pub const MAX_DISCOVERY_DEPTH: usize = 6;
+
+/// Which snapshot of a Delta table to read.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum TimeTravel {
+    Latest,
+    Version(i64),
+    /// RFC 3339 timestamp: the last version committed at or before it.
+    Timestamp(String),
+}
+
+/// `AWS_*` environment variables, passed to deltalake/object_store as storage options (the same
+/// names the archiver uses).
+pub fn storage_options() -> HashMap<String, String> {
+    std::env::vars()
+        .filter(|(k, _)| k.starts_with("AWS_"))
+        .collect()
+}
+
+/// Turn a user path or URL into a URL (relative local paths are resolved against the cwd).
+pub fn to_url(location: &str) -> Result<Url> {
+    if location.contains("://") {
+        return Url::parse(location)
+            .map_err(|e| DataFusionError::Plan(format!("invalid URL {location:?}: {e}")));
+    }
+    let p = std::path::Path::new(location);
+    let abs = if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        std::env::current_dir()
+            .map_err(|e| DataFusionError::External(Box::new(e)))?
+            .join(p)
+    };
+    let abs = abs.canonicalize().unwrap_or(abs);
+    Url::from_directory_path(&abs)
+        .map_err(|_| DataFusionError::Plan(format!("invalid path {location:?}")))
+}
+
+fn dir_url(mut u: Url) -> Url {
+    if !u.path().ends_with('/') {
+        let p = format!("{}/", u.path());
+        u.set_path(&p);
+    }
+    u
+}
+
+/// Find every Delta table (a folder holding `_delta_log/`) under `root`. Returns name -> URL,
+/// where the name is the table's folder name; when two tables share a folder name both are
+/// named by their relative path with `/` replaced by `_`.
+pub async fn discover(root: &Url) -> Result<BTreeMap<String, Url>> {
+    let root = dir_url(root.clone());
+    let rels: Vec<String> = if root.scheme() == "file" {
+        let base = root
+            .to_file_path()
+            .map_err(|_| DataFusionError::Plan(format!("invalid lake path {root}")))?;
+        tokio::task::spawn_blocking(move || discover_local(&base))
+            .await
+            .map_err(|e| DataFusionError::External(Box::new(e)))??
+    } else {
+        let (store, prefix) = object_store_for(&root)?;
+        discover_store(store.as_ref(), &prefix).await?
+    };
+    let mut by_leaf: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for rel in rels {
+        let leaf = rel
+            .trim_end_matches('/')
+            .rsplit('/')
+            .next()
+            .unwrap_or("")
+            .to_string();
+        let leaf = if leaf.is_empty() {
+            root_name(&root)
+        } else {
+            leaf
+        };
+        by_leaf.entry(leaf).or_default().push(rel);
+    }
+    let mut out = BTreeMap::new();
+    for (leaf, rels) in by_leaf {
+        for rel in &rels {
+            let name = if rels.len() == 1 {
+                leaf.clone()
+            } else {
+                rel.trim_end_matches('/').replace('/', "_")
+            };
+            let url = if rel.is_empty() {
+                root.clone()
+            } else {
+                root.join(&format!("{}/", rel.trim_end_matches('/')))
+                    .map_err(|e| DataFusionError::Plan(format!("bad table path {rel}: {e}")))?
+            };
+            out.insert(name, url);
+        }
+    }
+    Ok(out)
+}
+
+fn root_name(root: &Url) -> String {
+    root.path()
+        .trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .unwrap_or("lake")
+        .to_string()
+}
+
+fn discover_local(base: &std::path::Path) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    let mut stack = vec![(base.to_path_buf(), String::new(), 0usize)];
+    while let Some((dir, rel, depth)) = stack.pop() {
+        if dir.join("_delta_log").is_dir() {
+            out.push(rel);
+            continue;
+        }
+        if depth >= MAX_DISCOVERY_DEPTH {
+            continue;
+        }
+        let rd = match std::fs::read_dir(&dir) {
+            Ok(rd) => rd,
+            Err(e) if depth == 0 => {
+                return Err(DataFusionError::Plan(format!(
+                    "cannot read lake {}: {e}",
+                    dir.display()
+                )));
+            }
+            Err(_) => continue,
+        };
+        for entry in rd.flatten() {
+            let Ok(ft) = entry.file_type() else { continue };
+            let name = entry.file_name().to_string_lossy().to_string();
+            if !ft.is_dir() || name.starts_with('.') || name.starts_with('_') || name.contains('=')
+            {
+                // hidden, `_delta_log`-like and Hive partition folders hold no tables
+                continue;
+            }
+            let r = if rel.is_empty() {
+                name.clone()
+            } else {
+                format!("{rel}/{name}")
+            };
+            stack.push((entry.path(), r, depth + 1));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+async fn discover_store(store: &dyn ObjectStore, prefix: &ObjPath) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    let mut stack: Vec<(ObjPath, String, usize)> = vec![(prefix.clone(), String::new(), 0)];
+    while let Some((p, rel, depth)) = stack.pop() {
+        let listing = store
+            .list_with_delimiter(Some(&p))
+            .await
+            .map_err(|e| DataFusionError::ObjectStore(Box::new(e)))?;
+        let children: Vec<ObjPath> = listing.common_prefixes;
+        if children.iter().any(|c| c.filename() == Some("_delta_log")) {
+            out.push(rel);
+            continue;
+        }
+        if depth >= MAX_DISCOVERY_DEPTH {
+            continue;
+        }
+        for c in children {
+            let Some(name) = c.filename().map(str::to_string) else {
+                continue;
+            };
+            if name.starts_with('.') || name.starts_with('_') || name.contains('=') {
+                continue;
+            }
+            let r = if rel.is_empty() {
+                name.clone()
+            } else {
+                format!("{rel}/{name}")
+            };
+            stack.push((c, r, depth + 1));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// An object store for an `s3://bucket/prefix` URL configured from `AWS_*` variables.
+pub fn object_store_for(url: &Url) -> Result<(Arc<dyn ObjectStore>, ObjPath)> {
+    let opts: Vec<(String, String)> = storage_options()
+        .into_iter()
+        .map(|(k, v)| (k.to_ascii_lowercase(), v))
+        .collect();
+    let (store, path) = object_store::parse_url_opts(url, opts)
+        .map_err(|e| DataFusionError::ObjectStore(Box::new(e)))?;
+    Ok((Arc::from(store), path))
+}
+
+/// Open a Delta table at `url` at the requested snapshot and return a provider registered with
+/// the session's object stores.
+pub async fn open_delta(
+    state: &datafusion::execution::SessionState,
+    url: &Url,
+    at: &TimeTravel,
+    name: &str,
+    scans: &ScanLog,
+) -> Result<Arc<dyn TableProvider>> {
+    let err = |e: deltalake::DeltaTableError| {
+        DataFusionError::Plan(format!("Delta table {name} ({url}): {e}"))
+    };
+    let mut b = DeltaTableBuilder::from_url(url.clone())
+        .map_err(err)?
+        .with_storage_options(storage_options());
+    match at {
+        TimeTravel::Latest => {}
+        TimeTravel::Version(v) => {
+            if *v < 0 {
+                return Err(DataFusionError::Plan(format!(
+                    "Delta version must be >= 0, got {v}"
+                )));
+            }
+            b = b.with_version(*v as _)
+        }
+        TimeTravel::Timestamp(ts) => b = b.with_datestring(ts).map_err(err)?,
+    }
+    let table = b.load().await.map_err(err)?;
+    table.update_datafusion_session(state).map_err(err)?;
+    let total_files = table
+        .snapshot()
+        .map(|s| s.log_data().num_files())
+        .unwrap_or(0);
+    let version = table.version().map(|v| v as i64);
+    let inner = table
+        .table_provider()
+        .with_session(Arc::new(state.clone()))
+        .await?;
+    Ok(Arc::new(DeltaLakeTable {
+        name: name.to_string(),
+        version,
+        total_files,
+        inner,
+        scans: scans.clone(),
+    }))
+}
+
+/// Files each Delta scan of the current statement reads, for `EXPLAIN`.
+#[derive(Debug, Clone, Default)]
+pub struct ScanLog(Arc<Mutex<Vec<String>>>);
+
+impl ScanLog {
+    pub fn take(&self) -> Vec<String> {
+        self.0
+            .lock()
+            .map(|mut v| std::mem::take(&mut *v))
+            .unwrap_or_default()
+    }
+    fn push(&self, s: String) {
+        if let Ok(mut v) = self.0.lock() {
+            v.push(s);
+        }
+    }
+}
+
+/// A Delta table provider that reports how many of the snapshot's files a scan reads.
+#[derive(Debug)]
+pub struct DeltaLakeTable {
+    name: String,
+    version: Option<i64>,
+    total_files: usize,
+    inner: Arc<dyn TableProvider>,
+    scans: ScanLog,
+}
+
+/// Count the files a physical plan reads.
+pub fn count_files(plan: &Arc<dyn ExecutionPlan>) -> usize {
+    let mut n = 0;
+    if let Some(ds) = plan.downcast_ref::<DataSourceExec>()
+        && let Some(cfg) = ds.data_source().downcast_ref::<FileScanConfig>()
+    {
+        n += cfg.file_groups.iter().map(|g| g.len()).sum::<usize>();
+    }
+    for c in plan.children() {
+        n += count_files(c);
+    }
+    n
+}
+
+#[async_trait::async_trait]
+impl TableProvider for DeltaLakeTable {
+    fn schema(&self) -> SchemaRef {
+        self.inner.schema()
+    }
+    fn constraints(&self) -> Option<&Constraints> {
+        self.inner.constraints()
+    }
+    fn table_type(&self) -> TableType {
+        self.inner.table_type()
+    }
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let plan = self.inner.scan(state, projection, filters, limit).await?;
+        self.note(&plan, filters);
+        Ok(plan)
+    }
+    async fn scan_with_args<'a>(
+        &self,
+        state: &dyn Session,
+        args: datafusion::catalog::ScanArgs<'a>,
+    ) -> Result<datafusion::catalog::ScanResult> {
+        let filters: Vec<Expr> = args.filters().map(|f| f.to_vec()).unwrap_or_default();
+        let res = self.inner.scan_with_args(state, args).await?;
+        self.note(res.plan(), &filters);
+        Ok(res)
+    }
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> Result<Vec<TableProviderFilterPushDown>> {
+        self.inner.supports_filters_pushdown(filters)
+    }
+    fn statistics(&self) -> Option<Statistics> {
+        self.inner.statistics()
+    }
+    async fn insert_into(
+        &self,
+        state: &dyn Session,
+        input: Arc<dyn ExecutionPlan>,
+        insert_op: InsertOp,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        self.inner.insert_into(state, input, insert_op).await
+    }
+}
+
+impl DeltaLakeTable {
+    fn note(&self, plan: &Arc<dyn ExecutionPlan>, filters: &[Expr]) {
+        let scanned = count_files(plan);
+        let v = self.version.map(|v| format!("@v{v}")).unwrap_or_default();
+        let f: Vec<String> = filters.iter().map(|e| e.to_string()).collect();
+        self.scans.push(format!(
+            "{}{v}: {scanned} of {} files scanned ({} skipped by partition values and file statistics){}",
+            self.name,
+            self.total_files,
+            self.total_files.saturating_sub(scanned),
+            if f.is_empty() { String::new() } else { format!("; filters: {}", f.join(" AND ")) }
+        ));
+    }
+}
+
+/// The `lake` schema: the discovered Delta tables (opened on first use) plus tables registered
+/// in the session (`CREATE EXTERNAL TABLE`, `CREATE TABLE AS`).
+#[derive(Debug)]
+pub struct LakeSchema {
+    pub discovered: BTreeMap<String, Url>,
+    loaded: Mutex<HashMap<String, Arc<dyn TableProvider>>>,
+    registered: Mutex<HashMap<String, Arc<dyn TableProvider>>>,
+    state: Mutex<Option<datafusion::execution::SessionState>>,
+    scans: ScanLog,
+}
+
+impl LakeSchema {
+    pub fn new(discovered: BTreeMap<String, Url>, scans: ScanLog) -> Self {
+        Self {
+            discovered,
+            loaded: Mutex::new(HashMap::new()),
+            registered: Mutex::new(HashMap::new()),
+            state: Mutex::new(None),
+            scans,
+        }
+    }
+
+    /// The session the lake's tables are read with (set once the context exists).
+    pub fn set_state(&self, state: datafusion::execution::SessionState) {
+        if let Ok(mut s) = self.state.lock() {
+            *s = Some(state);
+        }
+    }
+
+    fn session_state(&self) -> Result<datafusion::execution::SessionState> {
+        self.state
+            .lock()
+            .ok()
+            .and_then(|s| s.clone())
+            .ok_or_else(|| {
+                DataFusionError::Internal("lake schema used before its session was set".into())
+            })
+    }
+
+    /// Names registered in this session (including temporaries).
+    pub fn registered_names(&self) -> Result<Vec<String>> {
+        let r = self
+            .registered
+            .lock()
+            .map_err(|_| DataFusionError::Internal("poisoned lock".into()))?;
+        Ok(r.keys().cloned().collect())
+    }
+
+    /// Open a discovered table at a given snapshot (not cached unless `Latest`).
+    pub async fn open(
+        &self,
+        name: &str,
+        at: &TimeTravel,
+    ) -> Result<Option<Arc<dyn TableProvider>>> {
+        let Some(url) = self.discovered.get(name).cloned() else {
+            return Ok(None);
+        };
+        if *at == TimeTravel::Latest
+            && let Some(t) = self.loaded.lock().ok().and_then(|m| m.get(name).cloned())
+        {
+            return Ok(Some(t));
+        }
+        let state = self.session_state()?;
+        let t = open_delta(&state, &url, at, name, &self.scans).await?;
+        if *at == TimeTravel::Latest
+            && let Ok(mut m) = self.loaded.lock()
+        {
+            m.insert(name.to_string(), Arc::clone(&t));
+        }
+        Ok(Some(t))
+    }
+}
+
+#[async_trait::async_trait]
+impl SchemaProvider for LakeSchema {
+    fn table_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.discovered.keys().cloned().collect();
+        if let Ok(r) = self.registered.lock() {
+            names.extend(r.keys().filter(|k| !k.starts_with("__lq_")).cloned());
+        }
+        names.sort();
+        names.dedup();
+        names
+    }
+    async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
+        if let Some(t) = self
+            .registered
+            .lock()
+            .ok()
+            .and_then(|r| r.get(name).cloned())
+        {
+            return Ok(Some(t));
+        }
+        self.open(name, &TimeTravel::Latest).await
+    }
+    async fn table_type(&self, name: &str) -> Result<Option<TableType>> {
+        if let Some(t) = self
+            .registered
+            .lock()
+            .ok()
+            .and_then(|r| r.get(name).cloned())
+        {
+            return Ok(Some(t.table_type()));
+        }
+        Ok(self
+            .discovered
+            .contains_key(name)
+            .then_some(TableType::Base))
+    }
+    fn register_table(
+        &self,
+        name: String,
+        table: Arc<dyn TableProvider>,
+    ) -> Result<Option<Arc<dyn TableProvider>>> {
+        let mut r = self
+            .registered
+            .lock()
+            .map_err(|_| DataFusionError::Internal("poisoned lock".into()))?;
+        Ok(r.insert(name, table))
+    }
+    fn deregister_table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
+        let mut r = self
+            .registered
+            .lock()
+            .map_err(|_| DataFusionError::Internal("poisoned lock".into()))?;
+        Ok(r.remove(name))
+    }
+    fn table_exist(&self, name: &str) -> bool {
+        self.discovered.contains_key(name)
+            || self
+                .registered
+                .lock()
+                .map(|r| r.contains_key(name))
+                .unwrap_or(false)
+    }
+}

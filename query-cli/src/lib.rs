@@ -1,0 +1,465 @@
+//! `loglake query`: the analysts' SQL CLI over the whole lake.
+//!
+//! * [`engine`]: DataFusion session over the lake (Delta tables discovered under `--lake`), the
+//!   table functions `delta_scan`, `read_parquet`, `log_context`, `correlate`, time travel,
+//!   read-only guard, memory limit with spilling.
+//! * [`functions`]: log functions (`log_level`, `log_template`, `regexp_extract`, `time_bucket`,
+//!   JSON access from `datafusion-functions-json`).
+//! * [`output`]: result formats. [`script`]: statements, parameters, positions.
+//! * [`repl`]: the interactive prompt. [`gen`]: the synthetic container-log generator.
+//!
+//! Exit codes: 0 success, 1 query error, 2 usage error.
+
+pub mod engine;
+pub mod functions;
+pub mod r#gen;
+pub mod lake;
+pub mod output;
+pub mod repl;
+pub mod script;
+pub mod tablefns;
+
+use std::io::{IsTerminal, Read, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use datafusion::error::DataFusionError;
+use futures::StreamExt;
+
+pub use engine::{Engine, EngineOptions};
+pub use output::Format;
+
+/// Errors of the query CLI.
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    /// Wrong invocation (exit code 2).
+    #[error("{0}")]
+    Usage(String),
+    /// A statement failed (exit code 1); the message names the statement and position.
+    #[error("{0}")]
+    Statement(String),
+    /// Anything else (exit code 1).
+    #[error(transparent)]
+    DataFusion(#[from] DataFusionError),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+impl QueryError {
+    /// The process exit code for this error.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            QueryError::Usage(_) => 2,
+            _ => 1,
+        }
+    }
+}
+
+/// Arguments of `loglake query`.
+#[derive(Debug, Clone, Default, clap::Args)]
+#[command(after_help = "Exit codes: 0 success, 1 query error, 2 usage error.\n\
+Without -c/-f, SQL is read from standard input, or an interactive prompt starts in a terminal.\n\
+See query-cli/README.md for the table functions, log functions and time travel.")]
+pub struct QueryArgs {
+    /// Lake root (s3://bucket/prefix or a local path): every Delta table under it is registered by
+    /// its folder name.
+    #[arg(long, env = "LOGLAKE_LAKE", value_name = "URL")]
+    pub lake: Option<String>,
+    /// Run these SQL statements (`;`-separated) and exit.
+    #[arg(
+        short = 'c',
+        long = "command",
+        value_name = "SQL",
+        conflicts_with = "file"
+    )]
+    pub command: Option<String>,
+    /// Run the SQL statements in this file and exit.
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    pub file: Option<PathBuf>,
+    /// Result format (default: table; with --output, guessed from the file extension).
+    #[arg(long, value_enum)]
+    pub format: Option<Format>,
+    /// Write results to FILE instead of standard output (`.parquet` writes Parquet).
+    #[arg(short = 'o', long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Substitute `${NAME}` in the SQL with VALUE (repeatable).
+    #[arg(short = 'p', long = "param", value_name = "NAME=VALUE")]
+    pub params: Vec<String>,
+    /// Print at most N rows of each result.
+    #[arg(long, value_name = "N")]
+    pub max_rows: Option<usize>,
+    /// Memory limit for query execution (e.g. 512M, 4G); sorts, joins and aggregations spill to
+    /// disk beyond it.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub memory_limit: Option<usize>,
+    /// Folder for spill files (default: the system temp folder).
+    #[arg(long, value_name = "DIR")]
+    pub temp_dir: Option<PathBuf>,
+    /// Allow statements that write to storage (COPY TO, INSERT, UPDATE, DELETE, MERGE).
+    #[arg(long)]
+    pub allow_write: bool,
+    /// Print the elapsed time of each statement on stderr.
+    #[arg(long)]
+    pub timing: bool,
+    /// Commands run when the interactive prompt starts (default: ~/.loglakerc).
+    #[arg(long, value_name = "FILE")]
+    pub rc: Option<PathBuf>,
+    /// Number of parallel partitions (default: number of cores).
+    #[arg(long, value_name = "N")]
+    pub target_partitions: Option<usize>,
+}
+
+/// Parse `512M`, `4G`, `1.5GB`, `1024` (bytes) into bytes.
+pub fn parse_size(s: &str) -> Result<usize, String> {
+    let t = s.trim().to_ascii_uppercase();
+    let t = t.strip_suffix('B').unwrap_or(&t);
+    let (num, mult) = match t.chars().last() {
+        Some('K') => (&t[..t.len() - 1], 1u64 << 10),
+        Some('M') => (&t[..t.len() - 1], 1 << 20),
+        Some('G') => (&t[..t.len() - 1], 1 << 30),
+        Some('T') => (&t[..t.len() - 1], 1 << 40),
+        _ => (t, 1),
+    };
+    let n: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("invalid size {s:?} (use e.g. 512M, 4G)"))?;
+    if n.is_nan() || n <= 0.0 {
+        return Err(format!("size must be positive, got {s:?}"));
+    }
+    Ok((n * mult as f64) as usize)
+}
+
+impl QueryArgs {
+    fn engine_options(&self) -> EngineOptions {
+        EngineOptions {
+            lake: self.lake.clone(),
+            memory_limit: self.memory_limit,
+            temp_dir: self.temp_dir.clone(),
+            allow_write: self.allow_write,
+            target_partitions: self.target_partitions,
+        }
+    }
+
+    fn effective_format(&self) -> Format {
+        if let Some(f) = self.format {
+            return f;
+        }
+        let ext = self
+            .output
+            .as_ref()
+            .and_then(|p| p.extension())
+            .map(|e| e.to_string_lossy().to_ascii_lowercase());
+        match ext.as_deref() {
+            Some("parquet") => Format::Parquet,
+            Some("csv") => Format::Csv,
+            Some("tsv") => Format::Tsv,
+            Some("json") => Format::Json,
+            Some("ndjson") | Some("jsonl") => Format::Ndjson,
+            Some("md") => Format::Markdown,
+            _ => Format::Table,
+        }
+    }
+}
+
+/// Entry point of `loglake query`.
+pub fn run(args: QueryArgs) -> anyhow::Result<ExitCode> {
+    let interactive =
+        args.command.is_none() && args.file.is_none() && std::io::stdin().is_terminal();
+    let mut err = std::io::stderr();
+    let result = if interactive {
+        repl::run(args)
+    } else {
+        let stdout: Box<output::Out> = Box::new(std::io::stdout());
+        run_batch(args, None, stdout, &mut err)
+    };
+    Ok(match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let _ = writeln!(err, "loglake query: error: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    })
+}
+
+/// Build the tokio runtime the engine runs on. Results are written by the calling thread, not on
+/// the runtime's workers.
+pub fn runtime() -> Result<tokio::runtime::Runtime, QueryError> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+/// Batch mode: `-c`, `-f`, or SQL on standard input (`stdin` overrides reading the process's
+/// standard input, for tests). Stops at the first failing statement.
+pub fn run_batch(
+    args: QueryArgs,
+    stdin: Option<String>,
+    stdout: Box<output::Out>,
+    err: &mut dyn Write,
+) -> Result<(), QueryError> {
+    let params = script::parse_params(&args.params)?;
+    let sql = if let Some(c) = &args.command {
+        c.clone()
+    } else if let Some(f) = &args.file {
+        std::fs::read_to_string(f)
+            .map_err(|e| QueryError::Usage(format!("cannot read {}: {e}", f.display())))?
+    } else if let Some(s) = stdin {
+        s
+    } else {
+        let mut s = String::new();
+        std::io::stdin().read_to_string(&mut s)?;
+        s
+    };
+    let sql = script::expand_meta_lines(&script::substitute_params(&sql, &params)?);
+    let format = args.effective_format();
+    let mut out: Box<output::Out> = match &args.output {
+        Some(p) => Box::new(std::io::BufWriter::new(std::fs::File::create(p).map_err(
+            |e| QueryError::Usage(format!("cannot create {}: {e}", p.display())),
+        )?)),
+        None => {
+            if format == Format::Parquet && std::io::stdout().is_terminal() {
+                return Err(QueryError::Usage(
+                    "--format parquet needs --output FILE or a pipe".into(),
+                ));
+            }
+            stdout
+        }
+    };
+    let rt = runtime()?;
+    let engine = rt
+        .block_on(Engine::new(args.engine_options()))
+        .map_err(|e| match e {
+            DataFusionError::Plan(m) if args.lake.is_some() => {
+                QueryError::Usage(format!("--lake: {m}"))
+            }
+            other => QueryError::DataFusion(other),
+        })?;
+    let mut wrote_parquet = false;
+    for stmt in script::split_statements(&sql) {
+        let started = Instant::now();
+        let res = run_statement(
+            &rt,
+            &engine,
+            &stmt,
+            format,
+            args.max_rows,
+            &mut *out,
+            err,
+            None,
+            &mut wrote_parquet,
+        );
+        match res {
+            Ok(rows) => {
+                if args.timing {
+                    let _ = writeln!(
+                        err,
+                        "statement {}: {rows} row(s) in {:.3}s",
+                        stmt.index,
+                        started.elapsed().as_secs_f64()
+                    );
+                }
+            }
+            Err(e) => {
+                let _ = out.flush();
+                return Err(e);
+            }
+        }
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// Execute one statement and write its result. Returns the number of rows written.
+#[allow(clippy::too_many_arguments)]
+pub fn run_statement(
+    rt: &tokio::runtime::Runtime,
+    engine: &Engine,
+    stmt: &script::Statement,
+    format: Format,
+    max_rows: Option<usize>,
+    out: &mut output::Out,
+    err: &mut dyn Write,
+    cancel: Option<&tokio::sync::Notify>,
+    wrote_parquet: &mut bool,
+) -> Result<usize, QueryError> {
+    let progress = Progress::start(rt, std::io::stderr().is_terminal());
+    let r = run_statement_inner(
+        rt,
+        engine,
+        stmt,
+        format,
+        max_rows,
+        out,
+        err,
+        cancel,
+        wrote_parquet,
+        &progress,
+    );
+    progress.stop();
+    r
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_statement_inner(
+    rt: &tokio::runtime::Runtime,
+    engine: &Engine,
+    stmt: &script::Statement,
+    format: Format,
+    max_rows: Option<usize>,
+    out: &mut output::Out,
+    err: &mut dyn Write,
+    cancel: Option<&tokio::sync::Notify>,
+    wrote_parquet: &mut bool,
+    progress: &Progress,
+) -> Result<usize, QueryError> {
+    let named = |e: DataFusionError| QueryError::Statement(engine::describe_error(stmt, &e));
+    let cancelled = || QueryError::Statement(format!("statement {}: cancelled", stmt.index));
+    let res = match cancel {
+        Some(n) => rt.block_on(async {
+            tokio::select! {
+                r = engine.execute(stmt) => Some(r),
+                _ = n.notified() => None,
+            }
+        }),
+        None => Some(rt.block_on(engine.execute(stmt))),
+    };
+    let res = res.ok_or_else(cancelled)?.map_err(named)?;
+    if res.schema.fields().is_empty() {
+        // DDL and the like: drain, print nothing
+        let mut stream = res.stream;
+        while let Some(b) = rt.block_on(stream.next()) {
+            b.map_err(named)?;
+        }
+        return Ok(0);
+    }
+    if format == Format::Parquet {
+        if *wrote_parquet {
+            return Err(QueryError::Statement(format!(
+                "statement {}: Parquet output holds one result; the script has several queries",
+                stmt.index
+            )));
+        }
+        *wrote_parquet = true;
+    }
+    let mut w = output::ResultWriter::new(format, out);
+    w.begin(Arc::clone(&res.schema)).map_err(named)?;
+    let mut stream = res.stream;
+    let mut rows = 0usize;
+    let mut truncated = false;
+    loop {
+        let next = match cancel {
+            Some(n) => rt.block_on(async {
+                tokio::select! {
+                    b = stream.next() => Some(b),
+                    _ = n.notified() => None,
+                }
+            }),
+            None => Some(rt.block_on(stream.next())),
+        };
+        let Some(next) = next.ok_or_else(cancelled)? else {
+            break;
+        };
+        let mut batch = next.map_err(named)?;
+        if let Some(m) = max_rows
+            && rows + batch.num_rows() > m
+        {
+            batch = batch.slice(0, m - rows);
+            truncated = true;
+        }
+        rows += batch.num_rows();
+        progress
+            .rows
+            .fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
+        w.batch(batch).map_err(named)?;
+        if truncated {
+            break;
+        }
+    }
+    drop(stream);
+    if let Some(t) = res.trailer {
+        rows += t.num_rows();
+        w.batch(t).map_err(named)?;
+    }
+    progress.stop();
+    w.finish().map_err(named)?;
+    if truncated && let Some(m) = max_rows {
+        let _ = writeln!(
+            err,
+            "(statement {}: output limited to {m} rows by --max-rows)",
+            stmt.index
+        );
+    }
+    Ok(rows)
+}
+
+/// A progress line on stderr for queries running longer than a second (terminal only).
+struct Progress {
+    rows: Arc<AtomicU64>,
+    shown: Arc<AtomicBool>,
+    handle: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Progress {
+    fn start(rt: &tokio::runtime::Runtime, enabled: bool) -> Progress {
+        let rows = Arc::new(AtomicU64::new(0));
+        let shown = Arc::new(AtomicBool::new(false));
+        let handle = enabled.then(|| {
+            let (rows, shown) = (Arc::clone(&rows), Arc::clone(&shown));
+            rt.spawn(async move {
+                let start = Instant::now();
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                loop {
+                    let line = format!(
+                        "\r\x1b[2K… running {:.1}s, {} rows",
+                        start.elapsed().as_secs_f64(),
+                        rows.load(Ordering::Relaxed)
+                    );
+                    // one short line to the terminal every 250 ms
+                    let _ = std::io::stderr().write_all(line.as_bytes());
+                    shown.store(true, Ordering::Relaxed);
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+            })
+        });
+        Progress {
+            rows,
+            shown,
+            handle,
+        }
+    }
+
+    /// Stop and clear the progress line (before results are printed).
+    fn stop(&self) {
+        if let Some(h) = &self.handle {
+            h.abort();
+            if self.shown.swap(false, Ordering::Relaxed) {
+                let _ = std::io::stderr().write_all(b"\r\x1b[2K");
+            }
+        }
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("512M"), Ok(512 << 20));
+        assert_eq!(parse_size("4g"), Ok(4 << 30));
+        assert_eq!(parse_size("1.5GB"), Ok(3 << 29));
+        assert_eq!(parse_size("1024"), Ok(1024));
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("0").is_err());
+    }
+}

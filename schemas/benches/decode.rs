@@ -1,0 +1,466 @@
+//! Decoder throughput: `cargo bench -p loglake-schemas --bench decode`
+//!
+//! Generates >= 100 MB of realistic Fluent Bit JSON (what its kubernetes filter + Kafka output
+//! write), seeded, with message lengths, label cardinalities and a level mix modelled on the
+//! corpus (fluent-bit kubernetes suite, lnav samples), then decodes the same bytes with:
+//!   1. loglake's `fluentbit` decoder (to the canonical container schema, with enrichment),
+//!   2. a plain `serde_json::Value` -> Arrow builders baseline (same target schema, same mapping),
+//!   3. arrow-json's stock reader (to the raw nested Fluent Bit schema: no mapping at all).
+//!
+//! Single thread, so MB/s is MB/s per core. Env: `LOGLAKE_BENCH_MB` (default 100), `LOGLAKE_BENCH_RUNS` (3).
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::Instant;
+
+use arrow::array::{
+    ArrayRef, Date32Builder, Int32Builder, Int64Builder, MapBuilder, MapFieldNames, RecordBatch,
+    StringBuilder, TimestampMicrosecondBuilder,
+};
+use arrow::datatypes::{DataType, Field, Fields, Schema};
+use loglake_schemas::{DecoderOptions, RawRecord, TableKind, decoder_for, table_schema};
+use serde_json::Value;
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        // xorshift64*
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+    fn pick<T: Copy>(&mut self, v: &[T]) -> T {
+        v[self.below(v.len() as u64) as usize]
+    }
+}
+
+const WORDS: &[&str] = &[
+    "request",
+    "user",
+    "order",
+    "payment",
+    "cache",
+    "miss",
+    "hit",
+    "connection",
+    "timeout",
+    "retry",
+    "upstream",
+    "handler",
+    "completed",
+    "started",
+    "GET",
+    "POST",
+    "/api/v1/orders",
+    "/healthz",
+    "db",
+    "query",
+    "took",
+    "ms",
+    "session",
+    "token",
+    "refresh",
+    "pool",
+    "worker",
+    "job",
+    "queue",
+    "shard",
+    "replica",
+    "leader",
+    "elected",
+    "sync",
+];
+
+fn sentence(r: &mut Rng, words: usize) -> String {
+    let mut s = String::new();
+    for i in 0..words {
+        if i > 0 {
+            s.push(' ');
+        }
+        s.push_str(r.pick(WORDS));
+        if r.below(8) == 0 {
+            s.push_str(&format!(" {}", r.below(100_000)));
+        }
+    }
+    s
+}
+
+fn json_escape(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_default()
+}
+
+/// One Fluent Bit record as its Kafka output writes it (format json, timestamp_key @timestamp).
+fn record(r: &mut Rng, i: u64, namespaces: &[String]) -> String {
+    let ns = namespaces[r.below(namespaces.len() as u64) as usize].clone();
+    let app = format!("{}-svc{}", ns, r.below(6));
+    let pod = format!("{app}-{:x}-{:05x}", r.below(1 << 24), r.below(1 << 20));
+    let container = ["app", "istio-proxy", "sidecar"][(r.below(10) / 8) as usize];
+    let levels = [
+        "INFO", "INFO", "INFO", "INFO", "INFO", "INFO", "INFO", "DEBUG", "WARN", "ERROR",
+    ];
+    let level = if r.below(100) == 0 {
+        "FATAL"
+    } else {
+        levels[r.below(10) as usize]
+    };
+    let sec = 1_714_557_600 + i / 50;
+    let micros = r.below(1_000_000);
+    // message shapes: plain text with a level (60%), JSON structured log (25%), klog (10%), stack trace (5%)
+    let shape = r.below(100);
+    let msg = if shape < 60 {
+        let n = 4 + r.below(20) as usize;
+        format!(
+            "2024-05-01T10:00:00.{micros:06}Z {level} [{}] {}",
+            r.pick(WORDS),
+            sentence(r, n)
+        )
+    } else if shape < 85 {
+        let n = 3 + r.below(12) as usize;
+        format!(
+            "{{\"level\":\"{}\",\"msg\":{},\"trace_id\":\"{:032x}\",\"duration_ms\":{},\"user_id\":{}}}",
+            level.to_lowercase(),
+            json_escape(&sentence(r, n)),
+            (r.next() as u128) << 64 | r.next() as u128,
+            r.below(5000),
+            r.below(1_000_000)
+        )
+    } else if shape < 95 {
+        let n = 5 + r.below(10) as usize;
+        format!(
+            "{}0501 10:00:00.{micros:06}       1 main.go:{}] {}",
+            &level[..1],
+            r.below(900),
+            sentence(r, n)
+        )
+    } else {
+        let mut s = format!(
+            "{level} Exception in thread \"main\" java.lang.IllegalStateException: {}",
+            sentence(r, 6)
+        );
+        for _ in 0..(10 + r.below(30)) {
+            s.push_str(&format!(
+                "\n\tat com.example.{}.{}(App.java:{})",
+                r.pick(WORDS),
+                r.pick(WORDS),
+                r.below(500)
+            ));
+        }
+        s
+    };
+    let annotations = if r.below(3) == 0 {
+        ",\"annotations\":{\"prometheus.io/scrape\":\"true\",\"prometheus.io/port\":\"9090\"}"
+    } else {
+        ""
+    };
+    format!(
+        "{{\"@timestamp\":{sec}.{micros:06},\"log\":{},\"stream\":\"{}\",\"time\":\"2024-05-01T10:{:02}:{:02}.{micros:06}123Z\",\"kubernetes\":{{\"pod_name\":\"{pod}\",\"namespace_name\":\"{ns}\",\"pod_id\":\"{:08x}-55f2-11e9-84c5-02e422b8a84a\",\"labels\":{{\"app\":\"{app}\",\"app.kubernetes.io/name\":\"{app}\",\"pod-template-hash\":\"{:x}\",\"version\":\"v{}\"}}{annotations},\"host\":\"ip-10-49-{}-{}.eu-west-1.compute.internal\",\"container_name\":\"{container}\",\"docker_id\":\"{:016x}{:016x}{:016x}{:016x}\",\"container_hash\":\"registry.example.com/{app}@sha256:{:016x}\",\"container_image\":\"registry.example.com/{app}:1.{}.0\"}}}}",
+        json_escape(&format!("{msg}\n")),
+        if r.below(5) == 0 { "stderr" } else { "stdout" },
+        (i / 3000) % 60,
+        (i / 50) % 60,
+        r.below(1 << 32),
+        r.below(1 << 32),
+        r.below(4),
+        r.below(16),
+        r.below(256),
+        r.next(),
+        r.next(),
+        r.next(),
+        r.next(),
+        r.next(),
+        r.below(30),
+    )
+}
+
+fn generate(target_bytes: usize) -> Vec<Vec<u8>> {
+    let mut r = Rng(0x5EED_1234_ABCD_0001);
+    let namespaces: Vec<String> = (0..24).map(|i| format!("team-{i}")).collect();
+    let mut out = Vec::new();
+    let mut total = 0;
+    let mut i = 0;
+    while total < target_bytes {
+        let rec = record(&mut r, i, &namespaces).into_bytes();
+        total += rec.len();
+        out.push(rec);
+        i += 1;
+    }
+    out
+}
+
+fn map_builder() -> MapBuilder<StringBuilder, StringBuilder> {
+    MapBuilder::new(
+        Some(MapFieldNames {
+            entry: "key_value".into(),
+            key: "key".into(),
+            value: "value".into(),
+        }),
+        StringBuilder::new(),
+        StringBuilder::new(),
+    )
+}
+
+fn flatten(prefix: &str, v: &Value, out: &mut MapBuilder<StringBuilder, StringBuilder>) {
+    match v {
+        Value::Object(m) => {
+            for (k, v) in m {
+                flatten(&format!("{prefix}.{k}"), v, out);
+            }
+        }
+        Value::Null => {
+            out.keys().append_value(prefix);
+            out.values().append_null();
+        }
+        Value::String(s) => {
+            out.keys().append_value(prefix);
+            out.values().append_value(s);
+        }
+        other => {
+            out.keys().append_value(prefix);
+            out.values().append_value(other.to_string());
+        }
+    }
+}
+
+/// The baseline: `serde_json::Value` per record, then the same mapping into the container schema.
+fn serde_baseline(records: &[Vec<u8>]) -> RecordBatch {
+    let ts = |_: ()| TimestampMicrosecondBuilder::new().with_timezone("UTC");
+    let mut t = ts(());
+    let mut it = ts(());
+    let mut strs: Vec<StringBuilder> = (0..12).map(|_| StringBuilder::new()).collect();
+    let mut labels = map_builder();
+    let mut attrs = map_builder();
+    let mut topic = StringBuilder::new();
+    let mut part = Int32Builder::new();
+    let mut off = Int64Builder::new();
+    let mut dt = Date32Builder::new();
+    let mut hour = Int32Builder::new();
+    for (i, rec) in records.iter().enumerate() {
+        let Ok(Value::Object(v)) = serde_json::from_slice::<Value>(rec) else {
+            continue;
+        };
+        let k8s = v.get("kubernetes");
+        let ks = |k: &str| k8s.and_then(|x| x.get(k)).and_then(Value::as_str);
+        let mut cols: [Option<&str>; 12] = [None; 12];
+        cols[1] = ks("namespace_name");
+        cols[2] = ks("pod_name");
+        cols[3] = ks("container_name");
+        cols[4] = ks("host");
+        cols[7] = v.get("stream").and_then(Value::as_str);
+        let msg = v
+            .get("log")
+            .and_then(Value::as_str)
+            .map(|m| m.trim_end_matches('\n'));
+        cols[9] = msg;
+        if let Some(Value::Object(l)) = k8s.and_then(|k| k.get("labels")) {
+            cols[5] = l.get("app.kubernetes.io/name").and_then(Value::as_str);
+            for (k, v) in l {
+                labels.keys().append_value(k);
+                labels.values().append_option(v.as_str());
+            }
+        }
+        let _ = labels.append(true);
+        for (k, val) in &v {
+            if !matches!(k.as_str(), "log" | "stream" | "@timestamp" | "kubernetes") {
+                flatten(k, val, &mut attrs);
+            }
+        }
+        if let Some(Value::Object(k)) = k8s {
+            for (kk, val) in k {
+                if !matches!(
+                    kk.as_str(),
+                    "namespace_name" | "pod_name" | "container_name" | "host" | "labels"
+                ) {
+                    flatten(&format!("kubernetes.{kk}"), val, &mut attrs);
+                }
+            }
+        }
+        let _ = attrs.append(true);
+        for (b, c) in strs.iter_mut().zip(cols) {
+            b.append_option(c);
+        }
+        let us = v
+            .get("@timestamp")
+            .and_then(Value::as_f64)
+            .map(|f| (f * 1e6) as i64)
+            .unwrap_or(0);
+        t.append_value(us);
+        it.append_value(0);
+        topic.append_value("bench");
+        part.append_value(0);
+        off.append_value(i as i64);
+        dt.append_value((us / 86_400_000_000) as i32);
+        hour.append_value(((us / 3_600_000_000) % 24) as i32);
+    }
+    let mut s: Vec<ArrayRef> = strs
+        .iter_mut()
+        .map(|b| Arc::new(b.finish()) as ArrayRef)
+        .collect();
+    let message = s.remove(9);
+    let mut arrays: Vec<ArrayRef> = vec![Arc::new(t.finish()), Arc::new(it.finish())];
+    arrays.extend(s.drain(..9)); // cluster..level
+    arrays.push(message);
+    arrays.append(&mut s); // trace, span
+    arrays.push(Arc::new(labels.finish()));
+    arrays.push(Arc::new(attrs.finish()));
+    arrays.push(Arc::new(topic.finish()));
+    arrays.push(Arc::new(part.finish()));
+    arrays.push(Arc::new(off.finish()));
+    arrays.push(Arc::new(dt.finish()));
+    arrays.push(Arc::new(hour.finish()));
+    RecordBatch::try_new(table_schema(TableKind::Container), arrays).expect("baseline batch")
+}
+
+fn raw_fluentbit_schema() -> Arc<Schema> {
+    let m = || {
+        DataType::Map(
+            Arc::new(Field::new(
+                "entries",
+                DataType::Struct(Fields::from(vec![
+                    Field::new("keys", DataType::Utf8, false),
+                    Field::new("values", DataType::Utf8, true),
+                ])),
+                false,
+            )),
+            false,
+        )
+    };
+    let k8s = DataType::Struct(Fields::from(vec![
+        Field::new("pod_name", DataType::Utf8, true),
+        Field::new("namespace_name", DataType::Utf8, true),
+        Field::new("pod_id", DataType::Utf8, true),
+        Field::new("labels", m(), true),
+        Field::new("annotations", m(), true),
+        Field::new("host", DataType::Utf8, true),
+        Field::new("container_name", DataType::Utf8, true),
+        Field::new("docker_id", DataType::Utf8, true),
+        Field::new("container_hash", DataType::Utf8, true),
+        Field::new("container_image", DataType::Utf8, true),
+    ]));
+    Arc::new(Schema::new(vec![
+        Field::new("@timestamp", DataType::Float64, true),
+        Field::new("log", DataType::Utf8, true),
+        Field::new("stream", DataType::Utf8, true),
+        Field::new("time", DataType::Utf8, true),
+        Field::new("kubernetes", k8s, true),
+    ]))
+}
+
+const BATCH: usize = 8192;
+
+fn main() {
+    let mb: usize = std::env::var("LOGLAKE_BENCH_MB")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(100);
+    let runs: usize = std::env::var("LOGLAKE_BENCH_RUNS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3);
+    let t0 = Instant::now();
+    let records = generate(mb * 1_000_000);
+    let bytes: usize = records.iter().map(Vec::len).sum();
+    let avg = bytes / records.len();
+    println!(
+        "generated {} Fluent Bit records, {:.1} MB (avg {avg} B/record) in {:.1}s",
+        records.len(),
+        bytes as f64 / 1e6,
+        t0.elapsed().as_secs_f64()
+    );
+    // newline-delimited copy for arrow-json (it reads a stream)
+    let mut ndjson = Vec::with_capacity(bytes + records.len());
+    for r in &records {
+        ndjson.extend_from_slice(r);
+        ndjson.push(b'\n');
+    }
+
+    // LOGLAKE_BENCH_ONLY=ours: run only loglake's decoder (for profiling)
+    let only_ours = std::env::var("LOGLAKE_BENCH_ONLY").is_ok_and(|v| v == "ours");
+    let mut best = [f64::MAX; 3];
+    let mut rows = [0usize; 3];
+    for run in 0..runs {
+        // 1. ours
+        let mut d = decoder_for("fluentbit", &DecoderOptions::default()).expect("decoder");
+        let t = Instant::now();
+        let mut n = 0;
+        for (ci, chunk) in records.chunks(BATCH).enumerate() {
+            let recs: Vec<RawRecord<'_>> = chunk
+                .iter()
+                .enumerate()
+                .map(|(i, p)| RawRecord::new("bench", 0, (ci * BATCH + i) as i64, p))
+                .collect();
+            let o = d.decode(&recs);
+            assert!(o.errors.is_empty());
+            n += black_box(o.batch).num_rows();
+        }
+        best[0] = best[0].min(t.elapsed().as_secs_f64());
+        rows[0] = n;
+        if only_ours {
+            eprintln!(
+                "run {} done: {:.1} MB/s",
+                run + 1,
+                bytes as f64 / 1e6 / best[0]
+            );
+            continue;
+        }
+
+        // 2. serde_json::Value baseline
+        let t = Instant::now();
+        let mut n = 0;
+        for chunk in records.chunks(BATCH) {
+            n += black_box(serde_baseline(chunk)).num_rows();
+        }
+        best[1] = best[1].min(t.elapsed().as_secs_f64());
+        rows[1] = n;
+
+        // 3. arrow-json stock reader
+        let t = Instant::now();
+        let mut n = 0;
+        let mut dec = arrow_json::ReaderBuilder::new(raw_fluentbit_schema())
+            .with_batch_size(BATCH)
+            .build_decoder()
+            .expect("arrow-json decoder");
+        let mut buf = &ndjson[..];
+        while !buf.is_empty() {
+            let read = dec.decode(buf).expect("arrow-json decode");
+            buf = &buf[read..];
+            if let Some(b) = dec.flush().expect("arrow-json flush") {
+                n += black_box(b).num_rows();
+            }
+        }
+        if let Some(b) = dec.flush().expect("arrow-json flush") {
+            n += b.num_rows();
+        }
+        best[2] = best[2].min(t.elapsed().as_secs_f64());
+        rows[2] = n;
+        eprintln!("run {} done", run + 1);
+    }
+    let mbps = |secs: f64| bytes as f64 / 1e6 / secs;
+    println!("best of {runs} runs, 1 thread (MB/s per core), batches of {BATCH} records:");
+    for (i, name) in [
+        "loglake fluentbit decoder (-> container schema)",
+        "serde_json::Value -> Arrow builders (-> container schema)",
+        "arrow-json stock reader (-> raw nested schema)",
+    ]
+    .iter()
+    .enumerate()
+    {
+        println!(
+            "  {name:<60} {:>8.1} MB/s  {:>9.0} records/s  ({} rows)",
+            mbps(best[i]),
+            rows[i] as f64 / best[i],
+            rows[i]
+        );
+    }
+    println!(
+        "  ratio vs arrow-json: {:.2}x (goal >= 2x)",
+        best[2] / best[0]
+    );
+    println!(
+        "  ratio vs serde_json baseline: {:.2}x (goal >= 5x)",
+        best[1] / best[0]
+    );
+}

@@ -1,0 +1,7 @@
+#![no_main]
+use libfuzzer_sys::fuzz_target;
+
+#[path = "../common.rs"]
+mod common;
+
+fuzz_target!(|data: &[u8]| common::run("filebeat", data));

@@ -1,0 +1,249 @@
+//! OpenTelemetry logs as the Collector's Kafka exporter writes them: `otlp_proto` (an
+//! `ExportLogsServiceRequest` / `LogsData` protobuf — same wire format) and `otlp_json` (its
+//! OTLP/JSON form). One Kafka record holds many log records: each becomes a row carrying the
+//! Kafka record's offset. Resource attributes `k8s.*` map onto the canonical columns.
+
+use std::borrow::Cow;
+
+use arrow::datatypes::SchemaRef;
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use prost::Message;
+
+use crate::container::{Col, ContainerBuilder, Row, finish_output};
+use crate::{
+    DecodeOutput, Decoder, DecoderOptions, RawRecord, RecordError, TableKind, table_schema,
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OtlpEncoding {
+    Proto,
+    Json,
+}
+
+pub(crate) struct OtlpDecoder {
+    enc: OtlpEncoding,
+    opts: DecoderOptions,
+    builder: ContainerBuilder,
+}
+
+fn hex(b: &[u8]) -> String {
+    const H: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(b.len() * 2);
+    for &x in b {
+        s.push(H[(x >> 4) as usize] as char);
+        s.push(H[(x & 15) as usize] as char);
+    }
+    s
+}
+
+fn any_json(v: &AnyValue) -> serde_json::Value {
+    use serde_json::Value as J;
+    match &v.value {
+        None => J::Null,
+        Some(any_value::Value::StringValue(s)) => J::String(s.clone()),
+        Some(any_value::Value::BoolValue(b)) => J::Bool(*b),
+        Some(any_value::Value::IntValue(i)) => J::from(*i),
+        Some(any_value::Value::DoubleValue(d)) => serde_json::Number::from_f64(*d)
+            .map(J::Number)
+            .unwrap_or(J::Null),
+        Some(any_value::Value::BytesValue(b)) => J::String(hex(b)),
+        Some(any_value::Value::ArrayValue(a)) => J::Array(a.values.iter().map(any_json).collect()),
+        Some(any_value::Value::KvlistValue(kv)) => J::Object(
+            kv.values
+                .iter()
+                .map(|kv| {
+                    (
+                        kv.key.clone(),
+                        kv.value.as_ref().map(any_json).unwrap_or(J::Null),
+                    )
+                })
+                .collect(),
+        ),
+    }
+}
+
+/// An attribute value as text: strings as they are, scalars printed, arrays/maps as JSON.
+fn any_text(v: Option<&AnyValue>) -> Option<Cow<'_, str>> {
+    let v = v?;
+    Some(match &v.value {
+        None => return None,
+        Some(any_value::Value::StringValue(s)) => Cow::Borrowed(s.as_str()),
+        Some(any_value::Value::BoolValue(b)) => Cow::Borrowed(if *b { "true" } else { "false" }),
+        Some(any_value::Value::IntValue(i)) => Cow::Owned(i.to_string()),
+        Some(any_value::Value::DoubleValue(d)) => Cow::Owned(d.to_string()),
+        Some(any_value::Value::BytesValue(b)) => Cow::Owned(hex(b)),
+        Some(_) => Cow::Owned(any_json(v).to_string()),
+    })
+}
+
+fn severity_from_number(n: i32) -> Option<&'static str> {
+    Some(match n {
+        1..=4 => "trace",
+        5..=8 => "debug",
+        9..=12 => "info",
+        13..=16 => "warn",
+        17..=20 => "error",
+        21..=24 => "fatal",
+        _ => return None,
+    })
+}
+
+fn resource_attr<'a>(row: &mut Row<'a>, kv: &'a KeyValue) {
+    let v = any_text(kv.value.as_ref());
+    let col = match kv.key.as_str() {
+        "k8s.namespace.name" => Some(Col::Namespace),
+        "k8s.pod.name" => Some(Col::Pod),
+        "k8s.container.name" => Some(Col::Container),
+        "k8s.node.name" => Some(Col::Node),
+        "k8s.cluster.name" => Some(Col::Cluster),
+        "service.name" => Some(Col::Service),
+        "app.kubernetes.io/name" => Some(Col::App),
+        _ => None,
+    };
+    match (col, v) {
+        (Some(c), Some(v)) if row.get(c).is_none() => row.set(c, v),
+        (_, v) => {
+            if let Some(l) = kv
+                .key
+                .strip_prefix("k8s.pod.labels.")
+                .or_else(|| kv.key.strip_prefix("k8s.pod.label."))
+                && let Some(v) = v
+            {
+                row.labels.push((Cow::Borrowed(l), v));
+                return;
+            }
+            row.attr(Cow::Owned(format!("resource.{}", kv.key)), v);
+        }
+    }
+}
+
+impl OtlpDecoder {
+    pub fn new(enc: OtlpEncoding, opts: DecoderOptions) -> Self {
+        OtlpDecoder {
+            enc,
+            opts,
+            builder: ContainerBuilder::new(),
+        }
+    }
+
+    fn parse(&self, payload: &[u8]) -> Result<(ExportLogsServiceRequest, bool), String> {
+        match self.enc {
+            OtlpEncoding::Proto => ExportLogsServiceRequest::decode(payload)
+                .map(|r| (r, false))
+                .map_err(|e| format!("invalid OTLP protobuf: {e}")),
+            OtlpEncoding::Json => crate::with_text(payload, |t, lossy| {
+                serde_json::from_str::<ExportLogsServiceRequest>(t)
+                    .map(|r| (r, lossy))
+                    .map_err(|e| format!("invalid OTLP JSON: {e}"))
+            }),
+        }
+    }
+
+    fn rows(
+        &mut self,
+        req: &ExportLogsServiceRequest,
+        rec: &RawRecord<'_>,
+        lossy: bool,
+        ingest: i64,
+    ) {
+        for rl in &req.resource_logs {
+            for sl in &rl.scope_logs {
+                for lr in &sl.log_records {
+                    let mut row = Row {
+                        lossy,
+                        ..Row::default()
+                    };
+                    if let Some(res) = &rl.resource {
+                        for kv in &res.attributes {
+                            resource_attr(&mut row, kv);
+                        }
+                    }
+                    if let Some(scope) = &sl.scope {
+                        if !scope.name.is_empty() {
+                            row.attr("scope.name", Some(Cow::Borrowed(scope.name.as_str())));
+                        }
+                        if !scope.version.is_empty() {
+                            row.attr("scope.version", Some(Cow::Borrowed(scope.version.as_str())));
+                        }
+                    }
+                    let t = if lr.time_unix_nano != 0 {
+                        lr.time_unix_nano
+                    } else {
+                        lr.observed_time_unix_nano
+                    };
+                    if t != 0 {
+                        row.ts_us = i64::try_from(t / 1000).ok();
+                    }
+                    if lr.time_unix_nano == 0 && lr.observed_time_unix_nano != 0 {
+                        row.flags
+                            .push(("loglake.ts_source", Cow::Borrowed("observed")));
+                    }
+                    let level = if !lr.severity_text.is_empty() {
+                        Some(Cow::Borrowed(lr.severity_text.as_str()))
+                    } else {
+                        severity_from_number(lr.severity_number).map(Cow::Borrowed)
+                    };
+                    row.cols[Col::Level as usize] = level;
+                    if !lr.trace_id.is_empty() {
+                        row.set(Col::TraceId, hex(&lr.trace_id));
+                    }
+                    if !lr.span_id.is_empty() {
+                        row.set(Col::SpanId, hex(&lr.span_id));
+                    }
+                    row.message = any_text(lr.body.as_ref());
+                    for kv in &lr.attributes {
+                        let v = any_text(kv.value.as_ref());
+                        match kv.key.as_str() {
+                            "log.iostream" if row.get(Col::Stream).is_none() && v.is_some() => {
+                                row.cols[Col::Stream as usize] = v
+                            }
+                            "log.file.path" => {
+                                row.path = v.clone();
+                                row.attr(kv.key.as_str(), v);
+                            }
+                            k => row.attr(k, v),
+                        }
+                    }
+                    if !lr.event_name.is_empty() {
+                        row.attr("event.name", Some(Cow::Borrowed(lr.event_name.as_str())));
+                    }
+                    if lr.flags != 0 {
+                        row.attr("flags", Some(Cow::Owned(lr.flags.to_string())));
+                    }
+                    self.builder
+                        .append(row, rec, rec.offset, ingest, &self.opts);
+                }
+            }
+        }
+    }
+}
+
+impl Decoder for OtlpDecoder {
+    fn name(&self) -> &'static str {
+        match self.enc {
+            OtlpEncoding::Proto => "otlp-proto",
+            OtlpEncoding::Json => "otlp-json",
+        }
+    }
+
+    fn schema(&self) -> SchemaRef {
+        table_schema(TableKind::Container)
+    }
+
+    fn decode(&mut self, records: &[RawRecord<'_>]) -> DecodeOutput {
+        let ingest = crate::now_us();
+        let mut errors = Vec::new();
+        for (i, rec) in records.iter().enumerate() {
+            let Some(payload) = rec.payload else {
+                errors.push(RecordError::new(i, rec, "empty payload (tombstone)"));
+                continue;
+            };
+            match self.parse(payload) {
+                Ok((req, lossy)) => self.rows(&req, rec, lossy, ingest),
+                Err(e) => errors.push(RecordError::new(i, rec, e)),
+            }
+        }
+        finish_output(self.builder.finish(), self.schema(), errors)
+    }
+}

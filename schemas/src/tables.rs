@@ -1,0 +1,204 @@
+//! Declarative table definitions (`schemas/tables/*.toml`).
+//!
+//! ```toml
+//! name = "containers"                 # [a-z][a-z0-9_]*, unique
+//! topics = ["k8s-logs"]               # Kafka topics, at least one
+//! decoder = "fluentbit"               # one of DECODER_NAMES
+//! partition_by = ["dt", "hour"]       # default; columns of the table, e.g. add "namespace"
+//! sort_by = ["namespace", "pod", "ts"]            # for the compactor (default: none)
+//! bloom_filter_columns = ["trace_id"]             # for the compactor (default: none)
+//! target_file_size_bytes = 268435456  # default 256 MiB
+//! retention_days = 30                 # optional; absent = keep forever
+//! description = "…"                   # optional
+//! ```
+//! Unknown keys and wrong types are rejected; the error names the file and the key.
+
+use std::path::{Path, PathBuf};
+
+use arrow::datatypes::DataType;
+use serde::Deserialize;
+
+use crate::{DECODER_NAMES, SchemaError, TableKind, table_schema};
+
+pub const DEFAULT_TARGET_FILE_SIZE_BYTES: u64 = 256 * 1024 * 1024;
+
+fn default_partition_by() -> Vec<String> {
+    vec!["dt".into(), "hour".into()]
+}
+
+fn default_target() -> u64 {
+    DEFAULT_TARGET_FILE_SIZE_BYTES
+}
+
+/// One table definition.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TableDef {
+    pub name: String,
+    pub topics: Vec<String>,
+    pub decoder: String,
+    #[serde(default = "default_partition_by")]
+    pub partition_by: Vec<String>,
+    #[serde(default)]
+    pub sort_by: Vec<String>,
+    #[serde(default)]
+    pub bloom_filter_columns: Vec<String>,
+    #[serde(default = "default_target")]
+    pub target_file_size_bytes: u64,
+    #[serde(default)]
+    pub retention_days: Option<u32>,
+    #[serde(default)]
+    pub description: Option<String>,
+    /// The file it was loaded from (not a TOML key).
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
+}
+
+impl TableDef {
+    /// The kind of table (and so the schema) its decoder writes.
+    pub fn kind(&self) -> TableKind {
+        TableKind::for_decoder(&self.decoder).unwrap_or(TableKind::Container)
+    }
+}
+
+/// Parses and validates a table definition; `path` is only used in error messages.
+pub fn parse_table_def(text: &str, path: &Path) -> Result<TableDef, SchemaError> {
+    let mut def: TableDef = toml::from_str(text).map_err(|e| SchemaError::TableParse {
+        path: path.to_owned(),
+        message: e.to_string().trim_end().to_owned(),
+    })?;
+    let invalid = |key: &str, reason: String| SchemaError::TableInvalid {
+        path: path.to_owned(),
+        key: key.to_owned(),
+        reason,
+    };
+    let name_ok = def
+        .name
+        .bytes()
+        .enumerate()
+        .all(|(i, b)| b.is_ascii_lowercase() || (i > 0 && (b.is_ascii_digit() || b == b'_')));
+    if def.name.is_empty() || !name_ok {
+        return Err(invalid(
+            "name",
+            format!("`{}` must match [a-z][a-z0-9_]*", def.name),
+        ));
+    }
+    if def.topics.is_empty() {
+        return Err(invalid("topics", "at least one topic is required".into()));
+    }
+    if let Some(t) = def.topics.iter().find(|t| t.is_empty() || t.len() > 249) {
+        return Err(invalid("topics", format!("invalid topic name `{t}`")));
+    }
+    let Some(kind) = TableKind::for_decoder(&def.decoder) else {
+        return Err(invalid(
+            "decoder",
+            format!(
+                "unknown decoder `{}` (known: {})",
+                def.decoder,
+                DECODER_NAMES.join(", ")
+            ),
+        ));
+    };
+    let schema = table_schema(kind);
+    let column = |key: &str, c: &str| -> Result<DataType, SchemaError> {
+        schema
+            .field_with_name(c)
+            .map(|f| f.data_type().clone())
+            .map_err(|_| {
+                invalid(
+                    key,
+                    format!("no column `{c}` in the {} table", kind.as_str()),
+                )
+            })
+    };
+    if def.partition_by.is_empty() {
+        return Err(invalid(
+            "partition_by",
+            "at least one partition column is required (default: dt, hour)".into(),
+        ));
+    }
+    for c in &def.partition_by {
+        match column("partition_by", c)? {
+            DataType::Utf8 | DataType::Int32 | DataType::Date32 => {}
+            other => {
+                return Err(invalid(
+                    "partition_by",
+                    format!("column `{c}` ({other}) cannot be a partition column"),
+                ));
+            }
+        }
+    }
+    for c in &def.sort_by {
+        match column("sort_by", c)? {
+            DataType::Map(..) | DataType::List(_) => {
+                return Err(invalid("sort_by", format!("column `{c}` is not sortable")));
+            }
+            _ => {}
+        }
+    }
+    for c in &def.bloom_filter_columns {
+        match column("bloom_filter_columns", c)? {
+            DataType::Map(..) | DataType::List(_) => {
+                return Err(invalid(
+                    "bloom_filter_columns",
+                    format!("column `{c}` cannot have a bloom filter"),
+                ));
+            }
+            _ => {}
+        }
+    }
+    if def.target_file_size_bytes < 1024 * 1024 {
+        return Err(invalid(
+            "target_file_size_bytes",
+            "must be at least 1 MiB".into(),
+        ));
+    }
+    if def.retention_days == Some(0) {
+        return Err(invalid(
+            "retention_days",
+            "must be at least 1 (omit it to keep data forever)".into(),
+        ));
+    }
+    def.source = Some(path.to_owned());
+    Ok(def)
+}
+
+/// Loads and validates one table file.
+pub fn load_table_file(path: impl AsRef<Path>) -> Result<TableDef, SchemaError> {
+    let path = path.as_ref();
+    let text = std::fs::read_to_string(path).map_err(|source| SchemaError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    parse_table_def(&text, path)
+}
+
+/// Loads every `*.toml` in a directory (sorted by file name); table names must be unique.
+pub fn load_table_dir(dir: impl AsRef<Path>) -> Result<Vec<TableDef>, SchemaError> {
+    let dir = dir.as_ref();
+    let io = |source| SchemaError::Io {
+        path: dir.to_owned(),
+        source,
+    };
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(io)? {
+        let p = entry.map_err(io)?.path();
+        if p.extension().is_some_and(|e| e == "toml") && p.is_file() {
+            files.push(p);
+        }
+    }
+    files.sort();
+    let mut defs: Vec<TableDef> = Vec::new();
+    for f in files {
+        let d = load_table_file(&f)?;
+        if let Some(prev) = defs.iter().find(|p| p.name == d.name) {
+            return Err(SchemaError::DuplicateTable {
+                name: d.name,
+                first: prev.source.clone().unwrap_or_default(),
+                second: f,
+            });
+        }
+        defs.push(d);
+    }
+    Ok(defs)
+}

@@ -1,0 +1,460 @@
+//! The archiver against the real broker and S3 server, through the real `loglake` binary.
+
+use std::collections::BTreeMap;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use arrow::array::{AsArray, Int64Array};
+use arrow::datatypes::Int64Type;
+use datafusion::prelude::SessionContext;
+use deltalake::DeltaTable;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use url::Url;
+
+use loglake_tests::{kafka, loglake_cmd, s3, unique_name};
+
+/// A Fluent Bit record (after its kubernetes filter) for message `i`; every 100th record is
+/// malformed JSON when `malformed` is set.
+fn fluentbit_record(i: usize, malformed: bool) -> Vec<u8> {
+    if malformed && i % 100 == 37 {
+        return format!("{{\"log\": \"truncated record {i}").into_bytes();
+    }
+    let ns = ["shop", "payments", "kube-system"][i % 3];
+    let level = ["INFO", "WARN", "ERROR", "INFO"][i % 4];
+    format!(
+        concat!(
+            "{{\"date\":{}.25,\"time\":\"2026-11-23T{:02}:{:02}:{:02}.{:06}Z\",\"stream\":\"stdout\",",
+            "\"log\":\"{} request {} served in {}ms\\n\",",
+            "\"kubernetes\":{{\"pod_name\":\"{}-{}\",\"namespace_name\":\"{}\",\"container_name\":\"app\",",
+            "\"host\":\"node-{}\",\"labels\":{{\"app\":\"{}\"}}}}}}"
+        ),
+        1_795_000_000 + i,
+        (i / 3600) % 24,
+        (i / 60) % 60,
+        i % 60,
+        i % 1_000_000,
+        level,
+        i,
+        i % 250,
+        ns,
+        i % 7,
+        ns,
+        i % 4,
+        ns
+    )
+    .into_bytes()
+}
+
+/// Produces records `first..first+n` to `topic` keyed by pod; returns per-partition counts.
+async fn produce(topic: &str, first: usize, n: usize, malformed: bool) -> BTreeMap<i32, u64> {
+    let producer: FutureProducer = kafka()
+        .config()
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "10")
+        .set("compression.type", "zstd")
+        .create()
+        .expect("producer");
+    let mut counts = BTreeMap::new();
+    for chunk_start in (first..first + n).step_by(5000) {
+        let chunk_end = (chunk_start + 5000).min(first + n);
+        let mut sends = Vec::new();
+        for i in chunk_start..chunk_end {
+            let producer = producer.clone();
+            let topic = topic.to_string();
+            sends.push(async move {
+                let payload = fluentbit_record(i, malformed);
+                let key = format!("pod-{}", i % 11);
+                producer
+                    .send(
+                        FutureRecord::to(&topic).key(&key).payload(&payload),
+                        Duration::from_secs(60),
+                    )
+                    .await
+                    .map(|d| d.partition)
+                    .unwrap_or_else(|(e, _)| panic!("producing record {i}: {e}"))
+            });
+        }
+        for p in futures::future::join_all(sends).await {
+            *counts.entry(p).or_insert(0u64) += 1;
+        }
+    }
+    counts
+}
+
+fn write_table_defs(dir: &std::path::Path, defs: &[(&str, &str)]) {
+    for (name, topic) in defs {
+        std::fs::write(
+            dir.join(format!("{name}.toml")),
+            format!(
+                "name = \"{name}\"\ntopics = [\"{topic}\"]\ndecoder = \"fluentbit\"\npartition_by = [\"dt\", \"hour\"]\nsort_by = [\"namespace\", \"pod\", \"ts\"]\nbloom_filter_columns = [\"trace_id\"]\nretention_days = 30\n"
+            ),
+        )
+        .expect("write table def");
+    }
+}
+
+#[derive(Debug, serde::Deserialize, PartialEq)]
+struct Audit {
+    expected: u64,
+    rows: u64,
+    dead_letters: u64,
+    missing: u64,
+    duplicates: u64,
+}
+
+fn audit(topic: &str, table: &str, dlq: &str) -> (Audit, bool) {
+    let out = loglake_cmd()
+        .args([
+            "audit",
+            "--brokers",
+            &kafka().brokers,
+            "--topic",
+            topic,
+            "--table",
+            table,
+            "--dlq-table",
+            dlq,
+        ])
+        .output()
+        .expect("run loglake audit");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let a: Audit = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
+        panic!(
+            "audit output {stdout:?} ({e}); stderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (a, out.status.success())
+}
+
+async fn query_i64(table_url: &str, sql: &str) -> Vec<i64> {
+    deltalake::aws::register_handlers(None);
+    let t = DeltaTable::try_from_url_with_storage_options(
+        Url::parse(table_url).expect("url"),
+        s3().storage_options(),
+    )
+    .await
+    .expect("open table");
+    let ctx = SessionContext::new();
+    t.update_datafusion_session(&ctx.state()).expect("session");
+    ctx.register_table("t", t.table_provider().await.expect("provider"))
+        .expect("register");
+    let batches = ctx
+        .sql(sql)
+        .await
+        .expect("plan")
+        .collect()
+        .await
+        .expect("query");
+    let mut out = Vec::new();
+    for b in batches {
+        for c in b.columns() {
+            let a: &Int64Array = c.as_primitive::<Int64Type>();
+            out.extend(a.values().iter().copied());
+        }
+    }
+    out
+}
+
+fn run_archive(args: &[&str]) -> std::process::Output {
+    let out = loglake_cmd()
+        .arg("archive")
+        .args(args)
+        .output()
+        .expect("run loglake archive");
+    assert!(
+        out.status.success(),
+        "loglake archive failed: {}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_thousand_records_into_two_tables_exactly_once_with_dead_letters() {
+    let (ta, tb) = (unique_name("logs-a"), unique_name("logs-b"));
+    kafka().create_topic(&ta, 3).await.expect("topic a");
+    kafka().create_topic(&tb, 3).await.expect("topic b");
+    let (ca, cb) = tokio::join!(
+        produce(&ta, 0, 100_000, true),
+        produce(&tb, 100_000, 100_000, true)
+    );
+    assert_eq!(ca.values().sum::<u64>(), 100_000);
+    assert_eq!(
+        ca.len() + cb.len(),
+        6,
+        "records spread over all 6 partitions"
+    );
+
+    let lake = s3().unique_url("lake");
+    let defs = tempfile::tempdir().expect("tmp");
+    write_table_defs(defs.path(), &[("app_a", &ta), ("app_b", &tb)]);
+    let dlq = format!("{lake}/dead_letters");
+    let out = run_archive(&[
+        "--brokers",
+        &kafka().brokers,
+        "--group",
+        &unique_name("g"),
+        "--lake",
+        &lake,
+        "--tables-dir",
+        &defs.path().to_string_lossy(),
+        "--dlq-table",
+        &dlq,
+        "--until-end",
+    ]);
+    let report: serde_json::Value =
+        serde_json::from_slice(out.stdout.trim_ascii()).expect("archive prints a JSON report");
+    assert_eq!(report["records_in"], 200_000);
+    assert_eq!(report["dead_letters"], 2_000);
+    assert_eq!(report["rows_written"], 198_000);
+
+    for (topic, table) in [(&ta, "app_a"), (&tb, "app_b")] {
+        let (a, ok) = audit(topic, &format!("{lake}/{table}"), &dlq);
+        assert_eq!(
+            a,
+            Audit {
+                expected: 100_000,
+                rows: 99_000,
+                dead_letters: 1_000,
+                missing: 0,
+                duplicates: 0
+            }
+        );
+        assert!(ok, "audit exits 0 when nothing is missing or duplicated");
+    }
+    // Read back: exact counts, distinct offsets, and values derived from the payloads.
+    let a_url = format!("{lake}/app_a");
+    let v = query_i64(
+        &a_url,
+        "SELECT count(*), count(DISTINCT (kafka_partition, kafka_offset)), \
+         CAST(sum(CASE WHEN level = 'error' THEN 1 ELSE 0 END) AS BIGINT), \
+         CAST(count(DISTINCT namespace) AS BIGINT) FROM t",
+    )
+    .await;
+    // levels cycle INFO, WARN, ERROR, INFO: i % 4 == 2 is an error; malformed ones (i % 100 == 37) are odd, never errors.
+    assert_eq!(v, vec![99_000, 99_000, 25_000, 3]);
+    let v = query_i64(&dlq, &format!("SELECT count(*) FROM t WHERE kafka_topic = '{ta}' AND error IS NOT NULL AND raw IS NOT NULL")).await;
+    assert_eq!(v, vec![1_000]);
+
+    // Running again with nothing new commits nothing and duplicates nothing.
+    let out = run_archive(&[
+        "--brokers",
+        &kafka().brokers,
+        "--group",
+        &unique_name("g"),
+        "--lake",
+        &lake,
+        "--tables-dir",
+        &defs.path().to_string_lossy(),
+        "--dlq-table",
+        &dlq,
+        "--until-end",
+    ]);
+    let report: serde_json::Value =
+        serde_json::from_slice(out.stdout.trim_ascii()).expect("report");
+    assert_eq!(report["rows_written"], 0);
+    let (a, _) = audit(&ta, &a_url, &dlq);
+    assert_eq!((a.missing, a.duplicates, a.rows), (0, 0, 99_000));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_mode_stops_at_the_frozen_end_while_the_producer_continues() {
+    let topic = unique_name("batch");
+    kafka().create_topic(&topic, 2).await.expect("topic");
+    produce(&topic, 0, 20_000, false).await;
+    let table = s3().unique_url("batch-table");
+    let dlq = format!("{table}-dlq");
+    let group = unique_name("g");
+    let args = |t: &str| {
+        vec![
+            "--brokers".to_string(),
+            kafka().brokers.clone(),
+            "--topic".into(),
+            t.to_string(),
+            "--group".into(),
+            group.clone(),
+            "--table".into(),
+            table.clone(),
+            "--decoder".into(),
+            "fluentbit".into(),
+            "--dlq-table".into(),
+            dlq.clone(),
+            "--until-end".into(),
+        ]
+    };
+    // Keep producing while the batch run goes.
+    let t2 = topic.clone();
+    let producer = tokio::spawn(async move {
+        let mut n = 0;
+        for k in 0..10 {
+            n += produce(&t2, 20_000 + k * 1000, 1000, false)
+                .await
+                .values()
+                .sum::<u64>();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        n
+    });
+    let a = args(&topic);
+    let out = tokio::task::spawn_blocking(move || {
+        let refs: Vec<&str> = a.iter().map(String::as_str).collect();
+        run_archive(&refs)
+    })
+    .await
+    .expect("join");
+    let report: serde_json::Value =
+        serde_json::from_slice(out.stdout.trim_ascii()).expect("report");
+    let first_rows = report["rows_written"].as_u64().expect("rows");
+    assert!(
+        first_rows >= 20_000,
+        "at least what was there at start: {first_rows}"
+    );
+    let produced_more = producer.await.expect("producer");
+    assert_eq!(produced_more, 10_000);
+    // The first run stopped at its frozen end: what it wrote equals its committed offsets.
+    let committed: i64 = report["offsets"]
+        .as_object()
+        .expect("offsets")
+        .values()
+        .map(|v| v.as_i64().unwrap_or(0))
+        .sum();
+    assert_eq!(committed as u64, first_rows);
+    assert!(first_rows <= 30_000);
+
+    // The next run continues from there and gets exactly the rest.
+    let a = args(&topic);
+    let out = tokio::task::spawn_blocking(move || {
+        let refs: Vec<&str> = a.iter().map(String::as_str).collect();
+        run_archive(&refs)
+    })
+    .await
+    .expect("join");
+    let report: serde_json::Value =
+        serde_json::from_slice(out.stdout.trim_ascii()).expect("report");
+    assert_eq!(report["rows_written"].as_u64(), Some(30_000 - first_rows));
+    let (a, ok) = audit(&topic, &table, &dlq);
+    assert_eq!(
+        a,
+        Audit {
+            expected: 30_000,
+            rows: 30_000,
+            dead_letters: 0,
+            missing: 0,
+            duplicates: 0
+        }
+    );
+    assert!(ok);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_loop_with_sigkill_loses_and_duplicates_nothing() {
+    let topic = unique_name("crash");
+    kafka().create_topic(&topic, 3).await.expect("topic");
+    let table = s3().unique_url("crash-table");
+    let dlq = format!("{table}-dlq");
+    let group = unique_name("g");
+    // A producer that keeps writing (1% malformed) during the whole crash loop.
+    let t2 = topic.clone();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let producer = tokio::spawn(async move {
+        let mut i = 0;
+        while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
+            produce(&t2, i, 500, true).await;
+            i += 500;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        i
+    });
+    // Offsets come from the table (never from Kafka's group offsets), so every incarnation may
+    // use a fresh group: a killed member would otherwise hold its partitions until its session
+    // times out.
+    let base_args = vec![
+        "archive".to_string(),
+        "--brokers".into(),
+        kafka().brokers.clone(),
+        "--topic".into(),
+        topic.clone(),
+        "--table".into(),
+        table.clone(),
+        "--decoder".into(),
+        "fluentbit".into(),
+        "--dlq-table".into(),
+        dlq.clone(),
+    ];
+    let mut rng_state: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut kills = 0;
+    let started = Instant::now();
+    while kills < 20 {
+        let mut child = loglake_cmd()
+            .args(&base_args)
+            .args([
+                "--roll-interval",
+                "300ms",
+                "--group",
+                &format!("{group}-{kills}"),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn archiver");
+        // xorshift: a kill 800..3000 ms after start
+        rng_state ^= rng_state << 13;
+        rng_state ^= rng_state >> 7;
+        rng_state ^= rng_state << 17;
+        let after = Duration::from_millis(800 + rng_state % 2200);
+        tokio::time::sleep(after).await;
+        // SIGKILL: no flush, no graceful anything.
+        unsafe {
+            libc::kill(child.id() as i32, libc::SIGKILL);
+        }
+        let _ = child.wait();
+        kills += 1;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let produced = producer.await.expect("producer") as u64;
+    // The killed incarnations did commit (the loop exercised recovery, not just startup).
+    deltalake::aws::register_handlers(None);
+    let t = DeltaTable::try_from_url_with_storage_options(
+        Url::parse(&table).expect("url"),
+        s3().storage_options(),
+    )
+    .await
+    .expect("open table");
+    let versions_before_final = t.version().unwrap_or(0);
+    assert!(
+        versions_before_final >= 5,
+        "only {versions_before_final} commits during the crash loop"
+    );
+    assert!(produced > 0);
+    // A final batch run to the end.
+    let mut args: Vec<&str> = base_args[1..].iter().map(String::as_str).collect();
+    let final_group = format!("{group}-final");
+    args.extend(["--until-end", "--group", &final_group]);
+    let out = tokio::task::spawn_blocking({
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        move || {
+            let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+            run_archive(&refs)
+        }
+    })
+    .await
+    .expect("join");
+    drop(out);
+    let (a, ok) = audit(&topic, &table, &dlq);
+    assert_eq!(
+        a.expected, produced,
+        "the broker holds every produced record"
+    );
+    assert_eq!(
+        (a.missing, a.duplicates),
+        (0, 0),
+        "after {kills} SIGKILLs in {:?}: {a:?}",
+        started.elapsed()
+    );
+    assert_eq!(a.rows + a.dead_letters, produced);
+    assert!(a.dead_letters > 0 && a.rows > 0);
+    assert!(ok);
+}
