@@ -41,7 +41,7 @@ use url::Url;
 use crate::delta::{CommitOutcome, DeltaSink, OffsetAdvance, app_id};
 use crate::error::ArchiveError;
 use crate::metrics::Metrics;
-use crate::writer::{ClosedFile, RollPolicy, WriterSet};
+use crate::writer::{ClosedFile, PartitionKey, RollPolicy, WriterSet, budget_victims};
 
 /// A record that failed to decode, its raw payload and Kafka timestamp (ms).
 type DeadLetter = (RecordError, Option<Vec<u8>>, Option<i64>);
@@ -430,7 +430,7 @@ impl Archiver {
                 let partition_by = vec!["dt".to_string(), "hour".to_string()];
                 let writers =
                     WriterSet::new(schema.clone(), &partition_by, cfg.policy.clone(), &[])?;
-                let name = dlq_name(url);
+                let name = name_from_url(url);
                 let sink = handle.block_on(DeltaSink::open_or_create(
                     &name,
                     url,
@@ -461,7 +461,7 @@ impl Archiver {
                         .map(move |topic| (topic.clone(), (t.name.clone(), t.url.clone())))
                 })
                 .collect(),
-            dlq: cfg.dlq.as_ref().map(|u| (dlq_name(u), u.clone())),
+            dlq: cfg.dlq.as_ref().map(|u| (name_from_url(u), u.clone())),
         };
         let mut cc = ClientConfig::new();
         cc.set("bootstrap.servers", &cfg.brokers)
@@ -545,18 +545,18 @@ impl Archiver {
                     break;
                 }
             }
-            // Events first: the messages in `batch` were fetched after them.
             let events = consumer.context().take();
             if !events.is_empty() {
-                // Messages polled before a revoke belong to the old assignment.
-                let (before, after) = split_at_events(batch);
-                drop(before);
-                batch = after;
+                // A rebalance is served inside `poll`, which then returns no message (rdkafka
+                // returns `EventConsumed` for a finite timeout), and the loop above stops at the
+                // first poll after which events are pending. So every message in `batch` was
+                // fetched under the *old* assignment: drop them all; the new owner (possibly us)
+                // re-reads them from the offsets in the tables, so nothing is lost.
+                batch.clear();
                 self.handle_events(events)?;
             }
-            let batch_vec = batch;
-            self.process(&batch_vec)?;
-            drop(batch_vec);
+            self.process(&batch)?;
+            drop(batch);
 
             let age_due = self.last_commit.elapsed() >= self.cfg.policy.max_file_age;
             if age_due && self.dirty() {
@@ -664,8 +664,13 @@ impl Archiver {
         }
         // Group by table, keeping only records of assigned partitions that are new.
         let mut per_table: Vec<Vec<&BorrowedMessage<'_>>> = vec![Vec::new(); self.tables.len()];
+        // Messages come in runs of one partition: reuse the lookup key rather than allocate one
+        // per record.
+        let mut key = (String::new(), -1);
         for m in batch {
-            let key = (m.topic().to_string(), m.partition());
+            if key.1 != m.partition() || key.0 != m.topic() {
+                key = (m.topic().to_string(), m.partition());
+            }
             let Some(ps) = self.parts.get_mut(&key) else {
                 continue;
             };
@@ -770,13 +775,23 @@ impl Archiver {
         let parts = batch.column(pi).as_primitive::<Int32Type>();
         let offs = batch.column(oi).as_primitive::<Int64Type>();
         let mut all = true;
+        // Rows come in runs of one partition: look the floor up once per run.
+        let mut last: Option<(&str, i32, i64)> = None;
         let keep: BooleanArray = (0..batch.num_rows())
             .map(|r| {
-                let floor = self
-                    .parts
-                    .get(&(topics.value(r).to_string(), parts.value(r)))
-                    .map(PartState::floor)
-                    .unwrap_or(i64::MIN);
+                let (t, p) = (topics.value(r), parts.value(r));
+                let floor = match last {
+                    Some((lt, lp, f)) if lp == p && lt == t => f,
+                    _ => {
+                        let f = self
+                            .parts
+                            .get(&(t.to_string(), p))
+                            .map(PartState::floor)
+                            .unwrap_or(i64::MIN);
+                        last = Some((t, p, f));
+                        f
+                    }
+                };
                 let k = offs.value(r) >= floor;
                 all &= k;
                 Some(k)
@@ -829,44 +844,44 @@ impl Archiver {
         Ok(())
     }
 
-    /// Closes the largest open files (across all tables) while over the byte budget.
+    /// Closes the largest open files (across all tables and the dead letters) while over the
+    /// byte budget, down to 3/4 of it: the choice is [`budget_victims`].
     fn enforce_budget(&mut self) -> Result<(), ArchiveError> {
         let budget = self.cfg.policy.memory_budget_bytes;
         if self.buffered_bytes() <= budget {
             return Ok(());
         }
-        let target = budget / 4 * 3;
-        while self.buffered_bytes() > target {
-            // Which set holds the largest writer?
-            let mut best: Option<(Option<usize>, u64)> = None;
-            for (i, t) in self.tables.iter().enumerate() {
-                if let Some(s) = t.writers.largest()
-                    && best.is_none_or(|(_, b)| s > b)
-                {
-                    best = Some((Some(i), s));
-                }
+        // Owner of each open writer: Some(table index), or None for the dead-letter table.
+        let mut owners: Vec<(Option<usize>, PartitionKey)> = Vec::new();
+        let mut sizes = Vec::new();
+        for (i, t) in self.tables.iter().enumerate() {
+            for (k, size) in t.writers.sizes() {
+                owners.push((Some(i), k));
+                sizes.push(size);
             }
-            if let Some(s) = self.dlq.as_ref().and_then(|d| d.writers.largest())
-                && best.is_none_or(|(_, b)| s > b)
-            {
-                best = Some((None, s));
+        }
+        if let Some(d) = &self.dlq {
+            for (k, size) in d.writers.sizes() {
+                owners.push((None, k));
+                sizes.push(size);
             }
-            match best {
-                Some((Some(i), _)) => {
-                    if let Some(f) = self.tables[i].writers.close_largest()? {
-                        self.cfg.metrics.inc("loglake_budget_flushes_total", 1);
-                        self.upload_table(i, vec![f])?;
+        }
+        for v in budget_victims(&sizes, budget, budget / 4 * 3) {
+            self.cfg.metrics.inc("loglake_budget_flushes_total", 1);
+            match &owners[v] {
+                (Some(i), key) => {
+                    if let Some(f) = self.tables[*i].writers.close(key)? {
+                        self.upload_table(*i, vec![f])?;
                     }
                 }
-                Some((None, _)) => {
+                (None, key) => {
                     if let Some(d) = &mut self.dlq
-                        && let Some(f) = d.writers.close_largest()?
+                        && let Some(f) = d.writers.close(key)?
                     {
                         let add = upload(&self.handle, &d.sink, f, &self.cfg.metrics)?;
                         d.pending.push(add);
                     }
                 }
-                None => break,
             }
         }
         Ok(())
@@ -932,7 +947,8 @@ impl Archiver {
                 }
                 CommitOutcome::Conflict { partitions } => {
                     self.handle.block_on(d.sink.delete_uncommitted(&adds));
-                    return self.on_conflict(d_name(&self.cfg), partitions);
+                    let name = d.sink.name().to_string();
+                    return self.on_conflict(name, partitions);
                 }
             }
         }
@@ -1043,29 +1059,14 @@ impl Archiver {
     }
 }
 
-fn d_name(cfg: &ArchiveConfig) -> String {
-    cfg.dlq.as_ref().map(dlq_name).unwrap_or_default()
-}
-
-/// The dead-letter table's name (its last path segment).
-pub fn dlq_name(url: &Url) -> String {
+/// A table's default name: the last segment of its URL.
+pub fn name_from_url(url: &Url) -> String {
     url.path()
         .trim_end_matches('/')
         .rsplit('/')
         .next()
         .unwrap_or("dead_letters")
         .to_string()
-}
-
-fn split_at_events(
-    batch: Vec<BorrowedMessage<'_>>,
-) -> (Vec<BorrowedMessage<'_>>, Vec<BorrowedMessage<'_>>) {
-    // A rebalance is served inside `poll`, which then returns no message (rdkafka returns
-    // `EventConsumed` for a finite timeout), and the batch loop stops at the first poll after
-    // which events are pending. So every message in `batch` was fetched under the *old*
-    // assignment: drop them all; the new owner (possibly us) re-reads them from the offsets in
-    // the tables, so nothing is lost.
-    (batch, Vec::new())
 }
 
 fn upload(

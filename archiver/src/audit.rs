@@ -33,14 +33,8 @@ pub struct AuditArgs {
     #[arg(long)]
     pub dlq_table: Option<String>,
     /// librdkafka property (repeatable).
-    #[arg(short = 'X', value_parser = parse_kv)]
+    #[arg(short = 'X', value_parser = crate::config::parse_kv)]
     pub kafka: Vec<(String, String)>,
-}
-
-fn parse_kv(s: &str) -> Result<(String, String), String> {
-    s.split_once('=')
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .ok_or_else(|| format!("expected key=value, got {s:?}"))
 }
 
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]

@@ -101,7 +101,7 @@ pub struct FileConfig {
     pub storage: HashMap<String, String>,
 }
 
-fn parse_kv(s: &str) -> Result<(String, String), String> {
+pub(crate) fn parse_kv(s: &str) -> Result<(String, String), String> {
     s.split_once('=')
         .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
         .ok_or_else(|| format!("expected key=value, got {s:?}"))
@@ -221,7 +221,7 @@ impl ArchiveArgs {
             let name = self
                 .table_name
                 .clone()
-                .unwrap_or_else(|| crate::archive::dlq_name(&url));
+                .unwrap_or_else(|| crate::archive::name_from_url(&url));
             tables.push(TableTarget {
                 name,
                 url,

@@ -73,6 +73,9 @@ pub fn budget_victims(sizes: &[u64], budget: u64, target: u64) -> Vec<usize> {
     out
 }
 
+/// One partition's values, serialized as in Delta's `partitionValues` (None for null).
+pub type PartitionKey = Vec<Option<String>>;
+
 /// A finished Parquet file, in memory, ready to upload and commit.
 pub struct ClosedFile {
     /// Path relative to the table root, e.g. `dt=2024-01-01/hour=07/part-….zstd.parquet`.
@@ -109,7 +112,7 @@ pub struct WriterSet {
     file_idx: Vec<usize>,
     props: WriterProperties,
     policy: RollPolicy,
-    open: HashMap<Vec<Option<String>>, OpenFile>,
+    open: HashMap<PartitionKey, OpenFile>,
 }
 
 /// Columns with many distinct values, where dictionary encoding only costs.
@@ -193,14 +196,6 @@ impl WriterSet {
         self.open.values().map(OpenFile::memory).sum()
     }
 
-    pub fn open_files(&self) -> usize {
-        self.open.len()
-    }
-
-    pub fn buffered_rows(&self) -> u64 {
-        self.open.values().map(|f| f.rows).sum()
-    }
-
     /// Writes a batch of the table schema; returns the files that had to be closed (size roll).
     pub fn write(&mut self, batch: &RecordBatch) -> Result<Vec<ClosedFile>, ArchiveError> {
         let mut closed = Vec::new();
@@ -246,7 +241,7 @@ impl WriterSet {
             };
             f.writer.write(&part)?;
             f.rows += part.num_rows() as u64;
-            if f.encoded_estimate() >= self.policy.target_file_bytes
+            if should_roll(f.encoded_estimate(), f.opened.elapsed(), &self.policy)
                 && let Some(f) = self.open.remove(key)
             {
                 closed.push(finish(f)?);
@@ -255,66 +250,17 @@ impl WriterSet {
         Ok(closed)
     }
 
-    /// Memory of the largest open writer, if any.
-    pub fn largest(&self) -> Option<u64> {
-        self.open.values().map(OpenFile::memory).max()
-    }
-
-    /// Closes the largest open writer.
-    pub fn close_largest(&mut self) -> Result<Option<ClosedFile>, ArchiveError> {
-        let key = self
-            .open
+    /// Memory of each open writer.
+    pub fn sizes(&self) -> Vec<(PartitionKey, u64)> {
+        self.open
             .iter()
-            .max_by_key(|(_, f)| f.memory())
-            .map(|(k, _)| k.clone());
-        match key.and_then(|k| self.open.remove(&k)) {
-            Some(f) => Ok(Some(finish(f)?)),
-            None => Ok(None),
-        }
+            .map(|(k, f)| (k.clone(), f.memory()))
+            .collect()
     }
 
-    /// Closes the largest writers until the open set is back under 3/4 of the budget, if it
-    /// exceeds the budget.
-    pub fn enforce_budget(&mut self) -> Result<Vec<ClosedFile>, ArchiveError> {
-        let keys: Vec<Vec<Option<String>>> = self.open.keys().cloned().collect();
-        let sizes: Vec<u64> = keys.iter().map(|k| self.open[k].memory()).collect();
-        let budget = self.policy.memory_budget_bytes;
-        let victims = budget_victims(&sizes, budget, budget / 4 * 3);
-        let mut out = Vec::new();
-        for i in victims {
-            if let Some(f) = self.open.remove(&keys[i]) {
-                out.push(finish(f)?);
-            }
-        }
-        Ok(out)
-    }
-
-    /// Closes files that are older than the roll latency.
-    pub fn close_expired(&mut self, now: Instant) -> Result<Vec<ClosedFile>, ArchiveError> {
-        let expired: Vec<Vec<Option<String>>> = self
-            .open
-            .iter()
-            .filter(|(_, f)| {
-                should_roll(
-                    f.encoded_estimate(),
-                    now.duration_since(f.opened),
-                    &self.policy,
-                )
-            })
-            .map(|(k, _)| k.clone())
-            .collect();
-        let mut out = Vec::new();
-        for k in expired {
-            if let Some(f) = self.open.remove(&k) {
-                out.push(finish(f)?);
-            }
-        }
-        Ok(out)
-    }
-
-    /// The instant the oldest open file was opened.
-    pub fn oldest_open(&self) -> Option<Instant> {
-        self.open.values().map(|f| f.opened).min()
+    /// Closes the open writer of one partition, if there is one.
+    pub fn close(&mut self, key: &PartitionKey) -> Result<Option<ClosedFile>, ArchiveError> {
+        self.open.remove(key).map(finish).transpose()
     }
 
     /// Closes every open file.

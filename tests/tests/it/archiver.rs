@@ -171,6 +171,16 @@ fn run_archive(args: &[&str]) -> std::process::Output {
     out
 }
 
+/// `run_archive` off the async runtime (the binary blocks until it exits).
+async fn run_archive_blocking(args: Vec<String>) -> std::process::Output {
+    tokio::task::spawn_blocking(move || {
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        run_archive(&refs)
+    })
+    .await
+    .expect("join")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_thousand_records_into_two_tables_exactly_once_with_dead_letters() {
     let (ta, tb) = (unique_name("logs-a"), unique_name("logs-b"));
@@ -297,13 +307,7 @@ async fn batch_mode_stops_at_the_frozen_end_while_the_producer_continues() {
         }
         n
     });
-    let a = args(&topic);
-    let out = tokio::task::spawn_blocking(move || {
-        let refs: Vec<&str> = a.iter().map(String::as_str).collect();
-        run_archive(&refs)
-    })
-    .await
-    .expect("join");
+    let out = run_archive_blocking(args(&topic)).await;
     let report: serde_json::Value =
         serde_json::from_slice(out.stdout.trim_ascii()).expect("report");
     let first_rows = report["rows_written"].as_u64().expect("rows");
@@ -324,13 +328,7 @@ async fn batch_mode_stops_at_the_frozen_end_while_the_producer_continues() {
     assert!(first_rows <= 30_000);
 
     // The next run continues from there and gets exactly the rest.
-    let a = args(&topic);
-    let out = tokio::task::spawn_blocking(move || {
-        let refs: Vec<&str> = a.iter().map(String::as_str).collect();
-        run_archive(&refs)
-    })
-    .await
-    .expect("join");
+    let out = run_archive_blocking(args(&topic)).await;
     let report: serde_json::Value =
         serde_json::from_slice(out.stdout.trim_ascii()).expect("report");
     assert_eq!(report["rows_written"].as_u64(), Some(30_000 - first_rows));
@@ -433,16 +431,7 @@ async fn crash_loop_with_sigkill_loses_and_duplicates_nothing() {
     let mut args: Vec<&str> = base_args[1..].iter().map(String::as_str).collect();
     let final_group = format!("{group}-final");
     args.extend(["--until-end", "--group", &final_group]);
-    let out = tokio::task::spawn_blocking({
-        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        move || {
-            let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-            run_archive(&refs)
-        }
-    })
-    .await
-    .expect("join");
-    drop(out);
+    run_archive_blocking(args.iter().map(|s| s.to_string()).collect()).await;
     let (a, ok) = audit(&topic, &table, &dlq);
     assert_eq!(
         a.expected, produced,
