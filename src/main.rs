@@ -25,6 +25,8 @@ enum Command {
     Audit(loglake_archiver::AuditArgs),
     /// Archive bundled real logs from an embedded Kafka into a local lake and query them.
     Quickstart(loglake_archiver::QuickstartArgs),
+    /// SQL over the whole lake: every Delta table as a table, log functions, correlation.
+    Query(Box<loglake_query::QueryArgs>),
     /// Print version information of loglake and its storage stack.
     Version,
 }
@@ -49,6 +51,7 @@ fn main() -> ExitCode {
         Command::Archive(args) => loglake_archiver::run(*args).map_err(Into::into),
         Command::Audit(args) => loglake_archiver::run_audit(args).map_err(Into::into),
         Command::Quickstart(args) => loglake_archiver::quickstart::run(args).map_err(Into::into),
+        Command::Query(args) => loglake_query::run(*args),
         Command::Version => {
             println!("loglake {}", env!("CARGO_PKG_VERSION"));
             Ok(ExitCode::SUCCESS)

@@ -275,7 +275,8 @@ pub fn run(args: QuickstartArgs) -> Result<std::process::ExitCode, ArchiveError>
     // 4. Query.
     rt.block_on(query(&lake))?;
     println!(
-        "\nThe lake is at {lake}/ — Delta tables readable by Spark, DuckDB, polars and delta-rs."
+        "\nThe lake is at {lake}/ — Delta tables readable by Spark, DuckDB, polars and delta-rs.\n\
+         Explore it with SQL: cargo run -- query --lake {lake}"
     );
     Ok(std::process::ExitCode::SUCCESS)
 }

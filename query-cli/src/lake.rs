@@ -240,6 +240,9 @@ pub async fn open_delta(
         TimeTravel::Timestamp(ts) => b = b.with_datestring(ts).map_err(err)?,
     }
     let table = b.load().await.map_err(err)?;
+    if let TimeTravel::Timestamp(ts) = at {
+        check_committed_by(&table, ts, name).await?;
+    }
     table.update_datafusion_session(state).map_err(err)?;
     let total_files = table
         .snapshot()
@@ -257,6 +260,31 @@ pub async fn open_delta(
         inner,
         scans: scans.clone(),
     }))
+}
+
+/// delta-rs resolves a timestamp older than the table to its first version; an analyst asking
+/// for the table "as of" a time before it existed gets an error instead of rows written later.
+/// The commit time is the commit file's modification time, as delta-rs's own resolution uses.
+async fn check_committed_by(table: &deltalake::DeltaTable, ts: &str, name: &str) -> Result<()> {
+    let Some(v) = table.version() else {
+        return Ok(());
+    };
+    let target = chrono::DateTime::parse_from_rfc3339(ts)
+        .map_err(|e| DataFusionError::Plan(format!("TIMESTAMP AS OF '{ts}': {e}")))?;
+    use object_store::ObjectStoreExt as _;
+    let store = table.log_store().object_store(None);
+    let commit = object_store::path::Path::from(format!("_delta_log/{v:020}.json"));
+    // a commit file cleaned up after a checkpoint has no time to check: trust delta-rs
+    if let Ok(meta) = store.head(&commit).await
+        && meta.last_modified > target
+    {
+        return Err(DataFusionError::Plan(format!(
+            "Delta table {name} has no version committed at or before {ts} \
+             (its oldest readable version {v} was committed at {})",
+            meta.last_modified.to_rfc3339()
+        )));
+    }
+    Ok(())
 }
 
 /// Files each Delta scan of the current statement reads, for `EXPLAIN`.

@@ -185,9 +185,9 @@ pub fn log_context_sql(args: &Args, columns: &[String]) -> Result<(String, Strin
         .collect();
     let sql = format!(
         "WITH __src AS ({source}), \
-         __n AS (SELECT s.*, row_number() OVER ({part_by} ORDER BY {order_by}) AS __rn, ({predicate}) IS TRUE AS __is_hit FROM {semi}), \
-         __h AS (SELECT {hcols}__rn AS __hit_rn, row_number() OVER (ORDER BY {order_by}{hpart}) AS __hit FROM __n WHERE __is_hit) \
-         SELECT h.__hit AS hit, CAST(n.__rn - h.__hit_rn AS BIGINT) AS \"offset\", {out} \
+         __n AS (SELECT s.*, CAST(row_number() OVER ({part_by} ORDER BY {order_by}) AS BIGINT) AS __rn, ({predicate}) IS TRUE AS __is_hit FROM {semi}), \
+         __h AS (SELECT {hcols}__rn AS __hit_rn, CAST(row_number() OVER (ORDER BY {order_by}{hpart}) AS BIGINT) AS __hit FROM __n WHERE __is_hit) \
+         SELECT h.__hit AS hit, n.__rn - h.__hit_rn AS \"offset\", {out} \
          FROM __n n JOIN __h h ON {hit_on}n.__rn BETWEEN h.__hit_rn - {before} AND h.__hit_rn + {after} \
          ORDER BY hit, \"offset\"",
         hcols = partition

@@ -40,7 +40,7 @@ async fn write(dir: &Path, batch: RecordBatch, partition: &[&str]) {
 
 /// Build the fixture lake under `root`:
 /// * `logs`: 3,000 generated rows (2024-05-01 00:00–02:00 UTC, 12 pods), partitioned by dt/hour,
-///   written in two commits of 1,500 rows (versions 0 and 1), 4 files;
+///   written in two commits of 1,500 rows (versions 0 and 1), one file per hour (2 files);
 /// * `svc/app` (registered as `app`): 14 hand-written log lines of two pods;
 /// * `k8s/events` (registered as `events`): 4 hand-written Kubernetes events.
 pub async fn build_lake(root: &Path) {
