@@ -23,6 +23,8 @@ enum Command {
     Archive(Box<loglake_archiver::ArchiveArgs>),
     /// Check that a table (+ dead letters) holds every Kafka record exactly once.
     Audit(loglake_archiver::AuditArgs),
+    /// Generate synthetic container logs (Fluent Bit JSON) into a Kafka topic or a file.
+    Gen(loglake_archiver::GenArgs),
     /// Archive bundled real logs from an embedded Kafka into a local lake and query them.
     Quickstart(loglake_archiver::QuickstartArgs),
     /// SQL over the whole lake: every Delta table as a table, log functions, correlation.
@@ -50,6 +52,7 @@ fn main() -> ExitCode {
     let result: anyhow::Result<ExitCode> = match cli.command {
         Command::Archive(args) => loglake_archiver::run(*args).map_err(Into::into),
         Command::Audit(args) => loglake_archiver::run_audit(args).map_err(Into::into),
+        Command::Gen(args) => loglake_archiver::run_gen(args).map_err(Into::into),
         Command::Quickstart(args) => loglake_archiver::quickstart::run(args).map_err(Into::into),
         Command::Query(args) => loglake_query::run(*args),
         Command::Version => {

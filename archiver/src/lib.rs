@@ -15,6 +15,7 @@ pub mod audit;
 pub mod config;
 pub mod delta;
 pub mod error;
+pub mod r#gen;
 pub mod metrics;
 pub mod quickstart;
 pub mod stats;
@@ -28,6 +29,7 @@ pub use archive::{ArchiveConfig, ArchiveReport, Archiver, TableTarget};
 pub use audit::{AuditArgs, AuditReport};
 pub use config::ArchiveArgs;
 pub use error::ArchiveError;
+pub use r#gen::{GenArgs, run_gen};
 pub use quickstart::QuickstartArgs;
 
 fn runtime() -> Result<tokio::runtime::Runtime, ArchiveError> {

@@ -111,6 +111,7 @@ mod access;
 mod audit;
 mod container;
 mod error;
+pub mod r#gen;
 pub mod json;
 mod lines;
 mod otlp;

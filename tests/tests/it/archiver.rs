@@ -94,15 +94,15 @@ fn write_table_defs(dir: &std::path::Path, defs: &[(&str, &str)]) {
 }
 
 #[derive(Debug, serde::Deserialize, PartialEq)]
-struct Audit {
-    expected: u64,
-    rows: u64,
-    dead_letters: u64,
-    missing: u64,
-    duplicates: u64,
+pub(crate) struct Audit {
+    pub(crate) expected: u64,
+    pub(crate) rows: u64,
+    pub(crate) dead_letters: u64,
+    pub(crate) missing: u64,
+    pub(crate) duplicates: u64,
 }
 
-fn audit(topic: &str, table: &str, dlq: &str) -> (Audit, bool) {
+pub(crate) fn audit(topic: &str, table: &str, dlq: &str) -> (Audit, bool) {
     let out = loglake_cmd()
         .args([
             "audit",
@@ -156,7 +156,7 @@ async fn query_i64(table_url: &str, sql: &str) -> Vec<i64> {
     out
 }
 
-fn run_archive(args: &[&str]) -> std::process::Output {
+pub(crate) fn run_archive(args: &[&str]) -> std::process::Output {
     let out = loglake_cmd()
         .arg("archive")
         .args(args)

@@ -4,5 +4,6 @@
 //! `LOGLAKE_TEST_S3_ENDPOINT`).
 
 mod archiver;
+mod generator;
 mod kafka_smoke;
 mod s3_smoke;
