@@ -33,6 +33,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Headers, Message};
+use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaRespErr;
 use tokio::runtime::Handle;
@@ -244,6 +245,9 @@ enum GroupEvent {
 struct ArchiverContext {
     resolver: OffsetResolver,
     events: Mutex<Vec<GroupEvent>>,
+    /// (low, high) watermarks per (topic, partition), from librdkafka's statistics: the source
+    /// of the consumer-lag gauge (high − W).
+    watermarks: Mutex<HashMap<(String, i32), (i64, i64)>>,
 }
 
 impl ArchiverContext {
@@ -261,7 +265,25 @@ impl ArchiverContext {
     }
 }
 
-impl ClientContext for ArchiverContext {}
+impl ClientContext for ArchiverContext {
+    // Served inside `poll` every `statistics.interval.ms`; only the watermarks are kept.
+    fn stats(&self, stats: Statistics) {
+        let mut fresh = Vec::new();
+        for (topic, t) in stats.topics {
+            for (p, s) in t.partitions {
+                // librdkafka lists an internal partition -1 and reports -1 until it knows.
+                if p >= 0 && s.hi_offset >= 0 {
+                    fresh.push(((topic.clone(), p), (s.lo_offset.max(0), s.hi_offset)));
+                }
+            }
+        }
+        let mut g = match self.watermarks.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        g.extend(fresh);
+    }
+}
 
 impl ConsumerContext for ArchiverContext {
     fn rebalance(
@@ -472,6 +494,8 @@ impl Archiver {
             // Bounded prefetch: part of the archiver's fixed memory overhead (DESIGN.md).
             .set("queued.max.messages.kbytes", "16384")
             .set("fetch.message.max.bytes", "1048576")
+            // Watermarks for the consumer-lag gauge (ArchiverContext::stats).
+            .set("statistics.interval.ms", "1000")
             .set(
                 "client.id",
                 format!("loglake-archiver-{}", env!("CARGO_PKG_VERSION")),
@@ -482,6 +506,7 @@ impl Archiver {
         let context = ArchiverContext {
             resolver,
             events: Mutex::new(Vec::new()),
+            watermarks: Mutex::new(HashMap::new()),
         };
         let consumer: BaseConsumer<ArchiverContext> = cc
             .create_with_context(context)
@@ -514,6 +539,9 @@ impl Archiver {
     }
 
     fn run_loop(&mut self, started: Instant) -> Result<(), ArchiveError> {
+        // A poll batch, its decoded rows and their per-partition copies are outside the budget:
+        // bound them in bytes too, not only in records (DESIGN.md, "Memory").
+        let max_batch_bytes = (self.cfg.policy.memory_budget_bytes / 8).clamp(1 << 20, 32 << 20);
         loop {
             if self.cfg.shutdown.load(Ordering::Relaxed) {
                 tracing::info!("shutdown requested: flushing and committing");
@@ -523,11 +551,15 @@ impl Archiver {
             // A local handle, so the borrowed messages do not borrow `self`.
             let consumer = self.consumer.clone();
             let mut batch: Vec<BorrowedMessage<'_>> = Vec::new();
+            let mut batch_bytes = 0u64;
             let poll_until = Instant::now() + Duration::from_millis(200);
-            while batch.len() < self.cfg.batch_records {
+            while batch.len() < self.cfg.batch_records && batch_bytes < max_batch_bytes {
                 let wait = poll_until.saturating_duration_since(Instant::now());
                 match consumer.poll(wait) {
-                    Some(Ok(m)) => batch.push(m),
+                    Some(Ok(m)) => {
+                        batch_bytes += (m.payload_len() + m.key_len()) as u64;
+                        batch.push(m);
+                    }
                     Some(Err(KafkaError::PartitionEOF(_))) => {}
                     Some(Err(e)) => {
                         tracing::warn!(error = %e, "Kafka consumer error");
@@ -564,6 +596,7 @@ impl Archiver {
             }
             self.enforce_budget()?;
             self.cfg.metrics.set_buffered(self.buffered_bytes());
+            self.update_lag();
 
             if self.cfg.until_end {
                 if self.assigned_once
@@ -605,6 +638,7 @@ impl Archiver {
                     tracing::info!("partitions revoked: dropping uncommitted buffers");
                     self.reset()?;
                     self.parts.clear();
+                    self.cfg.metrics.clear_lag();
                 }
                 GroupEvent::Assigned(list) => {
                     self.report.rebalances += 1;
@@ -612,6 +646,7 @@ impl Archiver {
                     // An eager rebalance revokes everything first; drop anything left anyway.
                     self.reset()?;
                     self.parts.clear();
+                    self.cfg.metrics.clear_lag();
                     for ((topic, p), start) in list {
                         let Some(&table) = self.topic_table.get(&topic) else {
                             continue;
@@ -687,9 +722,10 @@ impl Archiver {
             self.report.bytes_in += m.payload_len() as u64;
             per_table[ps.table].push(m);
         }
+        let accepted: usize = per_table.iter().map(Vec::len).sum();
         self.cfg
             .metrics
-            .inc("loglake_records_in_total", batch.len() as u64);
+            .inc("loglake_records_in_total", accepted as u64);
         for (ti, msgs) in per_table.into_iter().enumerate() {
             if msgs.is_empty() {
                 continue;
@@ -892,11 +928,12 @@ impl Archiver {
         let flush_started = Instant::now();
         // Close all files; stateful decoders keep their partial lines (R handles them).
         for ti in 0..self.tables.len() {
-            let closed = self.tables[ti].writers.close_all()?;
-            self.upload_table(ti, closed)?;
+            while let Some(f) = self.tables[ti].writers.close_next()? {
+                self.upload_table(ti, vec![f])?;
+            }
         }
         if let Some(d) = &mut self.dlq {
-            for f in d.writers.close_all()? {
+            while let Some(f) = d.writers.close_next()? {
                 let add = upload(&self.handle, &d.sink, f, &self.cfg.metrics)?;
                 d.pending.push(add);
             }
@@ -936,7 +973,7 @@ impl Archiver {
                     self.cfg.metrics.inc("loglake_commits_total", 1);
                     self.cfg
                         .metrics
-                        .inc("loglake_rows_written_total", d.pending_rows);
+                        .inc("loglake_dead_letters_committed_total", d.pending_rows);
                     tracing::info!(table = %d.sink.name(), version, rows = d.pending_rows, files = adds.len(), "committed dead letters");
                     d.pending_rows = 0;
                     for ((t, p), s) in &advanced {
@@ -1041,14 +1078,28 @@ impl Archiver {
         Ok(())
     }
 
+    /// The consumer-lag gauge of each assigned partition: records on the broker not yet
+    /// committed to the table, high watermark − W (from the last statistics, see
+    /// [`ArchiverContext::stats`]; partitions without statistics yet are left out).
+    fn update_lag(&self) {
+        let wm = match self.consumer.context().watermarks.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        for (k, s) in &self.parts {
+            if let Some(&(low, high)) = wm.get(k) {
+                let done = s.start.committed.unwrap_or(low).max(low);
+                self.cfg.metrics.set_lag(&k.0, k.1, (high - done).max(0));
+            }
+        }
+    }
+
     /// Kafka's committed offsets are for lag dashboards only (the tables are the truth).
     fn commit_kafka_offsets(&self) {
         let mut tpl = TopicPartitionList::new();
         for ((t, p), s) in &self.parts {
             if let Some(w) = s.start.committed {
                 let _ = tpl.add_partition_offset(t, *p, Offset::Offset(w));
-                let lag = s.end.unwrap_or(w) - w;
-                self.cfg.metrics.set_lag(t, *p, lag.max(0));
             }
         }
         if tpl.count() > 0

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use arrow::datatypes::SchemaRef;
 use deltalake::kernel::engine::arrow_conversion::TryFromArrow;
-use deltalake::kernel::transaction::CommitBuilder;
+use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
 use deltalake::kernel::{Action, Add, StructType, Transaction};
 use deltalake::protocol::{DeltaOperation, OutputMode};
 use deltalake::{DeltaTable, DeltaTableError};
@@ -112,26 +112,32 @@ impl DeltaSink {
                 .map_err(err)?;
         if table.version().is_none() {
             let columns: StructType = StructType::try_from_arrow(schema.as_ref())?;
+            // Version 0 only, no retry: when another archiver creates the table at the same
+            // time, deltalake would otherwise either fail ("already exists", if it saw theirs) or
+            // commit a second CREATE TABLE at version 1 over theirs (if it lost the race for 0).
             let created = table
                 .create()
                 .with_table_name(name)
                 .with_columns(columns.fields().cloned())
                 .with_partition_columns(partition_by.to_vec())
                 .with_comment(format!("written by loglake {}", env!("CARGO_PKG_VERSION")))
+                .with_commit_properties(CommitProperties::default().with_max_retries(0))
                 .await;
             match created {
                 Ok(t) => table = t,
-                // Another archiver created it first: use theirs.
-                Err(DeltaTableError::VersionAlreadyExists(_))
-                | Err(DeltaTableError::Transaction { .. }) => {
+                Err(e) => {
+                    // Another archiver created it first: use theirs.
                     table = DeltaTable::try_from_url_with_storage_options(
                         url.clone(),
                         storage_options.clone(),
                     )
                     .await
                     .map_err(err)?;
+                    if table.version().is_none() {
+                        return Err(err(e));
+                    }
+                    tracing::info!(table = %name, "created concurrently by another writer; using it");
                 }
-                Err(e) => return Err(err(e)),
             }
         }
         let store = table.log_store().object_store(None);

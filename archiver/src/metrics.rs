@@ -42,6 +42,13 @@ impl Metrics {
         }
     }
 
+    /// Forgets every partition's lag (on a rebalance: the partitions may now be someone else's).
+    pub fn clear_lag(&self) {
+        if let Ok(mut l) = self.lag.lock() {
+            l.clear();
+        }
+    }
+
     pub fn set_buffered(&self, bytes: u64) {
         self.buffered.store(bytes, Ordering::Relaxed);
     }
@@ -115,12 +122,18 @@ pub async fn serve(
             };
             let metrics = metrics.clone();
             tokio::spawn(async move {
+                // Read until the request line is complete: a client may send it in pieces.
                 let mut buf = [0u8; 2048];
-                let n =
-                    match tokio::time::timeout(Duration::from_secs(5), sock.read(&mut buf)).await {
-                        Ok(Ok(n)) => n,
+                let mut n = 0;
+                while n < buf.len() && !buf[..n].contains(&b'\n') {
+                    match tokio::time::timeout(Duration::from_secs(5), sock.read(&mut buf[n..]))
+                        .await
+                    {
+                        Ok(Ok(0)) => break,
+                        Ok(Ok(k)) => n += k,
                         _ => return,
-                    };
+                    }
+                }
                 let req = String::from_utf8_lossy(&buf[..n]);
                 let path = req.split_whitespace().nth(1).unwrap_or("/");
                 let (status, body) = match path {

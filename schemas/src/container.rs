@@ -11,7 +11,7 @@ use arrow::array::{
 };
 use arrow::datatypes::SchemaRef;
 
-use crate::json::{JVal, Parser, flatten_object, join_path};
+use crate::json::{JVal, Parser, join_path};
 use crate::util::{
     detect_level, dt_hour, normalize_level, parse_any_ts_us, parse_epoch_us, parse_k8s_log_path,
 };
@@ -49,6 +49,8 @@ const NCOLS: usize = 11;
 pub(crate) struct Row<'a> {
     pub cols: [Option<Cow<'a, str>>; NCOLS],
     pub message: Option<Cow<'a, str>>,
+    /// `message` stands for its text plus a final `"\n"` (see [`Parser::object_nl`]).
+    pub(crate) msg_nl: bool,
     pub(crate) msg_prio: u8,
     pub(crate) msg_key: Option<AKey<'a>>,
     pub ts_us: Option<i64>,
@@ -62,6 +64,45 @@ pub(crate) struct Row<'a> {
     /// Extra `loglake.*` flags (key, value).
     pub flags: Vec<(&'static str, Cow<'a, str>)>,
     pub lossy: bool,
+}
+
+/// The vectors of the row model, kept between records: cleared, not reallocated.
+#[derive(Debug, Default)]
+pub(crate) struct RowBufs {
+    labels: Vec<(Cow<'static, str>, Cow<'static, str>)>,
+    attrs: Vec<(AKey<'static>, Option<Cow<'static, str>>)>,
+    parts: Vec<Cow<'static, str>>,
+    flags: Vec<(&'static str, Cow<'static, str>)>,
+}
+
+/// Empties `v` and hands its allocation to a vector of another element type of the same size and
+/// alignment (here: the same type with another lifetime). No unsafe: std's in-place `collect`
+/// reuses the source buffer (checked by `recycle_keeps_the_allocation`).
+pub(crate) fn recycle<T, U>(mut v: Vec<T>) -> Vec<U> {
+    v.clear();
+    v.into_iter().filter_map(|_| None).collect()
+}
+
+impl RowBufs {
+    /// A new empty row that uses these buffers.
+    fn row<'a>(&mut self, lossy: bool) -> Row<'a> {
+        Row {
+            lossy,
+            labels: recycle(std::mem::take(&mut self.labels)),
+            attrs: recycle(std::mem::take(&mut self.attrs)),
+            parts: recycle(std::mem::take(&mut self.parts)),
+            flags: recycle(std::mem::take(&mut self.flags)),
+            ..Row::default()
+        }
+    }
+
+    /// Takes the buffers back from a row that is done with.
+    fn keep(&mut self, row: Row<'_>) {
+        self.labels = recycle(row.labels);
+        self.attrs = recycle(row.attrs);
+        self.parts = recycle(row.parts);
+        self.flags = recycle(row.flags);
+    }
 }
 
 impl<'a> Row<'a> {
@@ -104,19 +145,25 @@ impl<'a> Row<'a> {
 
     /// Offers a message candidate; the highest priority wins, the others go to attrs.
     pub fn message(&mut self, prio: u8, path: &[Cow<'a, str>], v: JVal<'a>) {
+        self.message_nl(prio, path, v, false);
+    }
+
+    /// [`Row::message`] for a value that, when `nl`, stands for its text plus `"\n"`.
+    pub(crate) fn message_nl(&mut self, prio: u8, path: &[Cow<'a, str>], v: JVal<'a>, nl: bool) {
         let JVal::Str(s) = v else {
             self.attr_path(path, v);
             return;
         };
         if self.message.is_some() && self.msg_prio >= prio {
-            self.attr_path(path, JVal::Str(s));
+            self.attr_path(path, JVal::Str(with_nl(s, nl)));
             return;
         }
         let key = self.key_for(path);
         if let (Some(old), Some(old_key)) = (self.message.take(), self.msg_key.take()) {
-            self.attrs.push((old_key, Some(old)));
+            self.attrs.push((old_key, Some(with_nl(old, self.msg_nl))));
         }
         self.message = Some(s);
+        self.msg_nl = nl;
         self.msg_prio = prio;
         self.msg_key = Some(key);
     }
@@ -183,10 +230,32 @@ impl<'a> Row<'a> {
     }
 }
 
+/// `s`, plus `"\n"` when `nl`.
+fn with_nl(s: Cow<'_, str>, nl: bool) -> Cow<'_, str> {
+    if nl {
+        let mut o = String::with_capacity(s.len() + 1);
+        o.push_str(&s);
+        o.push('\n');
+        Cow::Owned(o)
+    } else {
+        s
+    }
+}
+
 /// Removes a trailing line end and turns CRLF into LF.
 pub(crate) fn clean_message(m: Cow<'_, str>) -> Cow<'_, str> {
+    clean_message_nl(m, false)
+}
+
+/// [`clean_message`] of `m`, plus `"\n"` when `nl`.
+fn clean_message_nl(m: Cow<'_, str>, nl: bool) -> Cow<'_, str> {
     let trimmed_len = {
-        let t = m.strip_suffix('\n').unwrap_or(&m);
+        // with `nl`, the '\n' that would be stripped here is not in `m`
+        let t = if nl {
+            &m
+        } else {
+            m.strip_suffix('\n').unwrap_or(&m)
+        };
         let t = t.strip_suffix('\r').unwrap_or(t);
         t.len()
     };
@@ -225,6 +294,88 @@ pub(crate) fn label_app<'a, 'b>(
         .find_map(|k| labels.iter().find(|(lk, _)| lk == k).map(|(_, v)| v))
 }
 
+/// Key of a field of a JSON message: one key, or a dotted path joined in [`MsgJson::keys`].
+enum MKey<'a> {
+    One(Cow<'a, str>),
+    Joined(u32, u32),
+}
+
+/// Scratch for flattening a JSON message in one pass, reused between rows.
+struct MsgJson<'a> {
+    path: Vec<Cow<'a, str>>,
+    entries: Vec<(MKey<'a>, JVal<'a>)>,
+    keys: String,
+}
+
+impl<'a> MsgJson<'a> {
+    /// Flattens the object `t` into `entries` (keys joined with '.'). Returns whether `t` is one
+    /// valid JSON object, exactly as `Parser::skip_value(0)` + `end` would judge it.
+    fn flatten(&mut self, t: &'a str) -> bool {
+        self.path.clear();
+        self.entries.clear();
+        self.keys.clear();
+        let MsgJson {
+            path,
+            entries,
+            keys,
+        } = self;
+        let mut p = Parser::new(t);
+        p.ws();
+        if p.peek() != Some(b'{') {
+            return false;
+        }
+        let mut depth_ok = true;
+        let res = p.object(path, &mut |path, v| {
+            // `object` skips a raw value (array, object nested too deep) from nesting depth 0;
+            // `skip_value` over the whole document counts from the top: check it the same way
+            if let JVal::Raw(r) = &v
+                && depth_ok
+            {
+                depth_ok = Parser::new(r).skip_value(path.len()).is_ok();
+            }
+            let key = match path {
+                [one] => MKey::One(one.clone()),
+                _ => {
+                    let start = keys.len() as u32;
+                    for (i, part) in path.iter().enumerate() {
+                        if i > 0 {
+                            keys.push('.');
+                        }
+                        keys.push_str(part);
+                    }
+                    MKey::Joined(start, keys.len() as u32)
+                }
+            };
+            entries.push((key, v));
+        });
+        res.is_ok() && p.end().is_ok() && depth_ok
+    }
+}
+
+/// Holder of a [`MsgJson`] between rows (its lifetime differs for each row).
+#[derive(Default)]
+struct MsgJsonBufs {
+    path: Vec<Cow<'static, str>>,
+    entries: Vec<(MKey<'static>, JVal<'static>)>,
+    keys: String,
+}
+
+impl MsgJsonBufs {
+    fn take<'a>(&mut self) -> MsgJson<'a> {
+        MsgJson {
+            path: recycle(std::mem::take(&mut self.path)),
+            entries: recycle(std::mem::take(&mut self.entries)),
+            keys: std::mem::take(&mut self.keys),
+        }
+    }
+
+    fn keep(&mut self, m: MsgJson<'_>) {
+        self.path = recycle(m.path);
+        self.entries = recycle(m.entries);
+        self.keys = m.keys;
+    }
+}
+
 /// Arrow builders of the container schema.
 pub(crate) struct ContainerBuilder {
     ts: TimestampMicrosecondBuilder,
@@ -240,6 +391,9 @@ pub(crate) struct ContainerBuilder {
     hour: Int32Builder,
     schema: SchemaRef,
     pub rows: usize,
+    /// Reused by [`ContainerBuilder::new_row`] rows.
+    bufs: RowBufs,
+    json: MsgJsonBufs,
 }
 
 impl ContainerBuilder {
@@ -258,7 +412,19 @@ impl ContainerBuilder {
             hour: Int32Builder::new(),
             schema: table_schema(TableKind::Container),
             rows: 0,
+            bufs: RowBufs::default(),
+            json: MsgJsonBufs::default(),
         }
+    }
+
+    /// An empty row whose vectors reuse the allocations of earlier rows.
+    pub fn new_row<'a>(&mut self, lossy: bool) -> Row<'a> {
+        self.bufs.row(lossy)
+    }
+
+    /// Takes back the vectors of a row that will not be appended.
+    pub fn discard_row(&mut self, row: Row<'_>) {
+        self.bufs.keep(row);
     }
 
     /// Appends one row, applying the common enrichment (see the crate docs).
@@ -271,7 +437,7 @@ impl ContainerBuilder {
         opts: &DecoderOptions,
     ) {
         // message
-        let message = row.message.take().map(clean_message);
+        let message = row.message.take().map(|m| clean_message_nl(m, row.msg_nl));
 
         // path-derived kubernetes metadata
         if let Some(p) = row.path.take()
@@ -301,47 +467,47 @@ impl ContainerBuilder {
             row.write_key(self.attrs.keys(), k);
             self.attrs.values().append_option(v.as_deref());
         }
-        let json_msg = match message.as_deref() {
-            Some(m) if opts.parse_json_message => {
-                let t = m.trim();
-                let looks = t.len() >= 2 && t.starts_with('{') && t.ends_with('}');
-                // validate first (cheap, no allocation) so a broken object adds nothing
-                (looks && {
-                    let mut p = Parser::new(t);
-                    p.skip_value(0).is_ok() && p.end().is_ok()
-                })
-                .then_some(t)
+        if let Some(m) = message.as_deref()
+            && opts.parse_json_message
+        {
+            let t = m.trim();
+            if t.len() >= 2 && t.starts_with('{') && t.ends_with('}') {
+                let mut scratch = self.json.take();
+                // one pass: flattened into the scratch, kept only when the whole object is valid
+                if scratch.flatten(t) {
+                    let MsgJson { entries, keys, .. } = &mut scratch;
+                    for (k, v) in entries.drain(..) {
+                        let k: &str = match &k {
+                            MKey::One(c) => c,
+                            MKey::Joined(a, b) => keys.get(*a as usize..*b as usize).unwrap_or(""),
+                        };
+                        if row.has_attr(k) {
+                            continue;
+                        }
+                        match (k, &v) {
+                            (
+                                "level" | "lvl" | "severity" | "log.level" | "loglevel"
+                                | "log_level",
+                                JVal::Str(Cow::Borrowed(x)),
+                            ) if json_level.is_none() => json_level = Some(*x),
+                            ("trace_id" | "traceId" | "trace.id", JVal::Str(Cow::Borrowed(x)))
+                                if json_trace.is_none() =>
+                            {
+                                json_trace = Some(*x)
+                            }
+                            ("span_id" | "spanId" | "span.id", JVal::Str(Cow::Borrowed(x)))
+                                if json_span.is_none() =>
+                            {
+                                json_span = Some(*x)
+                            }
+                            _ => {}
+                        }
+                        self.attrs.keys().append_value(k);
+                        self.attrs.values().append_option(v.into_text().as_deref());
+                    }
+                }
+                self.json.keep(scratch);
             }
-            _ => None,
-        };
-        if let Some(t) = json_msg {
-            let attrs = &mut self.attrs;
-            let row_ref = &row;
-            let _ = flatten_object(t, &mut |p, v| {
-                let k = join_path(p);
-                if row_ref.has_attr(&k) {
-                    return;
-                }
-                match (&*k, &v) {
-                    (
-                        "level" | "lvl" | "severity" | "log.level" | "loglevel" | "log_level",
-                        JVal::Str(Cow::Borrowed(x)),
-                    ) if json_level.is_none() => json_level = Some(x),
-                    ("trace_id" | "traceId" | "trace.id", JVal::Str(Cow::Borrowed(x)))
-                        if json_trace.is_none() =>
-                    {
-                        json_trace = Some(x)
-                    }
-                    ("span_id" | "spanId" | "span.id", JVal::Str(Cow::Borrowed(x)))
-                        if json_span.is_none() =>
-                    {
-                        json_span = Some(x)
-                    }
-                    _ => {}
-                }
-                attrs.keys().append_value(&k);
-                attrs.values().append_option(v.into_text().as_deref());
-            });
         }
 
         // timestamp
@@ -419,6 +585,7 @@ impl ContainerBuilder {
         self.dt.append_value(dt);
         self.hour.append_value(hour);
         self.rows += 1;
+        self.bufs.keep(row);
     }
 
     pub fn finish(&mut self) -> Result<RecordBatch, arrow::error::ArrowError> {
@@ -524,6 +691,8 @@ pub(crate) struct JsonDecoder {
     flavor: JsonFlavor,
     opts: DecoderOptions,
     builder: ContainerBuilder,
+    /// The parser's key path, reused between records.
+    path: Vec<Cow<'static, str>>,
 }
 
 impl JsonDecoder {
@@ -532,6 +701,7 @@ impl JsonDecoder {
             flavor,
             opts,
             builder: ContainerBuilder::new(),
+            path: Vec::new(),
         }
     }
 }
@@ -544,12 +714,12 @@ fn label_key<'a>(key: &Cow<'a, str>, prefix_len: usize) -> Cow<'a, str> {
 }
 
 /// Fluent Bit after its `kubernetes` filter (`log`, `stream`, `time`, `kubernetes.{pod_name,…}`).
-fn map_fluentbit<'a>(row: &mut Row<'a>, path: &[Cow<'a, str>], v: JVal<'a>) {
+fn map_fluentbit<'a>(row: &mut Row<'a>, path: &[Cow<'a, str>], v: JVal<'a>, nl: bool) {
     match path {
         [k] => match k.as_ref() {
-            "log" => row.message(3, path, v),
-            "message" => row.message(2, path, v),
-            "msg" => row.message(1, path, v),
+            "log" => row.message_nl(3, path, v, nl),
+            "message" => row.message_nl(2, path, v, nl),
+            "msg" => row.message_nl(1, path, v, nl),
             "stream" => row.col(Col::Stream, path, v),
             "@timestamp" => row.ts(3, path, v),
             "time" => row.ts(2, path, v),
@@ -583,7 +753,7 @@ fn map_fluentbit<'a>(row: &mut Row<'a>, path: &[Cow<'a, str>], v: JVal<'a>) {
 }
 
 /// Filebeat (ECS): `@timestamp`, `message`, `log.level`, `kubernetes.{namespace,pod.name,…}`.
-fn map_filebeat<'a>(row: &mut Row<'a>, path: &[Cow<'a, str>], v: JVal<'a>) {
+fn map_filebeat<'a>(row: &mut Row<'a>, path: &[Cow<'a, str>], v: JVal<'a>, _nl: bool) {
     let key = join_path(path);
     const LABELS: &str = "kubernetes.labels.";
     match key.as_ref() {
@@ -616,7 +786,7 @@ fn map_filebeat<'a>(row: &mut Row<'a>, path: &[Cow<'a, str>], v: JVal<'a>) {
 }
 
 /// Vector `kubernetes_logs`: `message`, `timestamp`, `stream`, `file`, `kubernetes.{pod_name,…}`.
-fn map_vector<'a>(row: &mut Row<'a>, path: &[Cow<'a, str>], v: JVal<'a>) {
+fn map_vector<'a>(row: &mut Row<'a>, path: &[Cow<'a, str>], v: JVal<'a>, _nl: bool) {
     let key = join_path(path);
     const LABELS: &str = "kubernetes.pod_labels.";
     match key.as_ref() {
@@ -647,7 +817,7 @@ fn map_vector<'a>(row: &mut Row<'a>, path: &[Cow<'a, str>], v: JVal<'a>) {
 
 /// Alibaba Logtail / iLogtail: `__time__`, `content`, `_pod_name_`, `_namespace_`,
 /// `_container_name_`, `_source_`, `__tag__:*`; the v2 shape `{time, contents:{…}, tags:{…}}` too.
-fn map_ilogtail<'a>(row: &mut Row<'a>, path: &[Cow<'a, str>], v: JVal<'a>) {
+fn map_ilogtail<'a>(row: &mut Row<'a>, path: &[Cow<'a, str>], v: JVal<'a>, _nl: bool) {
     let key = join_path(path);
     let k: &str = key.as_ref();
     let k = k
@@ -686,17 +856,34 @@ fn map_ilogtail<'a>(row: &mut Row<'a>, path: &[Cow<'a, str>], v: JVal<'a>) {
     }
 }
 
-type MapFn = for<'a> fn(&mut Row<'a>, &[Cow<'a, str>], JVal<'a>);
+/// Maps one leaf (path, value, and whether the value stands for its text plus `"\n"`).
+type MapFn = for<'a> fn(&mut Row<'a>, &[Cow<'a, str>], JVal<'a>, bool);
+/// Which leaves may be reported without their final `"\n"` (message candidates only).
+type NlFn = for<'a, 'b> fn(&'b [Cow<'a, str>]) -> bool;
+
+/// Fluent Bit's message candidates: `log` nearly always ends with an escaped `\n`.
+fn fluentbit_nl(path: &[Cow<'_, str>]) -> bool {
+    matches!(path, [k] if matches!(k.as_ref(), "log" | "message" | "msg"))
+}
+
+fn no_nl(_: &[Cow<'_, str>]) -> bool {
+    false
+}
 
 /// Parses one envelope into `row`. Accepts a JSON object, or Fluent Bit's `[ts, {record}]` /
 /// `[[ts, {meta}], {record}]` forms.
-fn parse_envelope<'a>(text: &'a str, row: &mut Row<'a>, map: MapFn) -> Result<(), String> {
+fn parse_envelope<'a>(
+    text: &'a str,
+    row: &mut Row<'a>,
+    path: &mut Vec<Cow<'a, str>>,
+    map: MapFn,
+    nl_ok: NlFn,
+) -> Result<(), String> {
     let mut p = Parser::new(text);
     p.ws();
-    let mut path = Vec::with_capacity(4);
     match p.peek() {
         Some(b'{') => {
-            p.object(&mut path, &mut |path, v| map(row, path, v))
+            p.object_nl(path, &nl_ok, &mut |path, v, nl| map(row, path, v, nl))
                 .map_err(|e| e.to_string())?;
         }
         Some(b'[') => {
@@ -721,7 +908,7 @@ fn parse_envelope<'a>(text: &'a str, row: &mut Row<'a>, map: MapFn) -> Result<()
             row.ts(4, &[Cow::Borrowed("fluentbit.time")], ts);
             p.expect(b',').map_err(|e| e.to_string())?;
             p.ws();
-            p.object(&mut path, &mut |path, v| map(row, path, v))
+            p.object_nl(path, &nl_ok, &mut |path, v, nl| map(row, path, v, nl))
                 .map_err(|e| e.to_string())?;
             p.expect(b']').map_err(|e| e.to_string())?;
         }
@@ -750,11 +937,11 @@ impl Decoder for JsonDecoder {
 
     fn decode(&mut self, records: &[RawRecord<'_>]) -> DecodeOutput {
         let ingest = crate::now_us();
-        let map: MapFn = match self.flavor {
-            JsonFlavor::FluentBit => map_fluentbit,
-            JsonFlavor::Filebeat => map_filebeat,
-            JsonFlavor::Vector => map_vector,
-            JsonFlavor::Ilogtail => map_ilogtail,
+        let (map, nl_ok): (MapFn, NlFn) = match self.flavor {
+            JsonFlavor::FluentBit => (map_fluentbit, fluentbit_nl),
+            JsonFlavor::Filebeat => (map_filebeat, no_nl),
+            JsonFlavor::Vector => (map_vector, no_nl),
+            JsonFlavor::Ilogtail => (map_ilogtail, no_nl),
         };
         let mut errors = Vec::new();
         for (i, rec) in records.iter().enumerate() {
@@ -764,22 +951,187 @@ impl Decoder for JsonDecoder {
             };
             let b = &mut self.builder;
             let opts = &self.opts;
+            let path_buf = &mut self.path;
             let res = with_text(payload, |text, lossy| {
-                let mut row = Row {
-                    lossy,
-                    labels: Vec::with_capacity(8),
-                    attrs: Vec::with_capacity(16),
-                    parts: Vec::with_capacity(16),
-                    ..Row::default()
-                };
-                parse_envelope(text, &mut row, map)?;
-                b.append(row, rec, rec.offset, ingest, opts);
-                Ok::<(), String>(())
+                let mut row = b.new_row(lossy);
+                let mut path = recycle(std::mem::take(path_buf));
+                let res = parse_envelope(text, &mut row, &mut path, map, nl_ok);
+                *path_buf = recycle(path);
+                match res {
+                    Ok(()) => {
+                        b.append(row, rec, rec.offset, ingest, opts);
+                        Ok(())
+                    }
+                    Err(e) => {
+                        b.discard_row(row);
+                        Err(e)
+                    }
+                }
             });
             if let Err(e) = res {
                 errors.push(RecordError::new(i, rec, e));
             }
         }
         finish_output(self.builder.finish(), self.schema(), errors)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decoder_for;
+    use arrow::array::{Array, AsArray};
+
+    type Attrs = Vec<(String, Option<String>)>;
+    /// (message, level, attrs) of one row.
+    type Decoded = (Option<String>, Option<String>, Attrs);
+
+    /// (message, level, attrs) of each row, and the error reasons.
+    fn decode_fb(payloads: &[&str]) -> (Vec<Decoded>, Vec<String>) {
+        let mut d = decoder_for("fluentbit", &DecoderOptions::default()).expect("decoder");
+        let recs: Vec<RawRecord<'_>> = payloads
+            .iter()
+            .enumerate()
+            .map(|(i, p)| RawRecord {
+                timestamp_ms: Some(1000),
+                ..RawRecord::new("t", 0, i as i64, p.as_bytes())
+            })
+            .collect();
+        let out = d.decode(&recs);
+        let b = &out.batch;
+        let col = |name: &str| {
+            b.column_by_name(name)
+                .expect("column")
+                .as_string::<i32>()
+                .clone()
+        };
+        let (msg, lvl) = (col("message"), col("level"));
+        let attrs = b.column_by_name("attrs").expect("attrs").as_map().clone();
+        let rows = (0..b.num_rows())
+            .map(|r| {
+                let e = attrs.value(r);
+                let (k, v) = (
+                    e.column(0).as_string::<i32>(),
+                    e.column(1).as_string::<i32>(),
+                );
+                // loglake's own flags (`loglake.ts_source`) left out
+                let kv = (0..e.len())
+                    .filter(|&i| !k.value(i).starts_with("loglake."))
+                    .map(|i| {
+                        (
+                            k.value(i).to_owned(),
+                            v.is_valid(i).then(|| v.value(i).to_owned()),
+                        )
+                    })
+                    .collect();
+                let s =
+                    |a: &arrow::array::StringArray| a.is_valid(r).then(|| a.value(r).to_owned());
+                (s(&msg), s(&lvl), kv)
+            })
+            .collect();
+        (rows, out.errors.into_iter().map(|e| e.reason).collect())
+    }
+
+    fn attr<'x>(a: &'x Attrs, k: &str) -> Option<&'x Option<String>> {
+        a.iter().find(|(x, _)| x == k).map(|(_, v)| v)
+    }
+
+    #[test]
+    fn log_ending_in_an_escaped_newline_decodes_as_before() {
+        let (rows, errors) = decode_fb(&[
+            r#"{"log":"hello\n"}"#,
+            r#"{"log":"a\r\n"}"#,
+            r#"{"log":"x\ry\r\n"}"#,
+            r#"{"log":"\n"}"#,
+            r#"{"log":"a\nb\n"}"#,
+            r#"{"log":"plain"}"#,
+            r#"{"log":"first\n","log":"second\n"}"#,
+            r#"{"msg":"low\n","message":"mid\n","log":"high\n","stream":"x\n"}"#,
+            r#"{"log":"unterminated\n"#,
+            r#"{"log":"x\n" }"#,
+            r#"{"log":"bad escape\q\n"}"#,
+        ]);
+        let msgs: Vec<Option<&str>> = rows.iter().map(|r| r.0.as_deref()).collect();
+        assert_eq!(
+            msgs,
+            [
+                Some("hello"),
+                Some("a"),
+                Some("x\ry"),
+                Some(""),
+                Some("a\nb"),
+                Some("plain"),
+                Some("first"),
+                Some("high"),
+                Some("x"),
+            ]
+        );
+        // a `log` that loses to another message candidate keeps its line end in attrs
+        assert_eq!(attr(&rows[6].2, "log"), Some(&Some("second\n".to_owned())));
+        assert_eq!(attr(&rows[7].2, "msg"), Some(&Some("low\n".to_owned())));
+        assert_eq!(attr(&rows[7].2, "message"), Some(&Some("mid\n".to_owned())));
+        assert_eq!(errors.len(), 2, "{errors:?}");
+    }
+
+    #[test]
+    fn json_message_is_flattened_in_one_pass_all_or_nothing() {
+        let deep = |n: usize| format!("{{\\\"a\\\":{}{}}}", "[".repeat(n), "]".repeat(n));
+        let (rows, errors) = decode_fb(&[
+            r#"{"log":"{\"level\":\"WARN\",\"x\":{\"y\":1,\"z\":[1,{}]},\"e\":{},\"n\":null}\n","x.y":"envelope"}"#,
+            r#"{"log":"{\"level\":\"warn\",\"a\":1,}\n"}"#,
+            r#"{"x":"kept","log":" {\"x\":\"dropped\",\"trace_id\":\"abc\"} \n"}"#,
+            &format!(r#"{{"log":"{}"}}"#, deep(128)),
+            &format!(r#"{{"log":"{}"}}"#, deep(129)),
+        ]);
+        assert!(errors.is_empty(), "{errors:?}");
+        let (_, level, a) = &rows[0];
+        assert_eq!(level.as_deref(), Some("warn"));
+        // the envelope's `x.y` wins over the message's
+        let keys: Vec<&str> = a.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(keys, ["x.y", "level", "x.z", "e", "n"]);
+        assert_eq!(attr(a, "x.y"), Some(&Some("envelope".to_owned())));
+        assert_eq!(attr(a, "x.z"), Some(&Some("[1,{}]".to_owned())));
+        assert_eq!(attr(a, "n"), Some(&None));
+        // invalid JSON: nothing from the message, the level is detected in the text
+        assert_eq!(rows[1].2, vec![]);
+        assert_eq!(rows[1].1.as_deref(), Some("warn"));
+        // envelope keys win; trimmed message
+        assert_eq!(rows[2].2.iter().filter(|(k, _)| k == "x").count(), 1);
+        assert_eq!(attr(&rows[2].2, "trace_id"), Some(&Some("abc".to_owned())));
+        // nesting is limited (128) from the top of the message, as when it was validated first
+        // with `skip_value(0)`
+        let validated = |n: usize| {
+            let t = format!("{{\"a\":{}{}}}", "[".repeat(n), "]".repeat(n));
+            let mut p = Parser::new(&t);
+            p.skip_value(0).is_ok() && p.end().is_ok()
+        };
+        assert!(validated(128) && !validated(129));
+        assert_eq!(rows[3].2.len(), 1);
+        assert_eq!(rows[4].2, vec![]);
+    }
+
+    #[test]
+    fn reused_row_buffers_do_not_leak_between_records() {
+        let (rows, errors) = decode_fb(&[
+            r#"{"log":"a","k1":"1","kubernetes":{"labels":{"l":"v"},"pod_id":"p"}}"#,
+            r#"{"log":"b","k2":"2","kubernetes":{"x":"#,
+            r#"{"log":"c","k3":"3"}"#,
+        ]);
+        assert_eq!(errors.len(), 1);
+        assert_eq!(rows.len(), 2);
+        let keys: Vec<&str> = rows[1].2.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(keys, ["k3"]);
+    }
+
+    #[test]
+    fn recycle_keeps_the_allocation() {
+        let text = String::from("abc");
+        let mut v: Vec<Cow<'_, str>> = Vec::with_capacity(32);
+        v.push(Cow::Borrowed(text.as_str()));
+        let ptr = v.as_ptr() as usize;
+        let w: Vec<Cow<'static, str>> = recycle(v);
+        assert!(w.is_empty());
+        assert_eq!(w.capacity(), 32);
+        assert_eq!(w.as_ptr() as usize, ptr);
     }
 }

@@ -7,6 +7,8 @@
 //! lengths, label cardinalities and a level mix modelled on the corpus (fluent-bit's kubernetes
 //! suite, lnav's samples): plain text with a level (60 %), JSON structured logs with trace ids
 //! (25 %), klog lines (10 %) and multi-line Java stack traces (5 %); about 10 % WARN/ERROR/FATAL.
+//! Each namespace runs 6 apps x 3 replicas with 3 containers each (`app` logs 80 % of the lines);
+//! pod ids, docker ids, image hashes, hosts and labels are fixed per container, as on a cluster.
 //! The same seed always gives the same bytes.
 
 /// Generator settings.
@@ -44,21 +46,67 @@ impl Default for GenOptions {
 pub struct FluentBitGen {
     rng: Rng,
     opts: GenOptions,
-    namespaces: Vec<String>,
+    containers: Vec<Container>,
     i: u64,
     malformed: u64,
+}
+
+/// One running container: its namespace, pod and the Fluent Bit `kubernetes` object rendered
+/// once (pod ids, docker ids, image hashes and labels belong to the container, not the record).
+#[derive(Debug, Clone)]
+struct Container {
+    kubernetes: String,
+}
+
+/// 6 apps x 3 replicas x 3 containers per namespace, with stable ids drawn from the seed.
+fn containers(r: &mut Rng, namespaces: usize) -> Vec<Container> {
+    let mut out = Vec::new();
+    for n in 0..namespaces.max(1) {
+        let ns = format!("team-{n}");
+        for a in 0..6 {
+            let app = format!("{ns}-svc{a}");
+            let template = r.below(1 << 32);
+            let version = r.below(4);
+            let image_minor = r.below(30);
+            let annotations = if r.below(3) == 0 {
+                ",\"annotations\":{\"prometheus.io/scrape\":\"true\",\"prometheus.io/port\":\"9090\"}"
+            } else {
+                ""
+            };
+            for _ in 0..3 {
+                let pod = format!("{app}-{template:x}-{:05x}", r.below(1 << 20));
+                let pod_id = r.below(1 << 32);
+                let host = format!(
+                    "ip-10-49-{}-{}.eu-west-1.compute.internal",
+                    r.below(16),
+                    r.below(256)
+                );
+                for container in ["app", "istio-proxy", "sidecar"] {
+                    let kubernetes = format!(
+                        "{{\"pod_name\":\"{pod}\",\"namespace_name\":\"{ns}\",\"pod_id\":\"{pod_id:08x}-55f2-11e9-84c5-02e422b8a84a\",\"labels\":{{\"app\":\"{app}\",\"app.kubernetes.io/name\":\"{app}\",\"pod-template-hash\":\"{template:x}\",\"version\":\"v{version}\"}}{annotations},\"host\":\"{host}\",\"container_name\":\"{container}\",\"docker_id\":\"{:016x}{:016x}{:016x}{:016x}\",\"container_hash\":\"registry.example.com/{app}@sha256:{:016x}\",\"container_image\":\"registry.example.com/{app}:1.{image_minor}.0\"}}",
+                        r.next_u64(),
+                        r.next_u64(),
+                        r.next_u64(),
+                        r.next_u64(),
+                        r.next_u64(),
+                    );
+                    out.push(Container { kubernetes });
+                }
+            }
+        }
+    }
+    out
 }
 
 impl FluentBitGen {
     /// A generator with these settings.
     pub fn new(opts: GenOptions) -> Self {
-        let namespaces = (0..opts.namespaces.max(1))
-            .map(|i| format!("team-{i}"))
-            .collect();
+        let mut rng = Rng::new(opts.seed);
+        let containers = containers(&mut rng, opts.namespaces);
         Self {
-            rng: Rng::new(opts.seed),
+            rng,
             opts,
-            namespaces,
+            containers,
             i: 0,
             malformed: 0,
         }
@@ -68,7 +116,15 @@ impl FluentBitGen {
     pub fn next_record(&mut self) -> Vec<u8> {
         let sec = self.opts.start_unix_secs + (self.i / self.opts.records_per_second.max(1)) as i64;
         self.i += 1;
-        let rec = record(&mut self.rng, sec, &self.namespaces);
+        // the app container logs most; sidecars (istio-proxy, sidecar) a fifth of the lines
+        let r = &mut self.rng;
+        let pod = r.below((self.containers.len() / 3) as u64) as usize;
+        let c = if r.below(5) == 0 {
+            1 + r.below(2) as usize
+        } else {
+            0
+        };
+        let rec = record(r, sec, &self.containers[pod * 3 + c]);
         if self.opts.malformed_per_mille > 0 && self.rng.below(1000) < self.opts.malformed_per_mille
         {
             // cut inside the envelope: never valid JSON
@@ -188,11 +244,7 @@ fn json_escape(s: &str) -> String {
 
 /// One Fluent Bit record as its Kafka output writes it (format json, timestamp_key @timestamp),
 /// with event time `sec` (Unix seconds).
-fn record(r: &mut Rng, sec: i64, namespaces: &[String]) -> String {
-    let ns = namespaces[r.below(namespaces.len() as u64) as usize].clone();
-    let app = format!("{}-svc{}", ns, r.below(6));
-    let pod = format!("{app}-{:x}-{:05x}", r.below(1 << 24), r.below(1 << 20));
-    let container = ["app", "istio-proxy", "sidecar"][(r.below(10) / 8) as usize];
+fn record(r: &mut Rng, sec: i64, c: &Container) -> String {
     let levels = [
         "INFO", "INFO", "INFO", "INFO", "INFO", "INFO", "INFO", "DEBUG", "WARN", "ERROR",
     ];
@@ -248,26 +300,11 @@ fn record(r: &mut Rng, sec: i64, namespaces: &[String]) -> String {
         }
         s
     };
-    let annotations = if r.below(3) == 0 {
-        ",\"annotations\":{\"prometheus.io/scrape\":\"true\",\"prometheus.io/port\":\"9090\"}"
-    } else {
-        ""
-    };
     format!(
-        "{{\"@timestamp\":{sec}.{micros:06},\"log\":{},\"stream\":\"{}\",\"time\":\"{time}.{micros:06}123Z\",\"kubernetes\":{{\"pod_name\":\"{pod}\",\"namespace_name\":\"{ns}\",\"pod_id\":\"{:08x}-55f2-11e9-84c5-02e422b8a84a\",\"labels\":{{\"app\":\"{app}\",\"app.kubernetes.io/name\":\"{app}\",\"pod-template-hash\":\"{:x}\",\"version\":\"v{}\"}}{annotations},\"host\":\"ip-10-49-{}-{}.eu-west-1.compute.internal\",\"container_name\":\"{container}\",\"docker_id\":\"{:016x}{:016x}{:016x}{:016x}\",\"container_hash\":\"registry.example.com/{app}@sha256:{:016x}\",\"container_image\":\"registry.example.com/{app}:1.{}.0\"}}}}",
+        "{{\"@timestamp\":{sec}.{micros:06},\"log\":{},\"stream\":\"{}\",\"time\":\"{time}.{micros:06}123Z\",\"kubernetes\":{}}}",
         json_escape(&format!("{msg}\n")),
         if r.below(5) == 0 { "stderr" } else { "stdout" },
-        r.below(1 << 32),
-        r.below(1 << 32),
-        r.below(4),
-        r.below(16),
-        r.below(256),
-        r.next_u64(),
-        r.next_u64(),
-        r.next_u64(),
-        r.next_u64(),
-        r.next_u64(),
-        r.below(30),
+        c.kubernetes
     )
 }
 

@@ -48,6 +48,43 @@ impl<'a> JVal<'a> {
     }
 }
 
+/// The first `"` or `\\` in `b`. Most JSON strings (keys, ids, names) are short: the first 64
+/// bytes are scanned 8 at a time in a `u64` (SWAR), which beats the setup of a SIMD `memchr2`
+/// call on them; the rest of a long string goes to `memchr2`.
+#[inline]
+fn find_quote_or_backslash(b: &[u8]) -> Option<usize> {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    const QUOTE: u64 = LO * b'"' as u64;
+    const BACKSLASH: u64 = LO * b'\\' as u64;
+    let head = &b[..b.len().min(64)];
+    let mut chunks = head.chunks_exact(8);
+    let mut i = 0;
+    for c in &mut chunks {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(c);
+        let w = u64::from_le_bytes(a);
+        let q = w ^ QUOTE;
+        let e = w ^ BACKSLASH;
+        // a byte of `q` or `e` is zero where `w` has a quote or a backslash; the lowest flagged
+        // byte is always a true match (false positives can only sit above one)
+        let m = (q.wrapping_sub(LO) & !q | e.wrapping_sub(LO) & !e) & HI;
+        if m != 0 {
+            return Some(i + (m.trailing_zeros() / 8) as usize);
+        }
+        i += 8;
+    }
+    if let Some(p) = chunks
+        .remainder()
+        .iter()
+        .position(|&c| c == b'"' || c == b'\\')
+    {
+        return Some(i + p);
+    }
+    let i = head.len();
+    memchr::memchr2(b'"', b'\\', &b[i..]).map(|p| i + p)
+}
+
 /// A parse error with the byte position where it happened.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JsonError {
@@ -132,23 +169,38 @@ impl<'a> Parser<'a> {
 
     /// Parses a string; `self.pos` is at the opening quote.
     pub fn string(&mut self) -> PResult<Cow<'a, str>> {
+        self.string_nl::<false>().map(|(s, _)| s)
+    }
+
+    /// Parses a string. With `NL`, a string whose only escape is a final `\n` is returned
+    /// borrowed *without* that line end, and `true` (saves copying a log line just to unescape
+    /// the `\n` that ends it); otherwise `false`.
+    #[inline]
+    fn string_nl<const NL: bool>(&mut self) -> PResult<(Cow<'a, str>, bool)> {
         if self.peek() != Some(b'"') {
             return self.err("expected a string");
         }
         self.pos += 1;
         let start = self.pos;
         let rest = &self.b[start..];
-        match memchr::memchr2(b'"', b'\\', rest) {
+        match find_quote_or_backslash(rest) {
             None => self.err("unterminated string"),
             Some(i) if rest[i] == b'"' => {
                 self.pos = start + i + 1;
-                Ok(Cow::Borrowed(&self.s[start..start + i]))
+                Ok((Cow::Borrowed(&self.s[start..start + i]), false))
+            }
+            Some(i) if NL && rest.get(i + 1) == Some(&b'n') && rest.get(i + 2) == Some(&b'"') => {
+                self.pos = start + i + 3;
+                Ok((Cow::Borrowed(&self.s[start..start + i]), true))
             }
             Some(i) => {
-                let mut out = String::with_capacity(i + 16);
+                // the first escape is often near the start (`{\"level\":…` in a log line):
+                // size for the whole string (bounded by what is left of the input) rather than
+                // from there, so that it rarely regrows
+                let mut out = String::with_capacity(rest.len().min((i + 16).max(1024)));
                 out.push_str(&self.s[start..start + i]);
                 self.pos = start + i;
-                self.string_slow(out).map(Cow::Owned)
+                self.string_slow(out).map(|s| (Cow::Owned(s), false))
             }
         }
     }
@@ -376,6 +428,35 @@ impl<'a> Parser<'a> {
     where
         F: FnMut(&[Cow<'a, str>], JVal<'a>),
     {
+        self.object_impl::<false, _, _>(path, &|_| false, &mut |p, v, _| f(p, v))
+    }
+
+    /// Like [`Parser::object`], but a string leaf whose path passes `nl_ok` and whose only
+    /// escape is a final `\n` is reported borrowed without that `\n`, and `f`'s third argument
+    /// is `true` (the value is that text plus `"\n"`).
+    pub(crate) fn object_nl<P, F>(
+        &mut self,
+        path: &mut Vec<Cow<'a, str>>,
+        nl_ok: &P,
+        f: &mut F,
+    ) -> PResult<()>
+    where
+        P: Fn(&[Cow<'a, str>]) -> bool,
+        F: FnMut(&[Cow<'a, str>], JVal<'a>, bool),
+    {
+        self.object_impl::<true, _, _>(path, nl_ok, f)
+    }
+
+    fn object_impl<const NL: bool, P, F>(
+        &mut self,
+        path: &mut Vec<Cow<'a, str>>,
+        nl_ok: &P,
+        f: &mut F,
+    ) -> PResult<()>
+    where
+        P: Fn(&[Cow<'a, str>]) -> bool,
+        F: FnMut(&[Cow<'a, str>], JVal<'a>, bool),
+    {
         self.expect(b'{')?;
         self.ws();
         if self.peek() == Some(b'}') {
@@ -396,14 +477,17 @@ impl<'a> Parser<'a> {
                 self.ws();
                 if self.peek() == Some(b'}') {
                     self.pos += 1;
-                    f(path, JVal::Raw(&self.s[start..self.pos]));
+                    f(path, JVal::Raw(&self.s[start..self.pos]), false);
                 } else {
                     self.pos = save;
-                    self.object(path, f)?;
+                    self.object_impl::<NL, P, F>(path, nl_ok, f)?;
                 }
+            } else if NL && self.peek() == Some(b'"') && nl_ok(path) {
+                let (s, nl) = self.string_nl::<true>()?;
+                f(path, JVal::Str(s), nl);
             } else {
                 let v = self.value()?;
-                f(path, v);
+                f(path, v, false);
             }
             path.pop();
             self.ws();
@@ -488,6 +572,33 @@ mod tests {
         let v = flat(r#"{"k":"\u00e9\ud83d\ude00\t\"","l":"\ud800x"}"#).unwrap();
         assert_eq!(v[0].1, JVal::Str(Cow::Owned("é😀\t\"".into())));
         assert_eq!(v[1].1, JVal::Str(Cow::Owned("\u{FFFD}x".into())));
+    }
+
+    #[test]
+    fn finds_quotes_and_backslashes_like_memchr2() {
+        let mut r = crate::r#gen::Rng::new(3);
+        for len in 0..200 {
+            for k in 0..200u64 {
+                let odds = [3, 40, 400, 1 << 30][(k % 4) as usize];
+                let b: Vec<u8> = (0..len)
+                    .map(|_| match r.below(odds) {
+                        0 => b'"',
+                        1 => b'\\',
+                        _ => match r.below(8) {
+                            0 => 0x80 | r.below(64) as u8,
+                            1 => 0xA2,
+                            2 => 0xDC,
+                            _ => b'a' + r.below(26) as u8,
+                        },
+                    })
+                    .collect();
+                assert_eq!(
+                    find_quote_or_backslash(&b),
+                    memchr::memchr2(b'"', b'\\', &b),
+                    "{b:?}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -51,6 +51,9 @@ pub fn parse_rfc3339_us(s: &str) -> Option<i64> {
 /// apart by magnitude.
 pub fn parse_epoch_us(s: &str) -> Option<i64> {
     let s = s.trim();
+    if let Some(us) = epoch_secs_fast(s) {
+        return Some(us);
+    }
     if s.contains(['.', 'e', 'E']) {
         let f: f64 = s.parse().ok()?;
         if !f.is_finite() || f.abs() > 1e13 {
@@ -69,6 +72,41 @@ pub fn parse_epoch_us(s: &str) -> Option<i64> {
     } else {
         n / 1_000
     })
+}
+
+/// Fast path of [`parse_epoch_us`] for `<digits>.<1 to 6 digits>` seconds below 2^31 (what
+/// Fluent Bit writes): exact decimal arithmetic, which gives the same result as the `f64` path.
+/// Why the same: the parsed `f64` is within 2^-23 s (half an ulp below 2^31) of the decimal
+/// value, i.e. 0.12 µs; times 1e6 (a result below 2^51, ulp 0.25) adds at most 0.125 µs; the
+/// exact value being a whole number of µs, `round()` lands on it.
+fn epoch_secs_fast(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    let dot = b.iter().position(|&c| c == b'.')?;
+    let (int, frac) = (&b[..dot], &b[dot + 1..]);
+    if int.is_empty() || int.len() > 10 || frac.is_empty() || frac.len() > 6 {
+        return None;
+    }
+    let mut secs: i64 = 0;
+    for &c in int {
+        if !c.is_ascii_digit() {
+            return None;
+        }
+        secs = secs * 10 + i64::from(c - b'0');
+    }
+    if secs >= 1 << 31 {
+        return None;
+    }
+    let mut us: i64 = 0;
+    for &c in frac {
+        if !c.is_ascii_digit() {
+            return None;
+        }
+        us = us * 10 + i64::from(c - b'0');
+    }
+    for _ in frac.len()..6 {
+        us *= 10;
+    }
+    Some(secs * 1_000_000 + us)
 }
 
 /// Either an RFC 3339 string or an epoch number.
@@ -258,6 +296,63 @@ mod tests {
         assert_eq!(parse_epoch_us("1700000000123"), Some(1_700_000_000_123_000));
         assert_eq!(dt_hour(1_554_141_513_598_656), (17_987, 17));
         assert_eq!(dt_hour(-1), (-1, 23));
+    }
+
+    /// The `f64` path of [`parse_epoch_us`], for comparison with its fast path.
+    fn epoch_via_f64(s: &str) -> Option<i64> {
+        let f: f64 = s.parse().ok()?;
+        Some((f * 1e6).round() as i64)
+    }
+
+    #[test]
+    fn epoch_fast_path_matches_the_f64_path() {
+        let mut r = crate::r#gen::Rng::new(7);
+        let mut n = 0;
+        for i in 0..300_000u64 {
+            let secs = match i % 4 {
+                0 => r.below(1 << 31),
+                1 => (1 << 31) - 1 - r.below(1000),
+                2 => r.below(1000),
+                _ => 1_700_000_000 + r.below(100_000_000),
+            };
+            let digits = 1 + (i % 6) as usize;
+            let frac = r.below(10u64.pow(digits as u32));
+            let s = format!("{secs}.{frac:0digits$}");
+            let fast = epoch_secs_fast(&s);
+            assert_eq!(fast, epoch_via_f64(&s), "{s}");
+            n += usize::from(fast.is_some());
+        }
+        assert_eq!(n, 300_000);
+        // outside the fast path: same answers as before
+        for s in [
+            "2147483648.5",
+            "1554141513.5981",
+            "1554141513.5986564",
+            "-1.5",
+            "+1.5",
+            "1.",
+            ".5",
+            "1e3",
+            "1.5e3",
+            "00001.000001",
+            "1.2.3",
+        ] {
+            assert_eq!(
+                epoch_secs_fast(s).is_some(),
+                s == "00001.000001" || s == "1554141513.5981",
+                "{s}"
+            );
+            let f = epoch_via_f64(s).filter(|_| {
+                s.parse::<f64>()
+                    .is_ok_and(|f| f.is_finite() && f.abs() <= 1e13)
+            });
+            assert_eq!(parse_epoch_us(s), f, "{s}");
+        }
+        assert_eq!(
+            parse_epoch_us(" 1714557600.000001 "),
+            Some(1_714_557_600_000_001)
+        );
+        assert_eq!(parse_epoch_us("0.5"), Some(500_000));
     }
 
     #[test]

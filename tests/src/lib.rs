@@ -100,7 +100,8 @@ fn spawn_owned(cmd: Command) -> Result<Child> {
         .context("spawning service")
 }
 
-fn free_port() -> Result<u16> {
+/// A TCP port that was free on 127.0.0.1 a moment ago.
+pub fn free_port() -> Result<u16> {
     let l = TcpListener::bind("127.0.0.1:0").context("binding a free port")?;
     Ok(l.local_addr()?.port())
 }
@@ -510,4 +511,156 @@ pub fn loglake_cmd() -> Command {
     }
     c.env("LOGLAKE_LOG", "warn");
     c
+}
+
+// ------------------------------------------------------------------------------------------------
+// Processes under test
+// ------------------------------------------------------------------------------------------------
+
+/// How a [`Proc`] ended, with everything it wrote.
+#[derive(Debug)]
+pub struct Finished {
+    pub status: std::process::ExitStatus,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
+impl Finished {
+    pub fn stderr_text(&self) -> String {
+        String::from_utf8_lossy(&self.stderr).into_owned()
+    }
+}
+
+/// A child process (typically a continuous `loglake archive`) whose stdout and stderr are
+/// collected by two threads, that can be signalled, and that is SIGKILLed and reaped if it is
+/// dropped still running (a failing test leaves no archiver behind).
+pub struct Proc {
+    child: Child,
+    stdout: Option<std::thread::JoinHandle<Vec<u8>>>,
+    stderr: Option<std::thread::JoinHandle<Vec<u8>>>,
+    done: bool,
+}
+
+fn collect(mut r: impl std::io::Read + Send + 'static) -> std::thread::JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = r.read_to_end(&mut buf);
+        buf
+    })
+}
+
+impl Proc {
+    /// Spawns `cmd` with stdout and stderr piped (and collected).
+    pub fn spawn(mut cmd: Command) -> Result<Proc> {
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("spawning {:?}", cmd.get_program()))?;
+        let stdout = child.stdout.take().map(collect);
+        let stderr = child.stderr.take().map(collect);
+        Ok(Proc {
+            child,
+            stdout,
+            stderr,
+            done: false,
+        })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends `signal` (e.g. `libc::SIGTERM`).
+    pub fn signal(&self, signal: i32) -> Result<()> {
+        // SAFETY: kill(2) on our own, not yet reaped, child.
+        if self.done || unsafe { libc::kill(self.child.id() as i32, signal) } != 0 {
+            bail!("signal {signal} to {}: process gone", self.child.id());
+        }
+        Ok(())
+    }
+
+    /// Whether the process is still running (does not reap it).
+    pub fn running(&mut self) -> bool {
+        !self.done && matches!(self.child.try_wait(), Ok(None))
+    }
+
+    fn finished(&mut self, status: std::process::ExitStatus) -> Finished {
+        self.done = true;
+        let join = |h: Option<std::thread::JoinHandle<Vec<u8>>>| {
+            h.map(|h| h.join().unwrap_or_default()).unwrap_or_default()
+        };
+        Finished {
+            status,
+            stdout: join(self.stdout.take()),
+            stderr: join(self.stderr.take()),
+        }
+    }
+
+    /// Waits up to `deadline` for the process to exit; `None` if it is still running then.
+    pub async fn wait_within(&mut self, deadline: Duration) -> Result<Option<Finished>> {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(Some(self.finished(status)));
+            }
+            if start.elapsed() >= deadline {
+                return Ok(None);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// `GET path` on `addr` (HTTP/1.1, `Connection: close`): the status code and the body.
+pub fn http_get(addr: &str, path: &str) -> Result<(u16, String)> {
+    use std::io::Read;
+    let mut s = TcpStream::connect(addr).with_context(|| format!("connecting to {addr}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes())?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp)?;
+    let (head, body) = resp
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| anyhow!("no header end in {resp:?}"))?;
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| anyhow!("bad status line in {head:?}"))?;
+    Ok((status, body.to_string()))
+}
+
+/// The samples of a Prometheus text exposition: `name{labels}` (exactly as written) → value.
+/// Fails on a sample line that does not parse, so a malformed exposition fails the test.
+pub fn parse_prometheus(text: &str) -> Result<std::collections::BTreeMap<String, f64>> {
+    let mut out = std::collections::BTreeMap::new();
+    for line in text.lines() {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (key, value) = line
+            .rsplit_once(' ')
+            .ok_or_else(|| anyhow!("bad sample line {line:?}"))?;
+        let v: f64 = match value {
+            "+Inf" => f64::INFINITY,
+            "-Inf" => f64::NEG_INFINITY,
+            v => v
+                .parse()
+                .with_context(|| format!("bad value in sample line {line:?}"))?,
+        };
+        out.insert(key.to_string(), v);
+    }
+    Ok(out)
 }

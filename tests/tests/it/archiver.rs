@@ -15,7 +15,7 @@ use loglake_tests::{kafka, loglake_cmd, s3, unique_name};
 
 /// A Fluent Bit record (after its kubernetes filter) for message `i`; every 100th record is
 /// malformed JSON when `malformed` is set.
-fn fluentbit_record(i: usize, malformed: bool) -> Vec<u8> {
+pub(crate) fn fluentbit_record(i: usize, malformed: bool) -> Vec<u8> {
     if malformed && i % 100 == 37 {
         return format!("{{\"log\": \"truncated record {i}").into_bytes();
     }
@@ -46,7 +46,23 @@ fn fluentbit_record(i: usize, malformed: bool) -> Vec<u8> {
 }
 
 /// Produces records `first..first+n` to `topic` keyed by pod; returns per-partition counts.
-async fn produce(topic: &str, first: usize, n: usize, malformed: bool) -> BTreeMap<i32, u64> {
+pub(crate) async fn produce(
+    topic: &str,
+    first: usize,
+    n: usize,
+    malformed: bool,
+) -> BTreeMap<i32, u64> {
+    produce_with(topic, first, n, move |i| fluentbit_record(i, malformed)).await
+}
+
+/// Produces `record(i)` for `i` in `first..first+n` to `topic`, keyed by pod (`i % 11`); returns
+/// per-partition counts.
+pub(crate) async fn produce_with(
+    topic: &str,
+    first: usize,
+    n: usize,
+    record: impl Fn(usize) -> Vec<u8> + Copy,
+) -> BTreeMap<i32, u64> {
     let producer: FutureProducer = kafka()
         .config()
         .set("enable.idempotence", "true")
@@ -62,7 +78,7 @@ async fn produce(topic: &str, first: usize, n: usize, malformed: bool) -> BTreeM
             let producer = producer.clone();
             let topic = topic.to_string();
             sends.push(async move {
-                let payload = fluentbit_record(i, malformed);
+                let payload = record(i);
                 let key = format!("pod-{}", i % 11);
                 producer
                     .send(
@@ -81,7 +97,7 @@ async fn produce(topic: &str, first: usize, n: usize, malformed: bool) -> BTreeM
     counts
 }
 
-fn write_table_defs(dir: &std::path::Path, defs: &[(&str, &str)]) {
+pub(crate) fn write_table_defs(dir: &std::path::Path, defs: &[(&str, &str)]) {
     for (name, topic) in defs {
         std::fs::write(
             dir.join(format!("{name}.toml")),
@@ -127,7 +143,7 @@ pub(crate) fn audit(topic: &str, table: &str, dlq: &str) -> (Audit, bool) {
     (a, out.status.success())
 }
 
-async fn query_i64(table_url: &str, sql: &str) -> Vec<i64> {
+pub(crate) async fn query_i64(table_url: &str, sql: &str) -> Vec<i64> {
     deltalake::aws::register_handlers(None);
     let t = DeltaTable::try_from_url_with_storage_options(
         Url::parse(table_url).expect("url"),
@@ -172,7 +188,7 @@ pub(crate) fn run_archive(args: &[&str]) -> std::process::Output {
 }
 
 /// `run_archive` off the async runtime (the binary blocks until it exits).
-async fn run_archive_blocking(args: Vec<String>) -> std::process::Output {
+pub(crate) async fn run_archive_blocking(args: Vec<String>) -> std::process::Output {
     tokio::task::spawn_blocking(move || {
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
         run_archive(&refs)

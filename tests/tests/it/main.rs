@@ -4,6 +4,7 @@
 //! `LOGLAKE_TEST_S3_ENDPOINT`).
 
 mod archiver;
+mod archiver_ops;
 mod generator;
 mod kafka_smoke;
 mod s3_smoke;

@@ -1,0 +1,324 @@
+//! The archiver benchmark (issue 4): seeded container logs (`loglake gen`, Fluent Bit JSON) in a
+//! real Kafka-protocol broker, archived by the real `loglake archive --until-end` into a Delta
+//! table on the S3 server, and two baselines on the same payload in the same run:
+//!
+//! * **naive**: `serde_json::Value` -> Arrow builders (same container schema and mapping) ->
+//!   parquet's default `ArrowWriter` -> one PUT to the same S3 server
+//!   (`schemas/benches/common/naive.rs`, shared with the decoder benchmark);
+//! * **duckdb**: DuckDB (`scripts/requirements-bench.txt`) converting the same JSON to Parquet
+//!   (`COPY (SELECT * FROM read_json(…)) TO … (FORMAT parquet)`, local file).
+//!
+//! Both baselines read the payload from a local NDJSON file written by `loglake gen --output`
+//! with the same seed (byte-identical records), so they skip the Kafka fetch and decompression
+//! the archiver pays for: the comparison favours them.
+//!
+//! Reported: raw payload MB per CPU-second and per wall second, output bytes (compression vs the
+//! raw JSON), peak RSS (`ru_maxrss` of the child process; for the in-process naive pipeline the
+//! bench process's own peak).
+//!
+//! ```sh
+//! eval "$(scripts/install-test-deps.sh)"     # tansu + moto, as the tests use
+//! cargo bench --workspace --bench archive -- --gb 2
+//! ```
+//! Options: `--gb N` (default 2), `--python P` (default `$LOGLAKE_BENCH_PYTHON` or `python3`),
+//! `--skip-duckdb`.
+
+#[path = "../schemas/benches/common/naive.rs"]
+mod naive;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use loglake_tests::{kafka, loglake_cmd, s3, unique_name};
+
+type BoxErr = Box<dyn std::error::Error + Send + Sync>;
+
+#[derive(Debug, Default, Clone)]
+struct Run {
+    wall_s: f64,
+    cpu_s: f64,
+    peak_rss_mb: f64,
+    out_bytes: u64,
+}
+
+fn rusage(who: i32) -> (f64, f64) {
+    // SAFETY: getrusage fills the struct it is given.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(who, &mut u) };
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    (tv(u.ru_utime) + tv(u.ru_stime), u.ru_maxrss as f64 / 1024.0)
+}
+
+/// Run a child to completion and return (wall s, CPU s, peak RSS MB, stdout) from wait4.
+fn run_child(mut cmd: Command) -> Result<(f64, f64, f64, String), BoxErr> {
+    let t0 = Instant::now();
+    let child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()?;
+    let pid = child.id() as i32;
+    let mut stdout = String::new();
+    if let Some(out) = child.stdout {
+        for line in BufReader::new(out).lines() {
+            stdout.push_str(&line?);
+            stdout.push('\n');
+        }
+    }
+    let mut status = 0;
+    // SAFETY: wait4 on our own child; fills status and rusage.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut u) };
+    if r != pid || !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
+        return Err(format!("{cmd:?} failed (status {status})").into());
+    }
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    Ok((
+        t0.elapsed().as_secs_f64(),
+        tv(u.ru_utime) + tv(u.ru_stime),
+        u.ru_maxrss as f64 / 1024.0,
+        stdout,
+    ))
+}
+
+fn gen_args(gb: f64) -> Vec<String> {
+    [
+        "gen",
+        "--bytes",
+        &format!("{}", (gb * 1e9) as u64),
+        "--start",
+        "2024-05-01T00:00:00Z",
+        // ~2.3 M records over a day of event time: 24 hourly partitions
+        "--records-per-second",
+        &format!("{}", ((gb * 1e9 / 900.0) / 86_400.0).ceil().max(1.0) as u64),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+async fn s3_bytes(prefix_url: &str) -> Result<u64, BoxErr> {
+    use futures::TryStreamExt;
+    use object_store::ObjectStore;
+    let store = s3().object_store()?;
+    let path = url::Url::parse(prefix_url)?
+        .path()
+        .trim_start_matches('/')
+        .to_string();
+    let objs: Vec<object_store::ObjectMeta> = store
+        .list(Some(&object_store::path::Path::from(path)))
+        .try_collect()
+        .await?;
+    Ok(objs
+        .iter()
+        .filter(|o| o.location.as_ref().ends_with(".parquet"))
+        .map(|o| o.size)
+        .sum())
+}
+
+async fn naive(ndjson: &Path, dest_url: &str) -> Result<Run, BoxErr> {
+    use object_store::ObjectStoreExt as _;
+    let (c0, _) = rusage(libc::RUSAGE_SELF);
+    let t0 = Instant::now();
+    let f = std::fs::File::open(ndjson)?;
+    let lines = BufReader::with_capacity(1 << 20, f).split(b'\n');
+    let mut writer: Option<parquet::arrow::ArrowWriter<Vec<u8>>> = None;
+    let mut write = |chunk: &[Vec<u8>]| -> Result<(), BoxErr> {
+        let batch = naive::serde_baseline(chunk);
+        let w = match &mut writer {
+            Some(w) => w,
+            None => writer.insert(parquet::arrow::ArrowWriter::try_new(
+                Vec::new(),
+                batch.schema(),
+                None,
+            )?),
+        };
+        w.write(&batch)?;
+        Ok(())
+    };
+    let mut chunk: Vec<Vec<u8>> = Vec::with_capacity(8192);
+    for line in lines {
+        chunk.push(line?);
+        if chunk.len() == 8192 {
+            write(&chunk)?;
+            chunk.clear();
+        }
+    }
+    if !chunk.is_empty() {
+        write(&chunk)?;
+    }
+    let buf = match writer {
+        Some(w) => w.into_inner()?,
+        None => Vec::new(),
+    };
+    let out_bytes = buf.len() as u64;
+    let store = s3().object_store()?;
+    let path = url::Url::parse(dest_url)?
+        .path()
+        .trim_start_matches('/')
+        .to_string();
+    store
+        .put(
+            &object_store::path::Path::from(format!("{path}/part-0.parquet")),
+            buf.into(),
+        )
+        .await?;
+    let (c1, rss) = rusage(libc::RUSAGE_SELF);
+    Ok(Run {
+        wall_s: t0.elapsed().as_secs_f64(),
+        cpu_s: c1 - c0,
+        peak_rss_mb: rss,
+        out_bytes,
+    })
+}
+
+fn duckdb(python: &str, ndjson: &Path, out: &Path) -> Result<Run, BoxErr> {
+    let script = format!(
+        r#"
+import duckdb, resource, time, json, os
+con = duckdb.connect()
+t0 = time.perf_counter()
+con.execute("COPY (SELECT * FROM read_json('{src}', format = 'newline_delimited')) TO '{dst}' (FORMAT parquet)")
+wall = time.perf_counter() - t0
+r = resource.getrusage(resource.RUSAGE_SELF)
+print(json.dumps({{"wall": wall, "cpu": r.ru_utime + r.ru_stime, "rss_mb": r.ru_maxrss / 1024, "bytes": os.path.getsize('{dst}')}}))
+"#,
+        src = ndjson.display(),
+        dst = out.display()
+    );
+    let mut cmd = Command::new(python);
+    cmd.arg("-c").arg(script);
+    let (_, cpu, rss, stdout) = run_child(cmd)?;
+    let v: serde_json::Value = serde_json::from_str(stdout.trim())?;
+    Ok(Run {
+        wall_s: v["wall"].as_f64().unwrap_or(f64::NAN),
+        // the whole interpreter's CPU (import + COPY): within a second of the COPY alone
+        cpu_s: cpu,
+        peak_rss_mb: rss,
+        out_bytes: v["bytes"].as_u64().unwrap_or(0),
+    })
+}
+
+fn main() -> Result<(), BoxErr> {
+    let mut gb = 2.0f64;
+    let mut python = std::env::var("LOGLAKE_BENCH_PYTHON").unwrap_or_else(|_| "python3".into());
+    let mut skip_duckdb = false;
+    let mut it = std::env::args().skip(1);
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--gb" => gb = it.next().ok_or("--gb needs a value")?.parse()?,
+            "--python" => python = it.next().ok_or("--python needs a value")?,
+            "--skip-duckdb" => skip_duckdb = true,
+            "--bench" => {}
+            other => return Err(format!("unknown argument {other}").into()),
+        }
+    }
+    // the integration-test harness starts tansu and moto; it runs the `loglake` binary built for
+    // this bench (release), not the debug one
+    // SAFETY: single-threaded at this point; nothing else reads the environment concurrently.
+    unsafe { std::env::set_var("LOGLAKE_BIN", env!("CARGO_BIN_EXE_loglake")) };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let work = tempfile::tempdir()?;
+    let ndjson = work.path().join("payload.ndjson");
+
+    // 1. the payload: into the broker and, byte-identical, into a local file
+    let topic = unique_name("bench");
+    rt.block_on(kafka().create_topic(&topic, 6))?;
+    let mut cmd = loglake_cmd();
+    cmd.args(gen_args(gb))
+        .args(["--brokers", &kafka().brokers, "--topic", &topic]);
+    let (gen_wall, _, _, _) = run_child(cmd)?;
+    let mut cmd = loglake_cmd();
+    cmd.args(gen_args(gb))
+        .args(["--output", &ndjson.to_string_lossy()]);
+    run_child(cmd)?;
+    let raw = std::fs::metadata(&ndjson)?.len();
+    let lines = {
+        let f = std::fs::File::open(&ndjson)?;
+        BufReader::new(f).split(b'\n').count() as u64
+    };
+    let raw_payload = raw - lines; // without the newlines the file adds
+    eprintln!(
+        "payload: {lines} records, {:.1} MB of JSON, produced to {topic} in {gen_wall:.0} s",
+        raw_payload as f64 / 1e6
+    );
+
+    // 2. loglake archive
+    let lake = s3().unique_url("bench");
+    let table = format!("{lake}/logs");
+    let mut cmd = loglake_cmd();
+    cmd.env("LOGLAKE_LOG", "warn,buoyant_kernel=off").args([
+        "archive",
+        "--brokers",
+        &kafka().brokers,
+        "--topic",
+        &topic,
+        "--group",
+        &unique_name("g"),
+        "--table",
+        &table,
+        "--decoder",
+        "fluentbit",
+        "--dlq-table",
+        &format!("{lake}/dead_letters"),
+        "--until-end",
+    ]);
+    let (wall, cpu, rss, stdout) = run_child(cmd)?;
+    let report: serde_json::Value = serde_json::from_str(stdout.trim())?;
+    let ours = Run {
+        wall_s: wall,
+        cpu_s: cpu,
+        peak_rss_mb: rss,
+        out_bytes: rt.block_on(s3_bytes(&table))?,
+    };
+    eprintln!("loglake archive report: {report}");
+    if report["records_in"].as_u64() != Some(lines) {
+        return Err(format!("archived {} of {lines} records", report["records_in"]).into());
+    }
+
+    // 3. baselines
+    let naive_run = rt.block_on(naive(&ndjson, &format!("{lake}/naive")))?;
+    let duck = if skip_duckdb {
+        None
+    } else {
+        Some(duckdb(&python, &ndjson, &work.path().join("duck.parquet"))?)
+    };
+
+    let mb = raw_payload as f64 / 1e6;
+    println!("\n{lines} records, {mb:.1} MB of Fluent Bit JSON (seeded `loglake gen`), 2 cores\n");
+    println!(
+        "| pipeline | wall s | CPU s | MB/s per CPU-second | MB/s wall | output MB | compression | peak RSS MB |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    let row = |name: &str, r: &Run| {
+        println!(
+            "| {name} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1}x | {:.0} |",
+            r.wall_s,
+            r.cpu_s,
+            mb / r.cpu_s,
+            mb / r.wall_s,
+            r.out_bytes as f64 / 1e6,
+            raw_payload as f64 / r.out_bytes.max(1) as f64,
+            r.peak_rss_mb
+        )
+    };
+    row("loglake archive (Kafka -> Delta on S3)", &ours);
+    row(
+        "naive (serde_json::Value -> ArrowWriter -> 1 PUT)",
+        &naive_run,
+    );
+    if let Some(d) = &duck {
+        row("DuckDB read_json -> Parquet (local file)", d);
+    }
+    println!(
+        "\nper CPU-second: loglake / naive = {:.2}x{}",
+        naive_run.cpu_s / ours.cpu_s,
+        duck.as_ref()
+            .map(|d| format!(", loglake / DuckDB = {:.2}x", d.cpu_s / ours.cpu_s))
+            .unwrap_or_default()
+    );
+    Ok(())
+}
