@@ -178,6 +178,7 @@ fn duckdb(python: &str, ndjson: &Path, out: &Path) -> Result<Run, BoxErr> {
         r#"
 import duckdb, resource, time, json, os
 con = duckdb.connect()
+con.execute("SET enable_progress_bar = false")
 t0 = time.perf_counter()
 con.execute("COPY (SELECT * FROM read_json('{src}', format = 'newline_delimited')) TO '{dst}' (FORMAT parquet)")
 wall = time.perf_counter() - t0
@@ -190,7 +191,14 @@ print(json.dumps({{"wall": wall, "cpu": r.ru_utime + r.ru_stime, "rss_mb": r.ru_
     let mut cmd = Command::new(python);
     cmd.arg("-c").arg(script);
     let (_, cpu, rss, stdout) = run_child(cmd)?;
-    let v: serde_json::Value = serde_json::from_str(stdout.trim())?;
+    // the last line: DuckDB may print progress or notices before it
+    let last = stdout
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .unwrap_or_default();
+    let v: serde_json::Value =
+        serde_json::from_str(last).map_err(|e| format!("DuckDB runner output {stdout:?}: {e}"))?;
     Ok(Run {
         wall_s: v["wall"].as_f64().unwrap_or(f64::NAN),
         // the whole interpreter's CPU (import + COPY): within a second of the COPY alone
@@ -275,12 +283,15 @@ fn main() -> Result<(), BoxErr> {
         out_bytes: rt.block_on(s3_bytes(&table))?,
     };
     eprintln!("loglake archive report: {report}");
+    // each stage's figures as soon as they exist, so a failing later stage loses nothing
+    eprintln!("loglake archive: {ours:?}");
     if report["records_in"].as_u64() != Some(lines) {
         return Err(format!("archived {} of {lines} records", report["records_in"]).into());
     }
 
     // 3. baselines
     let naive_run = rt.block_on(naive(&ndjson, &format!("{lake}/naive")))?;
+    eprintln!("naive: {naive_run:?}");
     let duck = if skip_duckdb {
         None
     } else {
