@@ -217,19 +217,23 @@ async fn two_hundred_thousand_records_into_two_tables_exactly_once_with_dead_let
     let defs = tempfile::tempdir().expect("tmp");
     write_table_defs(defs.path(), &[("app_a", &ta), ("app_b", &tb)]);
     let dlq = format!("{lake}/dead_letters");
-    let out = run_archive(&[
-        "--brokers",
-        &kafka().brokers,
-        "--group",
-        &unique_name("g"),
-        "--lake",
-        &lake,
-        "--tables-dir",
-        &defs.path().to_string_lossy(),
-        "--dlq-table",
-        &dlq,
-        "--until-end",
-    ]);
+    // every run uses a fresh group: offsets come from the tables, never from the group
+    let archive_all = || {
+        run_archive(&[
+            "--brokers",
+            &kafka().brokers,
+            "--group",
+            &unique_name("g"),
+            "--lake",
+            &lake,
+            "--tables-dir",
+            &defs.path().to_string_lossy(),
+            "--dlq-table",
+            &dlq,
+            "--until-end",
+        ])
+    };
+    let out = archive_all();
     let report: serde_json::Value =
         serde_json::from_slice(out.stdout.trim_ascii()).expect("archive prints a JSON report");
     assert_eq!(report["records_in"], 200_000);
@@ -265,19 +269,7 @@ async fn two_hundred_thousand_records_into_two_tables_exactly_once_with_dead_let
     assert_eq!(v, vec![1_000]);
 
     // Running again with nothing new commits nothing and duplicates nothing.
-    let out = run_archive(&[
-        "--brokers",
-        &kafka().brokers,
-        "--group",
-        &unique_name("g"),
-        "--lake",
-        &lake,
-        "--tables-dir",
-        &defs.path().to_string_lossy(),
-        "--dlq-table",
-        &dlq,
-        "--until-end",
-    ]);
+    let out = archive_all();
     let report: serde_json::Value =
         serde_json::from_slice(out.stdout.trim_ascii()).expect("report");
     assert_eq!(report["rows_written"], 0);
