@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, UInt32Array};
 use arrow::compute::{concat_batches, take_record_batch};
 use arrow::datatypes::{DataType, Date32Type, Int32Type, Int64Type, Schema, SchemaRef};
+use arrow::row::{Row, RowConverter, SortField};
 use chrono::NaiveDate;
 use parquet::arrow::{ArrowSchemaConverter, ArrowWriter};
 use parquet::basic::{Compression, ZstdLevel};
@@ -196,6 +197,10 @@ const NO_DICTIONARY: &[&str] = &[
     "ingest_ts",
 ];
 
+/// Free-text columns without min/max statistics: every value is distinct, so the bounds prune
+/// nothing, and computing them compares every string (≈ 2 % of the archiver's CPU).
+const NO_STATISTICS: &[&str] = &["message"];
+
 /// Parquet settings for archived logs: zstd, page-level statistics and page index, dictionary
 /// encoding for low-cardinality columns, row groups cut by bytes.
 pub fn writer_properties(
@@ -214,6 +219,12 @@ pub fn writer_properties(
     for f in schema.fields() {
         if NO_DICTIONARY.contains(&f.name().as_str()) {
             b = b.set_column_dictionary_enabled(ColumnPath::from(f.name().as_str()), false);
+        }
+        if NO_STATISTICS.contains(&f.name().as_str()) {
+            b = b.set_column_statistics_enabled(
+                ColumnPath::from(f.name().as_str()),
+                EnabledStatistics::None,
+            );
         }
         if bloom_columns.iter().any(|c| c == f.name()) {
             b = b.set_column_bloom_filter_enabled(ColumnPath::from(f.name().as_str()), true);
@@ -280,13 +291,10 @@ impl WriterSet {
         if batch.num_rows() == 0 {
             return Ok(closed);
         }
-        let keys = partition_keys(batch, &self.partition_idx)?;
-        let mut groups: HashMap<&Vec<Option<String>>, Vec<u32>> = HashMap::new();
-        for (row, k) in keys.iter().enumerate() {
-            groups.entry(k).or_default().push(row as u32);
-        }
+        let groups = partition_groups(batch, &self.partition_idx)?;
         let projected = batch.project(&self.file_idx)?;
         for (key, rows) in groups {
+            let key = &key;
             let part = if rows.len() == batch.num_rows() {
                 projected.clone()
             } else {
@@ -409,59 +417,81 @@ pub fn partition_segment(col: &str, value: Option<&str>) -> String {
     out
 }
 
-/// Each row's partition values, serialized as Delta does in `partitionValues`.
-fn partition_keys(
+/// The rows of `batch` grouped by partition, in order of first appearance: each group's
+/// partition values (serialized as Delta does in `partitionValues`) and its row indices.
+///
+/// Rows are compared in arrow's row format (one comparable byte string per row), so no value
+/// is formatted per row: each group's strings are made once, from its first row. Runs of equal
+/// keys (the usual case: Kafka order is roughly time order) skip the hash lookup.
+fn partition_groups(
     batch: &RecordBatch,
     idx: &[usize],
-) -> Result<Vec<Vec<Option<String>>>, ArchiveError> {
+) -> Result<Vec<(PartitionKey, Vec<u32>)>, ArchiveError> {
     let n = batch.num_rows();
-    let mut keys: Vec<Vec<Option<String>>> = vec![Vec::with_capacity(idx.len()); n];
+    if idx.is_empty() {
+        return Ok(vec![(Vec::new(), (0..n as u32).collect())]);
+    }
+    let cols: Vec<ArrayRef> = idx.iter().map(|&i| batch.column(i).clone()).collect();
+    let converter = RowConverter::new(
+        cols.iter()
+            .map(|c| SortField::new(c.data_type().clone()))
+            .collect(),
+    )?;
+    let rows = converter.convert_columns(&cols)?;
+    let mut index: HashMap<Row<'_>, usize> = HashMap::new();
+    let mut groups: Vec<(usize, Vec<u32>)> = Vec::new();
+    let mut prev: Option<(Row<'_>, usize)> = None;
+    for r in 0..n {
+        let row = rows.row(r);
+        let g = match prev {
+            Some((p, g)) if p == row => g,
+            _ => *index.entry(row).or_insert_with(|| {
+                groups.push((r, Vec::new()));
+                groups.len() - 1
+            }),
+        };
+        groups[g].1.push(r as u32);
+        prev = Some((row, g));
+    }
+    groups
+        .into_iter()
+        .map(|(first, rows)| Ok((partition_key(batch, idx, first)?, rows)))
+        .collect()
+}
+
+/// Row `r`'s partition values, serialized as Delta does in `partitionValues`.
+fn partition_key(
+    batch: &RecordBatch,
+    idx: &[usize],
+    r: usize,
+) -> Result<PartitionKey, ArchiveError> {
+    let mut key = Vec::with_capacity(idx.len());
     for &i in idx {
         let col: &ArrayRef = batch.column(i);
-        let field = batch.schema_ref().field(i).clone();
-        let values: Vec<Option<String>> = match col.data_type() {
+        if col.is_null(r) {
+            key.push(None);
+            continue;
+        }
+        let v = match col.data_type() {
             DataType::Date32 => {
-                let a = col.as_primitive::<Date32Type>();
-                (0..n)
-                    .map(|r| {
-                        (!a.is_null(r)).then(|| {
-                            NaiveDate::from_num_days_from_ce_opt(a.value(r) + 719_163)
-                                .map(|d| d.format("%Y-%m-%d").to_string())
-                                .unwrap_or_default()
-                        })
-                    })
-                    .collect()
+                let days = col.as_primitive::<Date32Type>().value(r);
+                NaiveDate::from_num_days_from_ce_opt(days + 719_163)
+                    .map(|d| d.format("%Y-%m-%d").to_string())
+                    .unwrap_or_default()
             }
-            DataType::Int32 => {
-                let a = col.as_primitive::<Int32Type>();
-                (0..n)
-                    .map(|r| (!a.is_null(r)).then(|| a.value(r).to_string()))
-                    .collect()
-            }
-            DataType::Int64 => {
-                let a = col.as_primitive::<Int64Type>();
-                (0..n)
-                    .map(|r| (!a.is_null(r)).then(|| a.value(r).to_string()))
-                    .collect()
-            }
-            DataType::Utf8 => {
-                let a = col.as_string::<i32>();
-                (0..n)
-                    .map(|r| (!a.is_null(r)).then(|| a.value(r).to_string()))
-                    .collect()
-            }
+            DataType::Int32 => col.as_primitive::<Int32Type>().value(r).to_string(),
+            DataType::Int64 => col.as_primitive::<Int64Type>().value(r).to_string(),
+            DataType::Utf8 => col.as_string::<i32>().value(r).to_string(),
             other => {
                 return Err(ArchiveError::Config(format!(
                     "partition column {} has type {other}, expected date, int or string",
-                    field.name()
+                    batch.schema_ref().field(i).name()
                 )));
             }
         };
-        for (k, v) in keys.iter_mut().zip(values) {
-            k.push(v);
-        }
+        key.push(Some(v));
     }
-    Ok(keys)
+    Ok(key)
 }
 
 #[cfg(test)]
@@ -486,6 +516,73 @@ mod tests {
         assert_eq!(budget_victims(&[10, 50, 30], 100, 75), Vec::<usize>::new());
         assert_eq!(budget_victims(&[10, 80, 30], 100, 75), vec![1]);
         assert_eq!(budget_victims(&[40, 40, 40], 100, 50), vec![0, 1]);
+    }
+
+    #[test]
+    fn rows_group_by_partition_in_order_of_first_appearance() {
+        use arrow::array::{Date32Array, Int32Array};
+        use arrow::datatypes::Field;
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("dt", DataType::Date32, true),
+            Field::new("hour", DataType::Int32, true),
+            Field::new("ns", DataType::Utf8, true),
+        ]));
+        // 19_844 = 2024-05-01
+        let b = RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(Date32Array::from(vec![
+                    Some(19_844),
+                    Some(19_844),
+                    Some(19_845),
+                    Some(19_844),
+                    None,
+                    Some(19_844),
+                ])),
+                Arc::new(Int32Array::from(vec![
+                    Some(7),
+                    Some(7),
+                    Some(0),
+                    Some(7),
+                    Some(7),
+                    Some(23),
+                ])),
+                Arc::new(arrow::array::StringArray::from(vec![
+                    Some("a"),
+                    Some("a"),
+                    Some("a"),
+                    Some("a"),
+                    Some("a"),
+                    None,
+                ])),
+            ],
+        )
+        .expect("batch");
+        let s = |v: &str| Some(v.to_string());
+        let groups = partition_groups(&b, &[0, 1, 2]).expect("groups");
+        assert_eq!(
+            groups,
+            vec![
+                (vec![s("2024-05-01"), s("7"), s("a")], vec![0, 1, 3]),
+                (vec![s("2024-05-02"), s("0"), s("a")], vec![2]),
+                (vec![None, s("7"), s("a")], vec![4]),
+                (vec![s("2024-05-01"), s("23"), None], vec![5]),
+            ]
+        );
+        // only the hour: rows 0..5 are 7 except row 2 (0) and row 5 (23)
+        let groups = partition_groups(&b, &[1]).expect("groups");
+        assert_eq!(
+            groups,
+            vec![
+                (vec![s("7")], vec![0, 1, 3, 4]),
+                (vec![s("0")], vec![2]),
+                (vec![s("23")], vec![5]),
+            ]
+        );
+        assert_eq!(
+            partition_groups(&b, &[]).expect("groups"),
+            vec![(vec![], vec![0, 1, 2, 3, 4, 5])]
+        );
     }
 
     #[test]

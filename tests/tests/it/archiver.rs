@@ -11,7 +11,7 @@ use deltalake::DeltaTable;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use url::Url;
 
-use loglake_tests::{kafka, loglake_cmd, s3, unique_name};
+use loglake_tests::{announce, kafka, loglake_cmd, s3, unique_name};
 
 /// A Fluent Bit record (after its kubernetes filter) for message `i`; every 100th record is
 /// malformed JSON when `malformed` is set.
@@ -354,6 +354,20 @@ async fn batch_mode_stops_at_the_frozen_end_while_the_producer_continues() {
     assert!(ok);
 }
 
+/// The latest version of the table at `url`, -1 while it does not exist.
+async fn table_version(url: &str) -> i64 {
+    deltalake::aws::register_handlers(None);
+    match DeltaTable::try_from_url_with_storage_options(
+        Url::parse(url).expect("url"),
+        s3().storage_options(),
+    )
+    .await
+    {
+        Ok(t) => t.version().map_or(-1, |v| v as i64),
+        Err(_) => -1,
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_loop_with_sigkill_loses_and_duplicates_nothing() {
     let topic = unique_name("crash");
@@ -393,7 +407,11 @@ async fn crash_loop_with_sigkill_loses_and_duplicates_nothing() {
     let mut rng_state: u64 = 0x9e37_79b9_7f4a_7c15;
     let mut kills = 0;
     let started = Instant::now();
-    while kills < 20 {
+    // At least 20 kills, and more (up to 60) until the killed incarnations have committed 5
+    // times: on a loaded machine a start (assignment, watermarks) can take most of a window, and
+    // the loop must exercise recovery from committed state, not just startup.
+    let mut versions_before_final = -1;
+    while kills < 20 || (versions_before_final < 5 && kills < 60) {
         let mut child = loglake_cmd()
             .args(&base_args)
             .args([
@@ -418,22 +436,20 @@ async fn crash_loop_with_sigkill_loses_and_duplicates_nothing() {
         }
         let _ = child.wait();
         kills += 1;
+        if kills >= 20 {
+            versions_before_final = table_version(&table).await;
+        }
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let produced = producer.await.expect("producer") as u64;
     // The killed incarnations did commit (the loop exercised recovery, not just startup).
-    deltalake::aws::register_handlers(None);
-    let t = DeltaTable::try_from_url_with_storage_options(
-        Url::parse(&table).expect("url"),
-        s3().storage_options(),
-    )
-    .await
-    .expect("open table");
-    let versions_before_final = t.version().unwrap_or(0);
     assert!(
         versions_before_final >= 5,
-        "only {versions_before_final} commits during the crash loop"
+        "only {versions_before_final} commits in {kills} incarnations of the crash loop"
     );
+    announce(&format!(
+        "crash loop: {kills} SIGKILLs, table version {versions_before_final} before the final run"
+    ));
     assert!(produced > 0);
     // A final batch run to the end.
     let mut args: Vec<&str> = base_args[1..].iter().map(String::as_str).collect();

@@ -7,4 +7,5 @@ mod archiver;
 mod archiver_ops;
 mod generator;
 mod kafka_smoke;
+mod readers;
 mod s3_smoke;
