@@ -33,11 +33,6 @@ use std::time::Instant;
 
 use loglake_tests::{kafka, loglake_cmd, s3, unique_name};
 
-/// The same allocator as the `loglake` binary, so the in-process naive baseline is not slowed by
-/// glibc's malloc where the archiver is not.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 type BoxErr = Box<dyn std::error::Error + Send + Sync>;
 
 #[derive(Debug, Default, Clone)]

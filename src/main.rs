@@ -6,11 +6,6 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-/// mimalloc, as datafusion-cli: arrow and parquet allocate and free page-sized buffers at a high
-/// rate, which glibc's malloc serves with page faults (measured with `perf` on `loglake archive`).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Debug, Parser)]
 #[command(
     name = "loglake",
