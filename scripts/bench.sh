@@ -28,7 +28,7 @@ for b in "${which[@]}"; do
     decode) cargo bench --workspace --bench decode ;;
     query) cargo bench --workspace --bench queries -- --rows "${LOGLAKE_BENCH_ROWS:-50000000}" \
              --dir "${LOGLAKE_BENCH_DIR:-$ROOT/target/bench-lake}" ;;
-    archive) cargo bench --workspace --bench archive -- --gb "${LOGLAKE_BENCH_GB:-2}" ;;
+    archive) cargo bench -p loglake --bench archive -- --gb "${LOGLAKE_BENCH_GB:-2}" ;;
     *) echo "unknown benchmark $b (decode, query, archive)" >&2; exit 2 ;;
   esac
 done

@@ -37,9 +37,11 @@ done
 phase "cargo clippy --all-targets -D warnings"
 cargo clippy --locked --workspace --all-targets -- -D warnings
 
+# One build of everything with one feature set: `cargo build --bin loglake` alone would resolve
+# the dependencies' features without the tests' dev-dependencies and compile datafusion, deltalake
+# and arrow a second time.
 phase "building the loglake binary and the tests"
-cargo build --locked --bin loglake
-cargo test --locked --workspace --no-run
+cargo build --locked --workspace --all-targets
 
 phase "running tests"
 cargo test --locked --workspace

@@ -140,6 +140,7 @@ impl DeltaSink {
                 }
             }
         }
+        let table = evolve_schema(name, table, url, storage_options, schema).await?;
         let store = table.log_store().object_store(None);
         Ok(DeltaSink {
             name: name.to_string(),
@@ -390,5 +391,161 @@ pub async fn check_put_if_absent(
             path: probe.to_string(),
             source: e,
         }),
+    }
+}
+
+/// The columns of `schema` that the table's Delta schema lacks (by name).
+pub fn missing_columns(table_columns: &[String], schema: &SchemaRef) -> Vec<String> {
+    schema
+        .fields()
+        .iter()
+        .filter(|f| !table_columns.iter().any(|c| c == f.name()))
+        .map(|f| f.name().clone())
+        .collect()
+}
+
+/// Brings a table created by an older loglake up to the current schema: nullable columns the
+/// table lacks are added with one `ADD COLUMNS` commit (older files read them as null). A
+/// missing NOT NULL column cannot be added to existing data: that is an error naming it. Two
+/// archivers evolving the same table at once: the loser re-reads the table and finds the
+/// columns there.
+async fn evolve_schema(
+    name: &str,
+    mut table: DeltaTable,
+    url: &Url,
+    storage_options: &HashMap<String, String>,
+    schema: &SchemaRef,
+) -> Result<DeltaTable, ArchiveError> {
+    let err = |source| ArchiveError::Delta {
+        table: name.to_string(),
+        source,
+    };
+    for attempt in 0..5 {
+        let have: Vec<String> = table
+            .snapshot()
+            .map_err(err)?
+            .schema()
+            .fields()
+            .map(|f| f.name().to_string())
+            .collect();
+        let missing = missing_columns(&have, schema);
+        if missing.is_empty() {
+            return Ok(table);
+        }
+        let mut fields = Vec::new();
+        for m in &missing {
+            let f = schema.field_with_name(m)?;
+            if !f.is_nullable() {
+                return Err(ArchiveError::Config(format!(
+                    "table {name} ({url}) lacks the NOT NULL column {m} of loglake's schema; \
+                     it cannot be added to existing data: archive into a new table"
+                )));
+            }
+            fields.push(f.clone());
+        }
+        let columns: StructType =
+            StructType::try_from_arrow(&arrow::datatypes::Schema::new(fields))?;
+        tracing::info!(table = %name, columns = ?missing, "adding the columns of a newer schema");
+        match table
+            .clone()
+            .add_columns()
+            .with_fields(columns.fields().cloned().collect::<Vec<_>>())
+            .with_commit_properties(CommitProperties::default().with_max_retries(0))
+            .await
+        {
+            Ok(t) => return Ok(t),
+            Err(e) => {
+                tracing::info!(table = %name, attempt, error = %e, "adding columns raced another writer; re-reading");
+                table = DeltaTable::try_from_url_with_storage_options(
+                    url.clone(),
+                    storage_options.clone(),
+                )
+                .await
+                .map_err(err)?;
+                table.load().await.map_err(err)?;
+            }
+        }
+    }
+    Err(ArchiveError::Config(format!(
+        "table {name} ({url}): could not add the columns of loglake's schema after 5 attempts"
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::datatypes::Schema;
+    use loglake_schemas::{TableKind, table_schema};
+
+    #[test]
+    fn missing_columns_by_name() {
+        let schema = table_schema(TableKind::Container);
+        let all: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
+        assert!(missing_columns(&all, &schema).is_empty());
+        let old: Vec<String> = all
+            .iter()
+            .filter(|c| !matches!(c.as_str(), "image" | "pod_uid"))
+            .cloned()
+            .collect();
+        assert_eq!(missing_columns(&old, &schema), ["pod_uid", "image"]);
+    }
+
+    /// A table created by an older loglake (without the container metadata columns) gets them
+    /// added on open, keeping its version history; a second open changes nothing.
+    #[tokio::test]
+    async fn opening_a_table_of_an_older_schema_adds_the_new_nullable_columns() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let url = table_url(&dir.path().to_string_lossy()).expect("url");
+        let schema = table_schema(TableKind::Container);
+        let new_cols = ["pod_uid", "container_id", "image", "image_id"];
+        let old = Arc::new(Schema::new(
+            schema
+                .fields()
+                .iter()
+                .filter(|f| !new_cols.contains(&f.name().as_str()))
+                .cloned()
+                .collect::<Vec<_>>(),
+        ));
+        let parts = vec!["dt".to_string(), "hour".to_string()];
+        let opts = HashMap::new();
+        let sink = DeltaSink::open_or_create("c", &url, &opts, &old, &parts, old.clone())
+            .await
+            .expect("create old");
+        assert_eq!(sink.table.version(), Some(0));
+        let sink = DeltaSink::open_or_create("c", &url, &opts, &schema, &parts, schema.clone())
+            .await
+            .expect("evolve");
+        assert_eq!(sink.table.version(), Some(1), "one ADD COLUMNS commit");
+        let have: Vec<String> = sink
+            .table
+            .snapshot()
+            .expect("snapshot")
+            .schema()
+            .fields()
+            .map(|f| f.name().to_string())
+            .collect();
+        assert!(missing_columns(&have, &schema).is_empty(), "{have:?}");
+        let again = DeltaSink::open_or_create("c", &url, &opts, &schema, &parts, schema.clone())
+            .await
+            .expect("reopen");
+        assert_eq!(
+            again.table.version(),
+            Some(1),
+            "nothing to add the second time"
+        );
+
+        // a NOT NULL column cannot be added to existing rows: a clear error
+        let mut strict: Vec<_> = schema.fields().iter().cloned().collect();
+        strict.push(Arc::new(arrow::datatypes::Field::new(
+            "required_x",
+            arrow::datatypes::DataType::Utf8,
+            false,
+        )));
+        let strict = Arc::new(Schema::new(strict));
+        let e = DeltaSink::open_or_create("c", &url, &opts, &strict, &parts, strict.clone())
+            .await
+            .err()
+            .expect("refused");
+        assert!(e.to_string().contains("required_x"), "{e}");
     }
 }

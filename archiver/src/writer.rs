@@ -226,6 +226,23 @@ pub fn writer_properties(
                 EnabledStatistics::None,
             );
         }
+        // Map columns (labels, attrs): min/max of their keys and values prune nothing (no
+        // reader pushes `attrs['k'] = v` into Parquet statistics, Delta's stats leave maps out)
+        // and computing them compares every string.
+        if let DataType::Map(entries, _) = f.data_type()
+            && let DataType::Struct(kv) = entries.data_type()
+        {
+            for leaf in kv.iter() {
+                b = b.set_column_statistics_enabled(
+                    ColumnPath::new(vec![
+                        f.name().clone(),
+                        entries.name().clone(),
+                        leaf.name().clone(),
+                    ]),
+                    EnabledStatistics::None,
+                );
+            }
+        }
         if bloom_columns.iter().any(|c| c == f.name()) {
             b = b.set_column_bloom_filter_enabled(ColumnPath::from(f.name().as_str()), true);
         }

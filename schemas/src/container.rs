@@ -41,8 +41,12 @@ pub(crate) enum Col {
     Level,
     TraceId,
     SpanId,
+    PodUid,
+    ContainerId,
+    Image,
+    ImageId,
 }
-const NCOLS: usize = 11;
+const NCOLS: usize = 15;
 
 /// One decoded row before it is appended to the builders.
 #[derive(Debug, Default)]
@@ -443,13 +447,17 @@ impl ContainerBuilder {
         if let Some(p) = row.path.take()
             && (row.get(Col::Pod).is_none()
                 || row.get(Col::Namespace).is_none()
-                || row.get(Col::Container).is_none())
+                || row.get(Col::Container).is_none()
+                || row.get(Col::PodUid).is_none()
+                || row.get(Col::ContainerId).is_none())
             && let Some(m) = parse_k8s_log_path(&p)
         {
             for (c, v) in [
                 (Col::Namespace, m.namespace),
                 (Col::Pod, m.pod),
                 (Col::Container, m.container),
+                (Col::PodUid, m.pod_uid),
+                (Col::ContainerId, m.container_id),
             ] {
                 if row.get(c).is_none()
                     && let Some(v) = v
@@ -472,6 +480,8 @@ impl ContainerBuilder {
         {
             let t = m.trim();
             if t.len() >= 2 && t.starts_with('{') && t.ends_with('}') {
+                let has_trace = row.get(Col::TraceId).is_some();
+                let has_span = row.get(Col::SpanId).is_some();
                 let mut scratch = self.json.take();
                 // one pass: flattened into the scratch, kept only when the whole object is valid
                 if scratch.flatten(t) {
@@ -490,15 +500,19 @@ impl ContainerBuilder {
                                 | "log_level",
                                 JVal::Str(Cow::Borrowed(x)),
                             ) if json_level.is_none() => json_level = Some(*x),
+                            // a trace or span id that becomes the column is not repeated in
+                            // attrs (it is copied verbatim, so nothing is lost)
                             ("trace_id" | "traceId" | "trace.id", JVal::Str(Cow::Borrowed(x)))
-                                if json_trace.is_none() =>
+                                if json_trace.is_none() && !has_trace =>
                             {
-                                json_trace = Some(*x)
+                                json_trace = Some(*x);
+                                continue;
                             }
                             ("span_id" | "spanId" | "span.id", JVal::Str(Cow::Borrowed(x)))
-                                if json_span.is_none() =>
+                                if json_span.is_none() && !has_span =>
                             {
-                                json_span = Some(*x)
+                                json_span = Some(*x);
+                                continue;
                             }
                             _ => {}
                         }
@@ -606,6 +620,10 @@ impl ContainerBuilder {
         let level = next();
         let trace = next();
         let span = next();
+        let pod_uid = next();
+        let container_id = next();
+        let image = next();
+        let image_id = next();
         let arrays: Vec<ArrayRef> = vec![
             Arc::new(self.ts.finish()),
             Arc::new(self.ingest_ts.finish()),
@@ -628,6 +646,10 @@ impl ContainerBuilder {
             },
             trace,
             span,
+            pod_uid,
+            container_id,
+            image,
+            image_id,
             Arc::new(self.labels.finish()),
             {
                 use arrow::array::ArrayBuilder;
@@ -742,6 +764,10 @@ fn map_fluentbit<'a>(row: &mut Row<'a>, path: &[Cow<'a, str>], v: JVal<'a>, nl: 
             "container_name" => row.col(Col::Container, path, v),
             "host" => row.col(Col::Node, path, v),
             "cluster_name" => row.col(Col::Cluster, path, v),
+            "pod_id" => row.col(Col::PodUid, path, v),
+            "docker_id" | "container_id" => row.col(Col::ContainerId, path, v),
+            "container_image" => row.col(Col::Image, path, v),
+            "container_hash" | "container_image_id" => row.col(Col::ImageId, path, v),
             _ => row.attr_path(path, v),
         },
         [k8s, l, key] if k8s == "kubernetes" && l == "labels" => row.label(key.clone(), v),
@@ -767,6 +793,9 @@ fn map_filebeat<'a>(row: &mut Row<'a>, path: &[Cow<'a, str>], v: JVal<'a>, _nl: 
         "kubernetes.pod.name" => row.col(Col::Pod, path, v),
         "kubernetes.container.name" => row.col(Col::Container, path, v),
         "kubernetes.node.name" => row.col(Col::Node, path, v),
+        "kubernetes.pod.uid" => row.col(Col::PodUid, path, v),
+        "container.id" => row.col(Col::ContainerId, path, v),
+        "container.image.name" => row.col(Col::Image, path, v),
         "orchestrator.cluster.name" | "kubernetes.cluster.name" => row.col(Col::Cluster, path, v),
         "trace.id" => row.col(Col::TraceId, path, v),
         "span.id" => row.col(Col::SpanId, path, v),
@@ -798,6 +827,10 @@ fn map_vector<'a>(row: &mut Row<'a>, path: &[Cow<'a, str>], v: JVal<'a>, _nl: bo
         "kubernetes.pod_name" => row.col(Col::Pod, path, v),
         "kubernetes.container_name" => row.col(Col::Container, path, v),
         "kubernetes.pod_node_name" => row.col(Col::Node, path, v),
+        "kubernetes.pod_uid" => row.col(Col::PodUid, path, v),
+        "kubernetes.container_id" => row.col(Col::ContainerId, path, v),
+        "kubernetes.container_image" => row.col(Col::Image, path, v),
+        "kubernetes.container_image_id" => row.col(Col::ImageId, path, v),
         "kubernetes.cluster_name" | "cluster" => row.col(Col::Cluster, path, v),
         "trace_id" => row.col(Col::TraceId, path, v),
         "span_id" => row.col(Col::SpanId, path, v),
@@ -836,6 +869,9 @@ fn map_ilogtail<'a>(row: &mut Row<'a>, path: &[Cow<'a, str>], v: JVal<'a>, _nl: 
         "_namespace_" => row.col(Col::Namespace, path, v),
         "_container_name_" | "_k8s_container_name_" => row.col(Col::Container, path, v),
         "_node_name_" => row.col(Col::Node, path, v),
+        "_pod_uid_" => row.col(Col::PodUid, path, v),
+        "_container_id_" => row.col(Col::ContainerId, path, v),
+        "_image_name_" => row.col(Col::Image, path, v),
         "__hostname__" if row.get(Col::Node).is_none() => row.col(Col::Node, path, v),
         "level" | "__level__" => row.col(Col::Level, path, v),
         "_cluster_id_" | "cluster" => row.col(Col::Cluster, path, v),
@@ -1097,7 +1133,8 @@ mod tests {
         assert_eq!(rows[1].1.as_deref(), Some("warn"));
         // envelope keys win; trimmed message
         assert_eq!(rows[2].2.iter().filter(|(k, _)| k == "x").count(), 1);
-        assert_eq!(attr(&rows[2].2, "trace_id"), Some(&Some("abc".to_owned())));
+        // a trace id promoted to its column is not repeated in attrs
+        assert_eq!(attr(&rows[2].2, "trace_id"), None);
         // nesting is limited (128) from the top of the message, as when it was validated first
         // with `skip_value(0)`
         let validated = |n: usize| {

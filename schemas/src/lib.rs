@@ -30,6 +30,10 @@
 //! | `level` | Utf8 | normalised to `trace`/`debug`/`info`/`warn`/`error`/`fatal` when recognised (other values kept lower-cased); from the envelope, else from JSON in the message, else detected in the first 160 bytes of the message |
 //! | `message` | Utf8 | the log line; a trailing `\n`/`\r\n` is removed and CRLF line ends become LF |
 //! | `trace_id`, `span_id` | Utf8 | hex ids when the record has them (OTLP fields, `trace_id`/`traceId`/`trace.id`) |
+//! | `pod_uid` | Utf8 | pod UID (Fluent Bit `kubernetes.pod_id`, Vector `kubernetes.pod_uid`, Filebeat `kubernetes.pod.uid`, OTLP `k8s.pod.uid`, or the `/var/log/pods/<ns>_<pod>_<uid>/` path) |
+//! | `container_id` | Utf8 | container runtime id (Fluent Bit `kubernetes.docker_id`, Vector `kubernetes.container_id`, Filebeat `container.id`, OTLP `container.id`, or the `/var/log/containers/…-<id>.log` path) |
+//! | `image` | Utf8 | container image (`kubernetes.container_image`, Filebeat `container.image.name`, OTLP `container.image.name`) |
+//! | `image_id` | Utf8 | image digest / id (Fluent Bit `kubernetes.container_hash`, Vector `kubernetes.container_image_id`, OTLP `container.image.id`) |
 //! | `labels` | Map<Utf8,Utf8>, not null | pod labels |
 //! | `attrs` | Map<Utf8,Utf8>, not null | every other field of the record, flattened (`a.b.c` keys, arrays as JSON text, numbers as written), so nothing is dropped; fields of a JSON object found in the message (not overriding envelope keys); loglake's own flags under `loglake.*` (below) |
 //! | `kafka_topic`, `kafka_partition`, `kafka_offset` | Utf8, Int32, Int64, not null | source coordinates; for a reassembled CRI/docker line, the offset of its final fragment |

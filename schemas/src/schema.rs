@@ -104,6 +104,10 @@ static CONTAINER: LazyLock<SchemaRef> = LazyLock::new(|| {
         utf8("message"),
         utf8("trace_id"),
         utf8("span_id"),
+        utf8("pod_uid"),
+        utf8("container_id"),
+        utf8("image"),
+        utf8("image_id"),
         Field::new("labels", string_map_type(), false),
         Field::new("attrs", string_map_type(), false),
     ];

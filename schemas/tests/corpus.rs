@@ -29,6 +29,7 @@ fn fluentbit_kubernetes_suite() {
     let mut checked = 0;
     let mut with_labels = 0;
     let mut merged_checked = 0;
+    let mut metadata_checked = 0;
     for group in [
         "annotations",
         "annotations-exclude",
@@ -66,6 +67,23 @@ fn fluentbit_kubernetes_suite() {
                 k8s_str(rec, "container_name"),
                 "{name}"
             );
+            // the container's runtime metadata has its own columns and is not repeated in attrs
+            for (col, key) in [
+                ("pod_uid", "pod_id"),
+                ("container_id", "docker_id"),
+                ("image", "container_image"),
+                ("image_id", "container_hash"),
+            ] {
+                assert_eq!(s(b, col, 0), k8s_str(rec, key), "{name}: {col}");
+                assert_eq!(
+                    map_get(b, "attrs", 0, &format!("kubernetes.{key}")),
+                    None,
+                    "{name}: {key}"
+                );
+            }
+            if k8s_str(rec, "docker_id").is_some() {
+                metadata_checked += 1;
+            }
             let mut want_labels: Vec<(String, Option<String>)> = rec["kubernetes"]
                 .get("labels")
                 .and_then(Value::as_object)
@@ -150,6 +168,8 @@ fn fluentbit_kubernetes_suite() {
                 rec["stream"].as_str(),
                 "{name}"
             );
+            // the container id of the kubelet file name
+            assert_eq!(s(d, "container_id", 0), Some("0".repeat(64)), "{name}");
             let in_log = serde_json::from_slice::<Value>(&in_line).unwrap()["log"]
                 .as_str()
                 .unwrap()
@@ -187,6 +207,8 @@ fn fluentbit_kubernetes_suite() {
         "labels were compared on {with_labels} records"
     );
     assert_eq!(merged_checked, 4, "merged fields compared");
+    // the five expected records that carry a docker id (the others come from runs without it)
+    assert_eq!(metadata_checked, 5, "container metadata compared");
 }
 
 #[test]

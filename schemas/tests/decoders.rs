@@ -33,10 +33,9 @@ fn filebeat_ecs_envelope() {
         map_get(b, "attrs", 0, "agent.version").as_deref(),
         Some("8.13.0")
     );
-    assert_eq!(
-        map_get(b, "attrs", 0, "kubernetes.pod.uid").as_deref(),
-        Some("u1")
-    );
+    // container metadata gets its own columns, not attrs
+    assert_eq!(s(b, "pod_uid", 0).as_deref(), Some("u1"));
+    assert_eq!(map_get(b, "attrs", 0, "kubernetes.pod.uid"), None);
     assert_eq!(i32v(b, "hour", 0), Some(10));
 }
 
@@ -51,6 +50,11 @@ fn vector_kubernetes_logs_envelope() {
     assert_eq!(s(b, "pod", 0).as_deref(), Some("coredns-5d78c9869d-abcde"));
     assert_eq!(s(b, "container", 0).as_deref(), Some("coredns"));
     assert_eq!(s(b, "node", 0).as_deref(), Some("node-b"));
+    assert_eq!(s(b, "pod_uid", 0).as_deref(), Some("9f0e"));
+    assert_eq!(s(b, "container_id", 0).as_deref(), Some("containerd://x"));
+    assert_eq!(s(b, "image", 0).as_deref(), Some("coredns:1.10"));
+    assert_eq!(s(b, "image_id", 0), None);
+    assert_eq!(map_get(b, "attrs", 0, "kubernetes.container_image"), None);
     assert_eq!(s(b, "stream", 0).as_deref(), Some("stderr"));
     assert_eq!(s(b, "app", 0).as_deref(), Some("kube-dns"));
     assert_eq!(s(b, "level", 0).as_deref(), Some("error")); // detected in the message
@@ -92,8 +96,14 @@ fn ilogtail_envelopes() {
     // JSON in the message: level and trace id taken from it, fields in attrs
     assert_eq!(s(b, "level", 0).as_deref(), Some("warn"));
     assert_eq!(s(b, "trace_id", 0).as_deref(), Some("t1"));
+    assert_eq!(
+        map_get(b, "attrs", 0, "trace_id"),
+        None,
+        "promoted, not repeated"
+    );
     assert_eq!(map_get(b, "attrs", 0, "msg").as_deref(), Some("slow"));
-    assert_eq!(map_get(b, "attrs", 0, "_pod_uid_").as_deref(), Some("u9"));
+    assert_eq!(s(b, "pod_uid", 0).as_deref(), Some("u9"));
+    assert_eq!(map_get(b, "attrs", 0, "_pod_uid_"), None);
     assert_eq!(tsv(b, "ts", 1), Some(1_714_557_600_000_000));
     assert_eq!(s(b, "message", 1).as_deref(), Some("hello"));
     assert_eq!(s(b, "pod", 1).as_deref(), Some("api-1"));
