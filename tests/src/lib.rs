@@ -301,17 +301,25 @@ impl Kafka {
         let consumer: BaseConsumer = self.config().create()?;
         let start = Instant::now();
         loop {
-            let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(5))?;
-            let n = md
-                .topics()
-                .iter()
-                .find(|t| t.name() == topic)
-                .map(|t| t.partitions().len())
-                .unwrap_or(0);
+            // A busy broker (a loaded CI machine) can time a metadata request out: retry until
+            // the deadline rather than fail the test on the first timeout.
+            let n = match consumer.fetch_metadata(Some(topic), Duration::from_secs(5)) {
+                Ok(md) => md
+                    .topics()
+                    .iter()
+                    .find(|t| t.name() == topic)
+                    .map(|t| t.partitions().len())
+                    .unwrap_or(0),
+                Err(e) if start.elapsed() < Duration::from_secs(60) => {
+                    eprintln!("metadata of {topic}: {e}; retrying");
+                    0
+                }
+                Err(e) => return Err(e.into()),
+            };
             if n == partitions as usize {
                 return Ok(());
             }
-            if start.elapsed() > Duration::from_secs(20) {
+            if start.elapsed() > Duration::from_secs(60) {
                 bail!("topic {topic} shows {n} partitions, expected {partitions}");
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
