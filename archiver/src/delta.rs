@@ -140,7 +140,7 @@ impl DeltaSink {
                 }
             }
         }
-        let table = evolve_schema(name, table, url, storage_options, schema).await?;
+        let table = evolve_schema(name, table, url, schema).await?;
         let store = table.log_store().object_store(None);
         Ok(DeltaSink {
             name: name.to_string(),
@@ -413,14 +413,15 @@ async fn evolve_schema(
     name: &str,
     mut table: DeltaTable,
     url: &Url,
-    storage_options: &HashMap<String, String>,
     schema: &SchemaRef,
 ) -> Result<DeltaTable, ArchiveError> {
+    const ATTEMPTS: u32 = 5;
     let err = |source| ArchiveError::Delta {
         table: name.to_string(),
         source,
     };
-    for attempt in 0..5 {
+    let mut attempt = 1;
+    loop {
         let have: Vec<String> = table
             .snapshot()
             .map_err(err)?
@@ -454,21 +455,18 @@ async fn evolve_schema(
             .await
         {
             Ok(t) => return Ok(t),
+            // The last attempt's error is deltalake's own, with its version and cause.
+            Err(e) if attempt >= ATTEMPTS => return Err(err(e)),
             Err(e) => {
-                tracing::info!(table = %name, attempt, error = %e, "adding columns raced another writer; re-reading");
-                table = DeltaTable::try_from_url_with_storage_options(
-                    url.clone(),
-                    storage_options.clone(),
-                )
-                .await
-                .map_err(err)?;
+                tracing::info!(table = %name, attempt, error = %e,
+                    "adding columns failed (most likely raced another writer); re-reading the table");
+                // The losing commit leaves our snapshot stale: re-read the same table and look
+                // again (the winner may have added the columns already).
                 table.load().await.map_err(err)?;
+                attempt += 1;
             }
         }
     }
-    Err(ArchiveError::Config(format!(
-        "table {name} ({url}): could not add the columns of loglake's schema after 5 attempts"
-    )))
 }
 
 #[cfg(test)]

@@ -503,6 +503,292 @@ impl<'a> Parser<'a> {
     }
 }
 
+impl<'a> Parser<'a> {
+    /// [`Parser::object_nl`] for a top-level object whose nested objects repeat byte for byte
+    /// across records (Fluent Bit's `kubernetes`, ~60 % of each record, is the same for every
+    /// record of a container): a nested object found in `memo` is not parsed again, its leaves
+    /// are replayed, borrowed from *this* input at the offsets recorded the first time. The
+    /// leaves, their order and their values are exactly what [`Parser::object_nl`] reports.
+    pub(crate) fn object_nl_memo<P, F>(
+        &mut self,
+        path: &mut Vec<Cow<'a, str>>,
+        nl_ok: &P,
+        f: &mut F,
+        memo: &mut SubMemo,
+    ) -> PResult<()>
+    where
+        P: Fn(&[Cow<'a, str>]) -> bool,
+        F: FnMut(&[Cow<'a, str>], JVal<'a>, bool),
+    {
+        // the top level of `object_impl::<true, …>`, with memoised nested objects
+        self.expect(b'{')?;
+        self.ws();
+        if self.peek() == Some(b'}') {
+            self.pos += 1;
+            return Ok(());
+        }
+        loop {
+            self.ws();
+            let key = self.string()?;
+            self.expect(b':')?;
+            self.ws();
+            path.push(key);
+            if self.peek() == Some(b'{') && path.len() < MAX_FLATTEN_DEPTH {
+                self.sub_object_memo(path, nl_ok, f, memo)?;
+            } else if self.peek() == Some(b'"') && nl_ok(path) {
+                let (s, nl) = self.string_nl::<true>()?;
+                f(path, JVal::Str(s), nl);
+            } else {
+                let v = self.value()?;
+                f(path, v, false);
+            }
+            path.pop();
+            self.ws();
+            match self.peek() {
+                Some(b',') => self.pos += 1,
+                Some(b'}') => {
+                    self.pos += 1;
+                    return Ok(());
+                }
+                _ => return self.err("expected ',' or '}'"),
+            }
+        }
+    }
+
+    /// One nested object (at `self.pos`, a `{`) of [`Parser::object_nl_memo`].
+    fn sub_object_memo<P, F>(
+        &mut self,
+        path: &mut Vec<Cow<'a, str>>,
+        nl_ok: &P,
+        f: &mut F,
+        memo: &mut SubMemo,
+    ) -> PResult<()>
+    where
+        P: Fn(&[Cow<'a, str>]) -> bool,
+        F: FnMut(&[Cow<'a, str>], JVal<'a>, bool),
+    {
+        let start = self.pos;
+        let s = self.s;
+        if let Some(entry) = memo.find(&self.b[start..]) {
+            let depth = path.len();
+            for leaf in &entry.leaves {
+                path.extend(leaf.keys.iter().map(|k| k.get(s, start)));
+                f(path, leaf.val.get(s, start), leaf.nl);
+                path.truncate(depth);
+            }
+            self.pos = start + entry.raw.len();
+            return Ok(());
+        }
+        // empty objects are reported raw, as `object_impl` does
+        self.pos += 1;
+        self.ws();
+        if self.peek() == Some(b'}') {
+            self.pos += 1;
+            f(path, JVal::Raw(&s[start..self.pos]), false);
+            return Ok(());
+        }
+        self.pos = start;
+        if !memo.recording() {
+            return self.object_impl::<true, P, F>(path, nl_ok, f);
+        }
+        // whether *this* object needs a replacement character
+        let lossy_before = std::mem::take(&mut self.lossy);
+        let depth = path.len();
+        let mut leaves = std::mem::take(&mut memo.scratch);
+        leaves.clear();
+        let at = |x: &str| MStr::of(x, s, start);
+        // numbers and raw values must be slices of the input (they are: the parser borrows
+        // them); anything else is not memoised
+        let mut sliced = true;
+        let mut slice = |x: &str| {
+            let m = at(x);
+            sliced &= matches!(m, MStr::At(..));
+            m
+        };
+        let res = self.object_impl::<true, P, _>(path, nl_ok, &mut |p, v, nl| {
+            leaves.push(MLeaf {
+                keys: p[depth..].iter().map(|k| at(k)).collect(),
+                val: match &v {
+                    JVal::Str(x) => MVal::Str(at(x)),
+                    JVal::Num(x) => MVal::Num(slice(x)),
+                    JVal::Bool(b) => MVal::Bool(*b),
+                    JVal::Null => MVal::Null,
+                    JVal::Raw(x) => MVal::Raw(slice(x)),
+                },
+                nl,
+            });
+            f(p, v, nl)
+        });
+        // an object that needed a replacement character is parsed every time, so that `lossy`
+        // is set for each record that has it
+        let lossy = self.lossy;
+        self.lossy |= lossy_before;
+        if res.is_ok() && sliced && !lossy {
+            memo.insert(&self.b[start..self.pos], &mut leaves);
+        }
+        memo.scratch = leaves;
+        res
+    }
+}
+
+/// Nested objects below this size are not memoised (parsing them costs about what a lookup
+/// does); it is also the length of the prefix the memo is keyed by.
+const MEMO_MIN_BYTES: usize = 64;
+/// The memo's memory bound: raw bytes plus leaves; it is emptied when it would grow past this.
+pub(crate) const MEMO_MAX_BYTES: usize = 4 << 20;
+/// Candidates kept per prefix (e.g. the containers of one pod, whose objects may differ only
+/// after the first [`MEMO_MIN_BYTES`]).
+const MEMO_MAX_PER_PREFIX: usize = 16;
+
+/// A string of a memoised object: a byte range of its raw text, or owned (unescaped) text.
+#[derive(Debug, Clone)]
+enum MStr {
+    At(u32, u32),
+    Owned(Box<str>),
+}
+
+impl MStr {
+    /// `x` as a range of `s` relative to `base` when it is a slice of `s` there, else owned.
+    fn of(x: &str, s: &str, base: usize) -> MStr {
+        let off = (x.as_ptr() as usize).wrapping_sub(s.as_ptr() as usize);
+        if off >= base && off <= s.len() && x.len() <= s.len() - off {
+            MStr::At((off - base) as u32, (off - base + x.len()) as u32)
+        } else {
+            MStr::Owned(x.into())
+        }
+    }
+
+    fn get<'a>(&self, s: &'a str, base: usize) -> Cow<'a, str> {
+        match self {
+            MStr::At(a, b) => Cow::Borrowed(&s[base + *a as usize..base + *b as usize]),
+            MStr::Owned(o) => Cow::Owned(o.to_string()),
+        }
+    }
+
+    /// The text of a range (numbers and raw values are only memoised as ranges).
+    fn str_at<'a>(&self, s: &'a str, base: usize) -> &'a str {
+        match self {
+            MStr::At(a, b) => &s[base + *a as usize..base + *b as usize],
+            MStr::Owned(_) => {
+                unreachable!("sub_object_memo memoises numbers and raw values as ranges only")
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+enum MVal {
+    Str(MStr),
+    Num(MStr),
+    Bool(bool),
+    Null,
+    Raw(MStr),
+}
+
+impl MVal {
+    fn get<'a>(&self, s: &'a str, base: usize) -> JVal<'a> {
+        match self {
+            MVal::Str(x) => JVal::Str(x.get(s, base)),
+            MVal::Num(x) => JVal::Num(x.str_at(s, base)),
+            MVal::Bool(b) => JVal::Bool(*b),
+            MVal::Null => JVal::Null,
+            MVal::Raw(x) => JVal::Raw(x.str_at(s, base)),
+        }
+    }
+}
+
+/// One leaf of a memoised object: its key path below the object, its value, its `nl` flag.
+#[derive(Debug, Clone)]
+struct MLeaf {
+    keys: Vec<MStr>,
+    val: MVal,
+    nl: bool,
+}
+
+#[derive(Debug)]
+struct MEntry {
+    raw: Box<[u8]>,
+    leaves: Vec<MLeaf>,
+}
+
+/// The nested objects a decoder has seen, for [`Parser::object_nl_memo`]. Bounded by
+/// [`MEMO_MAX_BYTES`]; it stops recording new objects while fewer than a quarter of the
+/// lookups hit (inputs whose objects do not repeat pay only the prefix hash).
+#[derive(Debug, Default)]
+pub(crate) struct SubMemo {
+    by_prefix: std::collections::HashMap<u64, Vec<MEntry>>,
+    bytes: usize,
+    lookups: u64,
+    hits: u64,
+    scratch: Vec<MLeaf>,
+}
+
+fn prefix_hash(b: &[u8]) -> u64 {
+    // only picks the bucket: every candidate is compared byte for byte
+    let mut h: u64 = 0x9e37_79b9_7f4a_7c15;
+    for c in b.chunks_exact(8) {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(c);
+        h = (h ^ u64::from_le_bytes(w))
+            .wrapping_mul(0x100_0000_01b3)
+            .rotate_left(29);
+    }
+    h
+}
+
+impl SubMemo {
+    fn find(&mut self, rest: &[u8]) -> Option<&MEntry> {
+        if rest.len() < MEMO_MIN_BYTES {
+            return None;
+        }
+        self.lookups += 1;
+        if self.lookups >= 1 << 16 {
+            // forget the hit rate now and then: the input may have changed
+            self.lookups = 1;
+            self.hits = 0;
+        }
+        let found = self
+            .by_prefix
+            .get(&prefix_hash(&rest[..MEMO_MIN_BYTES]))?
+            .iter()
+            .find(|e| rest.starts_with(&e.raw));
+        if found.is_some() {
+            self.hits += 1;
+        }
+        found
+    }
+
+    fn recording(&self) -> bool {
+        self.lookups < 1024 || self.hits * 4 >= self.lookups
+    }
+
+    fn insert(&mut self, raw: &[u8], leaves: &mut Vec<MLeaf>) {
+        if raw.len() < MEMO_MIN_BYTES {
+            return;
+        }
+        let size = raw.len() + leaves.len() * std::mem::size_of::<MLeaf>() + 64;
+        if self.bytes + size > MEMO_MAX_BYTES {
+            self.by_prefix.clear();
+            self.bytes = 0;
+        }
+        let list = self
+            .by_prefix
+            .entry(prefix_hash(&raw[..MEMO_MIN_BYTES]))
+            .or_default();
+        if list.len() >= MEMO_MAX_PER_PREFIX {
+            let old = list.remove(0);
+            self.bytes = self.bytes.saturating_sub(
+                old.raw.len() + old.leaves.len() * std::mem::size_of::<MLeaf>() + 64,
+            );
+        }
+        list.push(MEntry {
+            raw: raw.into(),
+            leaves: std::mem::take(leaves),
+        });
+        self.bytes += size;
+    }
+}
+
 /// Flattens a whole document that must be one JSON object.
 /// Returns whether a lone surrogate escape had to be replaced.
 pub fn flatten_object<'a, F>(s: &'a str, f: &mut F) -> Result<bool, JsonError>
@@ -565,6 +851,85 @@ mod tests {
                 ("h".into(), JVal::Bool(true)),
             ]
         );
+    }
+
+    /// (path, value, nl) of every leaf, with and without the memo.
+    type Leaves = Vec<(String, JVal<'static>, bool)>;
+
+    fn leaves_of(doc: &str, memo: Option<&mut SubMemo>) -> (Result<Leaves, JsonError>, bool) {
+        let nl_ok = |p: &[Cow<'_, str>]| matches!(p, [k] if k == "log");
+        let mut out: Leaves = Vec::new();
+        let mut path = Vec::new();
+        let mut p = Parser::new(doc);
+        let mut f = |path: &[Cow<'_, str>], v: JVal<'_>, nl: bool| {
+            let v = match v {
+                JVal::Str(x) => JVal::Str(Cow::Owned(x.into_owned())),
+                JVal::Num(x) => JVal::Str(Cow::Owned(format!("num:{x}"))),
+                JVal::Raw(x) => JVal::Str(Cow::Owned(format!("raw:{x}"))),
+                JVal::Bool(b) => JVal::Bool(b),
+                JVal::Null => JVal::Null,
+            };
+            out.push((join_path(path).into_owned(), v, nl));
+        };
+        let res = match memo {
+            Some(m) => p.object_nl_memo(&mut path, &nl_ok, &mut f, m),
+            None => p.object_nl(&mut path, &nl_ok, &mut f),
+        }
+        .and_then(|_| p.end());
+        (res.map(|_| out), p.lossy)
+    }
+
+    #[test]
+    fn memoised_nested_objects_replay_exactly_what_a_parse_reports() {
+        // a pool of nested objects (long enough to be memoised, or not; escapes, arrays, empty
+        // and deep objects, a lone surrogate, numbers, literals), records drawn from it
+        let pool = [
+            r#"{"pod_name":"api-7d9f-x2","namespace_name":"shop","labels":{"app":"api","tier":"web"},"host":"n1"}"#,
+            r#"{"pod_name":"api-7d9f-x2","namespace_name":"shop","labels":{"app":"api","tier":"db"},"host":"n1"}"#,
+            r#"{"pod_name":"api-7d9f-x2","namespace_name":"shop","labels":{"app":"api","tier":"web"},"host":"n2"}"#,
+            r#"{"a":"esc\"aped \u00e9 \n","b":[1,{"c":2}],"d":{},"e":{"f":{"g":{"h":-1.5e3}}},"t":true,"n":null}"#,
+            r#"{"lone":"\ud800 surrogate here, long enough to be memoised ...........","x":1}"#,
+            r#"{"k":"v"}"#,
+            r#"{}"#,
+            r#"{ "spaced" : "object with whitespace inside, long enough to memoise" , "n" : 12 }"#,
+        ];
+        let mut rng = crate::r#gen::Rng::new(11);
+        let mut memo = SubMemo::default();
+        for i in 0..3000 {
+            let a = pool[rng.below(pool.len() as u64) as usize];
+            let b = pool[rng.below(pool.len() as u64) as usize];
+            let doc = match i % 5 {
+                0 => format!(r#"{{"log":"line {i}\n","kubernetes":{a},"z":{b}}}"#),
+                1 => format!(r#"{{"kubernetes":{a} , "log":"no newline","n":{i}}}"#),
+                2 => format!(r#"{{"outer":{{"inner":{a}}},"k":{b}}}"#),
+                // malformed: an object cut short, or a bad value after a memoised object
+                3 => format!(r#"{{"kubernetes":{a},"bad":tru}}"#),
+                _ => format!(r#"{{"kubernetes":{}"#, &a[..a.len() / 2]),
+            };
+            let plain = leaves_of(&doc, None);
+            let memoised = leaves_of(&doc, Some(&mut memo));
+            assert_eq!(plain, memoised, "{doc}");
+        }
+        assert!(memo.hits > 1000, "the memo was used: {} hits", memo.hits);
+    }
+
+    #[test]
+    fn the_memo_is_bounded_and_stops_recording_objects_that_do_not_repeat() {
+        let mut memo = SubMemo::default();
+        for i in 0..50_000 {
+            let doc = format!(
+                r#"{{"kubernetes":{{"pod_name":"unique-{i:08}","pad":"{}"}}}}"#,
+                "x".repeat(200)
+            );
+            let (res, _) = leaves_of(&doc, Some(&mut memo));
+            assert_eq!(res.expect("valid").len(), 2);
+            assert!(memo.bytes <= MEMO_MAX_BYTES, "{} bytes", memo.bytes);
+        }
+        assert_eq!(memo.hits, 0);
+        assert!(!memo.recording());
+        // recording stopped after the first thousand misses: far fewer entries than records
+        let entries: usize = memo.by_prefix.values().map(Vec::len).sum();
+        assert!(entries <= 1024, "{entries} entries");
     }
 
     #[test]
