@@ -90,10 +90,11 @@ fn main() {
 
     // LOGLAKE_BENCH_ONLY=ours: run only loglake's decoder (for profiling)
     let only_ours = std::env::var("LOGLAKE_BENCH_ONLY").is_ok_and(|v| v == "ours");
-    let mut best = [f64::MAX; 4];
-    let mut rows = [0usize; 4];
-    let ours = |opts: &DecoderOptions| {
-        let mut d = decoder_for("fluentbit", opts).expect("decoder");
+    let mut best = [f64::MAX; 3];
+    let mut rows = [0usize; 3];
+    for run in 0..runs {
+        // 1. ours
+        let mut d = decoder_for("fluentbit", &DecoderOptions::default()).expect("decoder");
         let t = Instant::now();
         let mut n = 0;
         for (ci, chunk) in records.chunks(BATCH).enumerate() {
@@ -106,28 +107,13 @@ fn main() {
             assert!(o.errors.is_empty());
             n += black_box(o.batch).num_rows();
         }
-        (t.elapsed().as_secs_f64(), n)
-    };
-    for run in 0..runs {
-        // 1. ours, and ours without the nested-object memo (interleaved: same conditions)
-        let (secs, n) = ours(&DecoderOptions::default());
-        best[0] = best[0].min(secs);
+        best[0] = best[0].min(t.elapsed().as_secs_f64());
         rows[0] = n;
-        let (secs, n) = ours(&DecoderOptions {
-            memo_nested_objects: false,
-            ..DecoderOptions::default()
-        });
-        best[3] = best[3].min(secs);
-        rows[3] = n;
         if only_ours {
             eprintln!(
                 "run {} done: {:.1} MB/s",
                 run + 1,
                 bytes as f64 / 1e6 / best[0]
-            );
-            eprintln!(
-                "  without the memo: {:.1} MB/s",
-                bytes as f64 / 1e6 / best[3]
             );
             continue;
         }
@@ -169,7 +155,6 @@ fn main() {
         "loglake fluentbit decoder (-> container schema)",
         "serde_json::Value -> Arrow builders (-> container schema)",
         "arrow-json stock reader (-> raw nested schema)",
-        "loglake fluentbit decoder, nested-object memo off",
     ]
     .iter()
     .enumerate()
@@ -181,7 +166,6 @@ fn main() {
             rows[i]
         );
     }
-    println!("  memo on vs off: {:.2}x", best[3] / best[0]);
     println!(
         "  ratio vs arrow-json: {:.2}x (goal >= 2x)",
         best[2] / best[0]

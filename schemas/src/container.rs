@@ -11,7 +11,7 @@ use arrow::array::{
 };
 use arrow::datatypes::SchemaRef;
 
-use crate::json::{JVal, Parser, SubMemo, join_path};
+use crate::json::{JVal, Parser, join_path};
 use crate::util::{
     detect_level, dt_hour, normalize_level, parse_any_ts_us, parse_epoch_us, parse_k8s_log_path,
 };
@@ -715,8 +715,6 @@ pub(crate) struct JsonDecoder {
     builder: ContainerBuilder,
     /// The parser's key path, reused between records.
     path: Vec<Cow<'static, str>>,
-    /// Nested objects seen in earlier records (the per-container `kubernetes` object).
-    memo: SubMemo,
 }
 
 impl JsonDecoder {
@@ -726,7 +724,6 @@ impl JsonDecoder {
             opts,
             builder: ContainerBuilder::new(),
             path: Vec::new(),
-            memo: SubMemo::default(),
         }
     }
 }
@@ -917,21 +914,14 @@ fn parse_envelope<'a>(
     path: &mut Vec<Cow<'a, str>>,
     map: MapFn,
     nl_ok: NlFn,
-    memo: Option<&mut SubMemo>,
 ) -> Result<(), String> {
     let mut p = Parser::new(text);
-    let mut memo = memo;
-    let mut object = |p: &mut Parser<'a>, path: &mut Vec<Cow<'a, str>>, row: &mut Row<'a>| {
-        let mut f = |path: &[Cow<'a, str>], v, nl| map(row, path, v, nl);
-        match memo.as_deref_mut() {
-            Some(m) => p.object_nl_memo(path, &nl_ok, &mut f, m),
-            None => p.object_nl(path, &nl_ok, &mut f),
-        }
-        .map_err(|e| e.to_string())
-    };
     p.ws();
     match p.peek() {
-        Some(b'{') => object(&mut p, path, row)?,
+        Some(b'{') => {
+            p.object_nl(path, &nl_ok, &mut |path, v, nl| map(row, path, v, nl))
+                .map_err(|e| e.to_string())?;
+        }
         Some(b'[') => {
             p.expect(b'[').map_err(|e| e.to_string())?;
             p.ws();
@@ -954,7 +944,8 @@ fn parse_envelope<'a>(
             row.ts(4, &[Cow::Borrowed("fluentbit.time")], ts);
             p.expect(b',').map_err(|e| e.to_string())?;
             p.ws();
-            object(&mut p, path, row)?;
+            p.object_nl(path, &nl_ok, &mut |path, v, nl| map(row, path, v, nl))
+                .map_err(|e| e.to_string())?;
             p.expect(b']').map_err(|e| e.to_string())?;
         }
         _ => return Err("payload is not a JSON object".into()),
@@ -997,19 +988,10 @@ impl Decoder for JsonDecoder {
             let b = &mut self.builder;
             let opts = &self.opts;
             let path_buf = &mut self.path;
-            let memo = &mut self.memo;
-            let use_memo = opts.memo_nested_objects;
             let res = with_text(payload, |text, lossy| {
                 let mut row = b.new_row(lossy);
                 let mut path = recycle(std::mem::take(path_buf));
-                let res = parse_envelope(
-                    text,
-                    &mut row,
-                    &mut path,
-                    map,
-                    nl_ok,
-                    use_memo.then_some(&mut *memo),
-                );
+                let res = parse_envelope(text, &mut row, &mut path, map, nl_ok);
                 *path_buf = recycle(path);
                 match res {
                     Ok(()) => {
@@ -1088,68 +1070,6 @@ mod tests {
 
     fn attr<'x>(a: &'x Attrs, k: &str) -> Option<&'x Option<String>> {
         a.iter().find(|(x, _)| x == k).map(|(_, v)| v)
-    }
-
-    #[test]
-    fn memoised_kubernetes_objects_decode_like_a_fresh_decoder() {
-        // one decoder over a batch of generated records (the per-container `kubernetes` objects
-        // repeat: the memo replays them) against a fresh decoder for every record (nothing to
-        // replay): the same rows, column for column, and the same errors
-        let mut g = crate::r#gen::FluentBitGen::new(crate::r#gen::GenOptions {
-            malformed_per_mille: 10,
-            ..Default::default()
-        });
-        let payloads: Vec<Vec<u8>> = (0..4000).map(|_| g.next_record()).collect();
-        let recs: Vec<RawRecord<'_>> = payloads
-            .iter()
-            .enumerate()
-            .map(|(i, p)| RawRecord {
-                // records without an event time (vector, filebeat) take the Kafka timestamp
-                timestamp_ms: Some(1_714_557_600_000 + i as i64),
-                ..RawRecord::new("t", 0, i as i64, p)
-            })
-            .collect();
-        let opts = DecoderOptions::default();
-        for name in ["fluentbit", "vector", "filebeat"] {
-            let mut one = decoder_for(name, &opts).expect("decoder");
-            let batch = one.decode(&recs);
-            let mut fresh_batches = Vec::new();
-            let mut fresh_errors = Vec::new();
-            for r in recs.chunks(1) {
-                let mut d = decoder_for(name, &opts).expect("decoder");
-                let out = d.decode(r);
-                fresh_errors.extend(out.errors.into_iter().map(|e| (e.offset, e.reason)));
-                fresh_batches.push(out.batch);
-            }
-            let fresh = arrow::compute::concat_batches(&batch.batch.schema(), &fresh_batches)
-                .expect("concat");
-            assert_eq!(batch.batch.num_rows(), fresh.num_rows(), "{name}");
-            for (i, f) in fresh.schema().fields().iter().enumerate() {
-                if f.name() == "ingest_ts" {
-                    continue;
-                }
-                assert_eq!(
-                    batch.batch.column(i).as_ref(),
-                    fresh.column(i).as_ref(),
-                    "{name}: column {}",
-                    f.name()
-                );
-            }
-            let errors: Vec<_> = batch
-                .errors
-                .into_iter()
-                .map(|e| (e.offset, e.reason))
-                .collect();
-            assert_eq!(errors, fresh_errors, "{name}");
-        }
-        // and the fluentbit rows are real rows: every record but the malformed ones
-        assert_eq!(
-            g.malformed() as usize,
-            4000 - {
-                let mut d = decoder_for("fluentbit", &opts).expect("decoder");
-                d.decode(&recs).batch.num_rows()
-            }
-        );
     }
 
     #[test]

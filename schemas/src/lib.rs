@@ -233,10 +233,6 @@ pub struct DecoderOptions {
     /// record without `\n` — a process's last output without a newline — is a complete line and
     /// is not held back; 0 joins every record without `\n` (Fluent Bit's `Docker_Mode`).
     pub docker_split_min_bytes: usize,
-    /// JSON envelopes (`fluentbit`, `filebeat`, `vector`, `ilogtail`): replay a nested object
-    /// that is byte-identical to one seen before (the per-container `kubernetes` object) instead
-    /// of parsing it again. Same rows either way; on by default (off: the benchmark's baseline).
-    pub memo_nested_objects: bool,
 }
 
 impl Default for DecoderOptions {
@@ -249,7 +245,6 @@ impl Default for DecoderOptions {
             max_partial_bytes: 1 << 20,
             parse_json_message: true,
             docker_split_min_bytes: 16 * 1024,
-            memo_nested_objects: true,
         }
     }
 }
