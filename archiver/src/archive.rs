@@ -405,6 +405,38 @@ fn kafka_err(context: &str) -> impl FnOnce(KafkaError) -> ArchiveError + '_ {
     }
 }
 
+/// Attempts at reading a partition's watermarks before the run fails.
+const WATERMARK_ATTEMPTS: u32 = 4;
+
+/// A partition's (low, high) watermarks. A busy broker may time a metadata request out (tansu
+/// did, right after a 2 GB produce): that is retried with a growing pause (1, 2, 4 s) rather
+/// than failing a nightly run; the last error is returned, naming topic and partition.
+fn fetch_watermarks_retrying<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    topic: &str,
+    partition: i32,
+) -> Result<(i64, i64), ArchiveError> {
+    let mut attempt = 1;
+    loop {
+        match consumer.fetch_watermarks(topic, partition, Duration::from_secs(30)) {
+            Ok(w) => return Ok(w),
+            Err(e) if attempt < WATERMARK_ATTEMPTS => {
+                tracing::warn!(topic, partition, attempt, error = %e, "reading watermarks failed; retrying");
+                std::thread::sleep(Duration::from_secs(1 << (attempt - 1)));
+                attempt += 1;
+            }
+            Err(e) => {
+                return Err(ArchiveError::Kafka {
+                    context: format!(
+                        "fetch_watermarks of {topic}/{partition} ({attempt} attempts)"
+                    ),
+                    source: e,
+                });
+            }
+        }
+    }
+}
+
 impl Archiver {
     /// Opens (or creates) the tables and subscribes to the topics.
     pub fn new(cfg: ArchiveConfig, handle: Handle) -> Result<Self, ArchiveError> {
@@ -651,10 +683,7 @@ impl Archiver {
                         let Some(&table) = self.topic_table.get(&topic) else {
                             continue;
                         };
-                        let (low, high) = self
-                            .consumer
-                            .fetch_watermarks(&topic, p, Duration::from_secs(30))
-                            .map_err(kafka_err("fetch_watermarks"))?;
+                        let (low, high) = fetch_watermarks_retrying(&self.consumer, &topic, p)?;
                         let next = start.seek().unwrap_or(low).max(low);
                         let end = self.cfg.until_end.then_some(high);
                         tracing::info!(topic = %topic, partition = p, start = ?start, low, high, "assigned");
