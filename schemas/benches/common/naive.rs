@@ -50,7 +50,7 @@ pub fn serde_baseline(records: &[Vec<u8>]) -> RecordBatch {
     let ts = |_: ()| TimestampMicrosecondBuilder::new().with_timezone("UTC");
     let mut t = ts(());
     let mut it = ts(());
-    let mut strs: Vec<StringBuilder> = (0..12).map(|_| StringBuilder::new()).collect();
+    let mut strs: Vec<StringBuilder> = (0..16).map(|_| StringBuilder::new()).collect();
     let mut labels = map_builder();
     let mut attrs = map_builder();
     let mut topic = StringBuilder::new();
@@ -64,11 +64,15 @@ pub fn serde_baseline(records: &[Vec<u8>]) -> RecordBatch {
         };
         let k8s = v.get("kubernetes");
         let ks = |k: &str| k8s.and_then(|x| x.get(k)).and_then(Value::as_str);
-        let mut cols: [Option<&str>; 12] = [None; 12];
+        let mut cols: [Option<&str>; 16] = [None; 16];
         cols[1] = ks("namespace_name");
         cols[2] = ks("pod_name");
         cols[3] = ks("container_name");
         cols[4] = ks("host");
+        cols[12] = ks("pod_id");
+        cols[13] = ks("docker_id");
+        cols[14] = ks("container_image");
+        cols[15] = ks("container_hash");
         cols[7] = v.get("stream").and_then(Value::as_str);
         let msg = v
             .get("log")
@@ -92,7 +96,15 @@ pub fn serde_baseline(records: &[Vec<u8>]) -> RecordBatch {
             for (kk, val) in k {
                 if !matches!(
                     kk.as_str(),
-                    "namespace_name" | "pod_name" | "container_name" | "host" | "labels"
+                    "namespace_name"
+                        | "pod_name"
+                        | "container_name"
+                        | "host"
+                        | "labels"
+                        | "pod_id"
+                        | "docker_id"
+                        | "container_image"
+                        | "container_hash"
                 ) {
                     flatten(&format!("kubernetes.{kk}"), val, &mut attrs);
                 }
@@ -123,7 +135,7 @@ pub fn serde_baseline(records: &[Vec<u8>]) -> RecordBatch {
     let mut arrays: Vec<ArrayRef> = vec![Arc::new(t.finish()), Arc::new(it.finish())];
     arrays.extend(s.drain(..9)); // cluster..level
     arrays.push(message);
-    arrays.append(&mut s); // trace, span
+    arrays.append(&mut s); // trace, span, pod_uid, container_id, image, image_id
     arrays.push(Arc::new(labels.finish()));
     arrays.push(Arc::new(attrs.finish()));
     arrays.push(Arc::new(topic.finish()));
