@@ -426,12 +426,9 @@ fn fetch_watermarks_retrying<C: ConsumerContext>(
                 attempt += 1;
             }
             Err(e) => {
-                return Err(ArchiveError::Kafka {
-                    context: format!(
-                        "fetch_watermarks of {topic}/{partition} ({attempt} attempts)"
-                    ),
-                    source: e,
-                });
+                let context =
+                    format!("fetch_watermarks of {topic}/{partition} ({attempt} attempts)");
+                return Err(kafka_err(&context)(e));
             }
         }
     }
