@@ -6,14 +6,15 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, Date32Builder, Int32Builder, Int64Builder, MapBuilder, MapFieldNames, RecordBatch,
-    StringBuilder, TimestampMicrosecondBuilder,
+    ArrayRef, Date32Builder, Int16Builder, Int32Builder, Int64Builder, MapBuilder, MapFieldNames,
+    RecordBatch, StringBuilder, TimestampMicrosecondBuilder,
 };
 use arrow::datatypes::SchemaRef;
 
 use crate::json::{JVal, Parser, join_path};
 use crate::util::{
-    detect_level, dt_hour, normalize_level, parse_any_ts_us, parse_epoch_us, parse_k8s_log_path,
+    EventTime, detect_level, dt_hour, normalize_level, parse_any_ts, parse_epoch,
+    parse_k8s_log_path,
 };
 use crate::{
     DecodeOutput, Decoder, DecoderOptions, RawRecord, RecordError, TableKind, table_schema,
@@ -58,6 +59,8 @@ pub(crate) struct Row<'a> {
     pub(crate) msg_prio: u8,
     pub(crate) msg_key: Option<AKey<'a>>,
     pub ts_us: Option<i64>,
+    /// Nanoseconds within `ts_us`'s microsecond, when a time source had them (`ts_nanos`).
+    pub ts_nanos: Option<i16>,
     pub(crate) ts_prio: u8,
     pub(crate) ts_key: Option<(AKey<'a>, Cow<'a, str>)>,
     /// A kubelet log path seen in the envelope: fills namespace/pod/container when missing.
@@ -172,30 +175,40 @@ impl<'a> Row<'a> {
         self.msg_key = Some(key);
     }
 
-    /// Offers an event-time candidate (RFC 3339 text or epoch number).
+    /// Offers an event-time candidate (RFC 3339 text or epoch number). The highest priority
+    /// wins; a candidate naming the same instant as the current `ts` is redundant and not kept
+    /// (it only adds its nanoseconds when `ts` has none); any other loser goes to attrs.
     pub fn ts(&mut self, prio: u8, path: &[Cow<'a, str>], v: JVal<'a>) {
-        if self.ts_us.is_some() && self.ts_prio >= prio {
-            self.attr_path(path, v);
-            return;
-        }
         let parsed = match &v {
-            JVal::Str(s) => parse_any_ts_us(s),
-            JVal::Num(n) => parse_epoch_us(n),
+            JVal::Str(s) => parse_any_ts(s),
+            JVal::Num(n) => parse_epoch(n),
             _ => None,
         };
-        let Some(us) = parsed else {
+        let Some(t) = parsed else {
             self.attr_path(path, v);
             return;
         };
-        if self.ts_us.is_some() && self.ts_prio >= prio {
-            self.attr_path(path, v);
-            return;
+        if let Some(us) = self.ts_us {
+            let cur = EventTime {
+                us,
+                sub_us_ns: self.ts_nanos,
+            };
+            if cur.same_instant(&t) {
+                self.ts_nanos = self.ts_nanos.or(t.sub_us_ns);
+                self.ts_prio = self.ts_prio.max(prio);
+                return;
+            }
+            if self.ts_prio >= prio {
+                self.attr_path(path, v);
+                return;
+            }
+            if let Some((old_key, old)) = self.ts_key.take() {
+                self.attrs.push((old_key, Some(old)));
+            }
         }
         let key = self.key_for(path);
-        if let Some((old_key, old)) = self.ts_key.take() {
-            self.attrs.push((old_key, Some(old)));
-        }
-        self.ts_us = Some(us);
+        self.ts_us = Some(t.us);
+        self.ts_nanos = t.sub_us_ns;
         self.ts_prio = prio;
         if let Some(text) = v.into_text() {
             self.ts_key = Some((key, text));
@@ -383,6 +396,7 @@ impl MsgJsonBufs {
 /// Arrow builders of the container schema.
 pub(crate) struct ContainerBuilder {
     ts: TimestampMicrosecondBuilder,
+    ts_nanos: Int16Builder,
     ingest_ts: TimestampMicrosecondBuilder,
     cols: Vec<StringBuilder>,
     message: StringBuilder,
@@ -404,6 +418,7 @@ impl ContainerBuilder {
     pub fn new() -> Self {
         ContainerBuilder {
             ts: TimestampMicrosecondBuilder::new().with_timezone("UTC"),
+            ts_nanos: Int16Builder::new(),
             ingest_ts: TimestampMicrosecondBuilder::new().with_timezone("UTC"),
             cols: (0..NCOLS).map(|_| StringBuilder::new()).collect(),
             message: StringBuilder::new(),
@@ -591,6 +606,7 @@ impl ContainerBuilder {
         }
         self.message.append_option(message.as_deref());
         self.ts.append_value(ts);
+        self.ts_nanos.append_option(row.ts_us.and(row.ts_nanos));
         self.ingest_ts.append_value(ingest_us);
         self.topic.append_value(rec.topic);
         self.partition.append_value(rec.partition);
@@ -626,6 +642,7 @@ impl ContainerBuilder {
         let image_id = next();
         let arrays: Vec<ArrayRef> = vec![
             Arc::new(self.ts.finish()),
+            Arc::new(self.ts_nanos.finish()),
             Arc::new(self.ingest_ts.finish()),
             cluster,
             namespace,

@@ -18,6 +18,7 @@
 //! | column | type | meaning |
 //! |---|---|---|
 //! | `ts` | timestamp µs UTC, not null | event time from the envelope (or the CRI/docker line); when the record has none, the Kafka timestamp (`attrs["loglake.ts_source"]="kafka"`), else the decode time (`"ingest"`) |
+//! | `ts_nanos` | Int16 | the nanoseconds within `ts`'s microsecond (0–999) when the time source wrote nanoseconds (CRI and docker lines, Fluent Bit's `time`, OTLP, integer nanosecond epochs), else null: `ts` + `ts_nanos` is the source's time to the nanosecond. A second time field of the envelope that names the same instant as `ts` (Fluent Bit's `time` beside `@timestamp`) is not repeated in `attrs`; one naming another instant is |
 //! | `ingest_ts` | timestamp µs UTC, not null | when loglake decoded the record |
 //! | `cluster` | Utf8 | cluster name from the envelope (`orchestrator.cluster.name`, `k8s.cluster.name`, `cluster`…), else [`DecoderOptions::cluster`] |
 //! | `namespace` | Utf8 | Kubernetes namespace (envelope metadata, else the kubelet log file name) |

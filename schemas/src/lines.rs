@@ -13,7 +13,7 @@ use arrow::datatypes::SchemaRef;
 
 use crate::container::{Col, ContainerBuilder, Row, finish_output};
 use crate::json::{JVal, flatten_object, join_path};
-use crate::util::parse_rfc3339_us;
+use crate::util::{EventTime, parse_rfc3339};
 use crate::{
     DecodeOutput, Decoder, DecoderOptions, RawRecord, RecordError, TableKind, table_schema,
     with_text,
@@ -35,7 +35,7 @@ struct PKey {
 
 #[derive(Debug)]
 struct Partial {
-    ts_us: i64,
+    ts: EventTime,
     buf: Vec<u8>,
     offsets: Vec<i64>,
     path: Option<String>,
@@ -45,7 +45,7 @@ struct Partial {
 
 /// One parsed line (owned: lines are short and the envelope may be lossy-decoded).
 struct Line {
-    ts_us: i64,
+    ts: EventTime,
     stream: String,
     partial: bool,
     msg: Vec<u8>,
@@ -69,7 +69,7 @@ fn is_path_key(k: &str) -> bool {
 }
 
 /// Parses a CRI line (bytes: the message may be invalid UTF-8).
-fn parse_cri(line: &[u8]) -> Result<(i64, &str, bool, &[u8]), String> {
+fn parse_cri(line: &[u8]) -> Result<(EventTime, &str, bool, &[u8]), String> {
     let line = line.strip_suffix(b"\n").unwrap_or(line);
     let mut it = line.splitn(4, |&b| b == b' ');
     let ts = it.next().unwrap_or_default();
@@ -78,7 +78,7 @@ fn parse_cri(line: &[u8]) -> Result<(i64, &str, bool, &[u8]), String> {
     let msg = it.next().unwrap_or_default();
     let ts = std::str::from_utf8(ts)
         .ok()
-        .and_then(parse_rfc3339_us)
+        .and_then(parse_rfc3339)
         .ok_or("not a CRI line: invalid timestamp")?;
     let stream = match stream {
         b"stdout" => "stdout",
@@ -117,9 +117,9 @@ fn parse_line(fmt: LineFormat, payload: &[u8], docker_split_min: usize) -> Resul
                 })
                 .map_err(|e| e.to_string())?;
                 let raw = raw.ok_or("CRI envelope has no `log`/`message` string")?;
-                let (ts_us, stream, partial, msg) = parse_cri(raw.as_bytes())?;
+                let (ts, stream, partial, msg) = parse_cri(raw.as_bytes())?;
                 Ok(Line {
-                    ts_us,
+                    ts,
                     stream: stream.to_owned(),
                     partial,
                     msg: msg.to_vec(),
@@ -130,9 +130,9 @@ fn parse_line(fmt: LineFormat, payload: &[u8], docker_split_min: usize) -> Resul
             })
         }
         (LineFormat::Cri, _) => {
-            let (ts_us, stream, partial, msg) = parse_cri(payload)?;
+            let (ts, stream, partial, msg) = parse_cri(payload)?;
             Ok(Line {
-                ts_us,
+                ts,
                 stream: stream.to_owned(),
                 partial,
                 msg: msg.to_vec(),
@@ -143,7 +143,7 @@ fn parse_line(fmt: LineFormat, payload: &[u8], docker_split_min: usize) -> Resul
         }
         (LineFormat::Docker, _) => with_text(payload, |text, lossy| {
             let mut log: Option<Result<String, ()>> = None;
-            let mut time: Option<Option<i64>> = None;
+            let mut time: Option<Option<EventTime>> = None;
             let mut stream: Option<String> = None;
             let mut path = None;
             let mut attrs = Vec::new();
@@ -157,7 +157,7 @@ fn parse_line(fmt: LineFormat, payload: &[u8], docker_split_min: usize) -> Resul
                         })
                     }
                     ("time", v) if time.is_none() => {
-                        time = Some(v.as_str().and_then(parse_rfc3339_us))
+                        time = Some(v.as_str().and_then(parse_rfc3339))
                     }
                     ("stream", JVal::Str(s)) if stream.is_none() => stream = Some(s.into_owned()),
                     (pk, JVal::Str(s)) if is_path_key(pk) && path.is_none() => {
@@ -173,7 +173,7 @@ fn parse_line(fmt: LineFormat, payload: &[u8], docker_split_min: usize) -> Resul
                 Some(Err(())) => return Err("docker record: `log` is not a string".into()),
                 None => return Err("docker record: no `log` field".into()),
             };
-            let ts_us = match time {
+            let ts = match time {
                 Some(Some(t)) => t,
                 Some(None) => {
                     return Err("docker record: `time` is not an RFC 3339 timestamp".into());
@@ -182,7 +182,7 @@ fn parse_line(fmt: LineFormat, payload: &[u8], docker_split_min: usize) -> Resul
             };
             let partial = !log.ends_with('\n') && log.len() >= docker_split_min;
             Ok(Line {
-                ts_us,
+                ts,
                 stream: stream.unwrap_or_default(),
                 partial,
                 msg: log.into_bytes(),
@@ -221,7 +221,7 @@ impl LineDecoder {
         &mut self,
         rec: &RawRecord<'_>,
         offset: i64,
-        ts_us: i64,
+        ts: EventTime,
         stream: &str,
         msg: Vec<u8>,
         path: Option<&str>,
@@ -239,7 +239,8 @@ impl LineDecoder {
             lossy: lossy || bad,
             ..Row::default()
         };
-        row.ts_us = Some(ts_us);
+        row.ts_us = Some(ts.us);
+        row.ts_nanos = ts.sub_us_ns;
         if !stream.is_empty() {
             row.set(Col::Stream, stream);
         }
@@ -279,7 +280,7 @@ impl LineDecoder {
         self.emit(
             &rec,
             last,
-            p.ts_us,
+            p.ts,
             &key.stream,
             p.buf,
             p.path.as_deref(),
@@ -334,7 +335,7 @@ impl Decoder for LineDecoder {
             if line.partial {
                 let max = self.opts.max_partial_bytes;
                 let p = self.partials.entry(key.clone()).or_insert_with(|| Partial {
-                    ts_us: line.ts_us,
+                    ts: line.ts,
                     buf: Vec::new(),
                     offsets: Vec::new(),
                     path: path.clone(),
@@ -357,7 +358,7 @@ impl Decoder for LineDecoder {
                     self.emit(
                         rec,
                         rec.offset,
-                        p.ts_us,
+                        p.ts,
                         &line.stream,
                         p.buf,
                         path.as_deref(),
@@ -371,7 +372,7 @@ impl Decoder for LineDecoder {
                 None => self.emit(
                     rec,
                     rec.offset,
-                    line.ts_us,
+                    line.ts,
                     &line.stream,
                     line.msg,
                     path.as_deref(),

@@ -11,6 +11,7 @@ use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use prost::Message;
 
 use crate::container::{Col, ContainerBuilder, Row, finish_output};
+use crate::util::EventTime;
 use crate::{
     DecodeOutput, Decoder, DecoderOptions, RawRecord, RecordError, TableKind, table_schema,
 };
@@ -176,8 +177,12 @@ impl OtlpDecoder {
                     } else {
                         lr.observed_time_unix_nano
                     };
-                    if t != 0 {
-                        row.ts_us = i64::try_from(t / 1000).ok();
+                    if t != 0
+                        && let Ok(ns) = i64::try_from(t)
+                    {
+                        let et = EventTime::from_nanos(ns);
+                        row.ts_us = Some(et.us);
+                        row.ts_nanos = et.sub_us_ns;
                     }
                     if lr.time_unix_nano == 0 && lr.observed_time_unix_nano != 0 {
                         row.flags

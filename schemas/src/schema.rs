@@ -91,6 +91,7 @@ fn tail_fields() -> Vec<Field> {
 static CONTAINER: LazyLock<SchemaRef> = LazyLock::new(|| {
     let mut f = vec![
         Field::new("ts", ts_type(), false),
+        Field::new("ts_nanos", DataType::Int16, true),
         Field::new("ingest_ts", ts_type(), false),
         utf8("cluster"),
         utf8("namespace"),

@@ -144,6 +144,71 @@ fn kafka_timestamp_fallback_is_flagged_and_tombstones_are_errors() {
 }
 
 #[test]
+fn nanoseconds_are_kept_and_a_redundant_time_field_is_not() {
+    // Fluent Bit: `@timestamp` (µs) wins; `time` names the same instant with nanoseconds: its
+    // nanoseconds go to `ts_nanos` and it is not repeated in attrs. A `time` naming another
+    // instant is kept in attrs.
+    let same = br#"{"@timestamp":1714557600.123456,"log":"a\n","stream":"stdout","time":"2024-05-01T10:00:00.123456789Z"}"#;
+    let other =
+        br#"{"@timestamp":1714557600.123456,"log":"b\n","time":"2024-05-01T10:00:05.000000001Z"}"#;
+    let micros =
+        br#"{"@timestamp":1714557600.123456,"log":"c\n","time":"2024-05-01T10:00:00.123456Z"}"#;
+    // the lower priority first: the same rule the other way round
+    let reversed =
+        br#"{"time":"2024-05-01T10:00:00.123456789Z","log":"d\n","@timestamp":1714557600.123456}"#;
+    let mut d = decoder("fluentbit");
+    let o = decode_payloads(
+        d.as_mut(),
+        &[
+            same.to_vec(),
+            other.to_vec(),
+            micros.to_vec(),
+            reversed.to_vec(),
+        ],
+    );
+    assert!(o.errors.is_empty(), "{:?}", o.errors);
+    let b = &o.batch;
+    let ts = us("2024-05-01T10:00:00.123456Z");
+    for row in 0..4 {
+        assert_eq!(tsv(b, "ts", row), Some(ts), "row {row}");
+    }
+    assert_eq!(i16v(b, "ts_nanos", 0), Some(789));
+    assert_eq!(map(b, "attrs", 0), vec![]);
+    assert_eq!(i16v(b, "ts_nanos", 1), None);
+    assert_eq!(
+        map_get(b, "attrs", 1, "time").as_deref(),
+        Some("2024-05-01T10:00:05.000000001Z")
+    );
+    assert_eq!(i16v(b, "ts_nanos", 2), None);
+    assert_eq!(map(b, "attrs", 2), vec![]);
+    assert_eq!(i16v(b, "ts_nanos", 3), Some(789));
+    assert_eq!(map(b, "attrs", 3), vec![]);
+
+    // CRI and docker lines and Vector's timestamp carry nanoseconds
+    let mut d = decoder("cri");
+    let o = decode_payloads(
+        d.as_mut(),
+        &[b"2024-05-01T10:00:00.123456789Z stdout F x".to_vec()],
+    );
+    assert_eq!(tsv(&o.batch, "ts", 0), Some(ts));
+    assert_eq!(i16v(&o.batch, "ts_nanos", 0), Some(789));
+    let mut d = decoder("docker");
+    let o = decode_payloads(
+        d.as_mut(),
+        &[br#"{"log":"x\n","stream":"stdout","time":"2024-05-01T10:00:00.1234567Z"}"#.to_vec()],
+    );
+    assert_eq!(tsv(&o.batch, "ts", 0), Some(ts));
+    assert_eq!(i16v(&o.batch, "ts_nanos", 0), Some(700));
+    let mut d = decoder("vector");
+    let o = decode_payloads(
+        d.as_mut(),
+        &[br#"{"message":"x","timestamp":"2024-05-01T10:00:00.123456999Z"}"#.to_vec()],
+    );
+    assert_eq!(i16v(&o.batch, "ts_nanos", 0), Some(999));
+    assert_eq!(map_get(&o.batch, "attrs", 0, "timestamp"), None);
+}
+
+#[test]
 fn cri_state_is_per_source_and_stream() {
     // two pods interleaving partial lines on one partition, sources told apart by the path header
     let h1 = [("path", Some(&b"/var/log/containers/a-0_ns_c-0000000000000000000000000000000000000000000000000000000000000000.log"[..]))];

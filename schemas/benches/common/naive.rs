@@ -4,8 +4,8 @@
 //! pipeline would. Not part of any library: benchmark code only.
 
 use arrow::array::{
-    ArrayRef, Date32Builder, Int32Builder, Int64Builder, MapBuilder, MapFieldNames, RecordBatch,
-    StringBuilder, TimestampMicrosecondBuilder,
+    ArrayBuilder, ArrayRef, Date32Builder, Int32Builder, Int64Builder, MapBuilder, MapFieldNames,
+    RecordBatch, StringBuilder, TimestampMicrosecondBuilder,
 };
 use loglake_schemas::{TableKind, table_schema};
 use serde_json::Value;
@@ -132,7 +132,10 @@ pub fn serde_baseline(records: &[Vec<u8>]) -> RecordBatch {
         .map(|b| Arc::new(b.finish()) as ArrayRef)
         .collect();
     let message = s.remove(9);
-    let mut arrays: Vec<ArrayRef> = vec![Arc::new(t.finish()), Arc::new(it.finish())];
+    let rows = t.len();
+    // `ts_nanos`: the baseline keeps Fluent Bit's `time` in attrs instead (a plain mapping)
+    let ts_nanos = Arc::new(arrow::array::Int16Array::new_null(rows));
+    let mut arrays: Vec<ArrayRef> = vec![Arc::new(t.finish()), ts_nanos, Arc::new(it.finish())];
     arrays.extend(s.drain(..9)); // cluster..level
     arrays.push(message);
     arrays.append(&mut s); // trace, span, pod_uid, container_id, image, image_id

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use arrow::array::{Array, AsArray, RecordBatch};
-use arrow::datatypes::{Int32Type, Int64Type, TimestampMicrosecondType};
+use arrow::datatypes::{Int16Type, Int32Type, Int64Type, TimestampMicrosecondType};
 use loglake_schemas::{DecodeOutput, Decoder, DecoderOptions, RawRecord, decoder_for};
 
 pub fn corpus(rel: &str) -> PathBuf {
@@ -54,6 +54,11 @@ pub fn s(b: &RecordBatch, col: &str, row: usize) -> Option<String> {
 
 pub fn i32v(b: &RecordBatch, col: &str, row: usize) -> Option<i32> {
     let a = b.column_by_name(col).unwrap().as_primitive::<Int32Type>();
+    a.is_valid(row).then(|| a.value(row))
+}
+
+pub fn i16v(b: &RecordBatch, col: &str, row: usize) -> Option<i16> {
+    let a = b.column_by_name(col).unwrap().as_primitive::<Int16Type>();
     a.is_valid(row).then(|| a.value(row))
 }
 
