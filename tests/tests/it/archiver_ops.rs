@@ -858,7 +858,7 @@ fn mib(bytes: u64) -> f64 {
 /// Budget of the fan-out run in CI: 64 MiB rather than the production-like 256 MiB: the
 /// data must be a few times the budget, and 700 MB through tansu and a debug build would take
 /// many minutes. `LOGLAKE_FANOUT_BUDGET_MIB=256` runs the figure (records scale with the
-/// budget); that run has not been recorded yet.
+/// budget; ≈ 12 min with a release `LOGLAKE_BIN`; recorded in DESIGN.md, "Memory").
 const FANOUT_BUDGET_DEFAULT: u64 = 64 << 20;
 /// What a run may hold beyond the budget and the baseline (the same run over 100 records): the
 /// librdkafka prefetch and the record sets it decompressed, one poll batch decoded and split by
