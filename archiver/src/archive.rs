@@ -396,7 +396,12 @@ pub struct Archiver {
     report: ArchiveReport,
     last_commit: Instant,
     assigned_once: bool,
+    last_trim: Instant,
 }
+
+/// Least time between two [`crate::release_freed_memory`] calls: each one costs page faults when
+/// the memory is used again, so it runs after files were closed, not after every poll.
+pub const TRIM_INTERVAL: Duration = Duration::from_secs(1);
 
 fn kafka_err(context: &str) -> impl FnOnce(KafkaError) -> ArchiveError + '_ {
     move |source| ArchiveError::Kafka {
@@ -555,6 +560,7 @@ impl Archiver {
             report: ArchiveReport::default(),
             last_commit: Instant::now(),
             assigned_once: false,
+            last_trim: Instant::now(),
         })
     }
 
@@ -928,7 +934,9 @@ impl Archiver {
                 sizes.push(size);
             }
         }
-        for v in budget_victims(&sizes, budget, budget / 4 * 3) {
+        let victims = budget_victims(&sizes, budget, budget / 4 * 3);
+        let closed_any = !victims.is_empty();
+        for v in victims {
             self.cfg.metrics.inc("loglake_budget_flushes_total", 1);
             match &owners[v] {
                 (Some(i), key) => {
@@ -946,7 +954,18 @@ impl Archiver {
                 }
             }
         }
+        if closed_any {
+            self.trim_allocator();
+        }
         Ok(())
+    }
+
+    /// [`crate::release_freed_memory`], at most once per [`TRIM_INTERVAL`].
+    fn trim_allocator(&mut self) {
+        if self.last_trim.elapsed() >= TRIM_INTERVAL {
+            crate::release_freed_memory();
+            self.last_trim = Instant::now();
+        }
     }
 
     /// Flushes everything and commits: dead letters first, then each table (I2, I4).
@@ -964,6 +983,7 @@ impl Archiver {
                 d.pending.push(add);
             }
         }
+        self.trim_allocator();
         // Partitions with new records since their last commit.
         let advanced: Vec<((String, i32), PartState)> = self
             .parts

@@ -57,35 +57,23 @@ pub fn run_archiver(
         .map_err(|_| ArchiveError::Other("archiver thread panicked".into()))?
 }
 
-/// The allocator threshold above which glibc serves an allocation with its own `mmap` (and
-/// returns it to the system on free). See [`bound_allocator_retention`].
-pub const MMAP_THRESHOLD_BYTES: usize = 1 << 20;
-
-/// Fixes glibc malloc's mmap threshold at [`MMAP_THRESHOLD_BYTES`], unless the user set it
-/// (`MALLOC_MMAP_THRESHOLD_` or `GLIBC_TUNABLES`). By default glibc raises the threshold up to
-/// 32 MiB after the first large free, so the archiver's multi-MiB Arrow and Parquet buffers then
-/// come from the heap, and what is freed there stays in the process: with a 256 MiB budget and
-/// 5,000 partitions the peak RSS was 524 MiB with the default and 450 MiB with a fixed 1 MiB
-/// threshold (DESIGN.md, "Memory"). Must run before any other thread starts.
-pub fn bound_allocator_retention() {
+/// Hands the memory the allocator holds free back to the system (glibc's `malloc_trim`; a no-op
+/// elsewhere). glibc raises its mmap threshold up to 32 MiB after the first large free, so the
+/// archiver's multi-MiB Arrow and Parquet buffers come from the heap, and what is freed there
+/// stays in the process: with a 256 MiB budget and 5,000 partitions the peak RSS was 524 MiB,
+/// 216 MiB over budget + baseline (DESIGN.md, "Memory"). The archiver calls this after it has
+/// closed files (at most once per [`archive::TRIM_INTERVAL`]).
+pub fn release_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        let user_set = std::env::var_os("MALLOC_MMAP_THRESHOLD_").is_some()
-            || std::env::var("GLIBC_TUNABLES").is_ok_and(|t| t.contains("mmap_threshold"));
-        if !user_set {
-            // SAFETY: mallopt only sets an allocator parameter; it is called at start-up, before
-            // this process has started any other thread.
-            let ok = unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES as i32) };
-            if ok != 1 {
-                tracing::warn!("mallopt(M_MMAP_THRESHOLD) failed; the allocator keeps its default");
-            }
-        }
+    // SAFETY: malloc_trim only returns free pages of the allocator's arenas to the kernel; it
+    // takes the arenas' locks itself and touches no live allocation.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 
 /// `loglake archive`. Prints the run report as one JSON line on stdout.
 pub fn run(args: ArchiveArgs) -> Result<ExitCode, ArchiveError> {
-    bound_allocator_retention();
     let rt = runtime()?;
     let shutdown = Arc::new(AtomicBool::new(false));
     let metrics = Arc::new(metrics::Metrics::default());
