@@ -72,7 +72,13 @@ fn run_child(mut cmd: Command) -> Result<(f64, f64, f64, String), BoxErr> {
     let mut u: libc::rusage = unsafe { std::mem::zeroed() };
     let r = unsafe { libc::wait4(pid, &mut status, 0, &mut u) };
     if r != pid || !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
-        return Err(format!("{cmd:?} failed (status {status})").into());
+        // program and arguments only: the command's environment holds the S3 credentials
+        return Err(format!(
+            "{:?} {:?} failed (status {status})",
+            cmd.get_program(),
+            cmd.get_args().collect::<Vec<_>>()
+        )
+        .into());
     }
     let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
     Ok((

@@ -63,8 +63,39 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("loglake: error: {e:#}");
+            eprintln!("loglake: error: {}", error_text(&e));
             ExitCode::from(1)
         }
+    }
+}
+
+/// The error and its causes joined with ": ", leaving out a cause whose text the message already
+/// holds (loglake's error types print their source in their own message).
+fn error_text(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_text;
+
+    #[test]
+    fn causes_already_in_the_message_are_not_repeated() {
+        let inner = std::io::Error::other("Timed out");
+        let e = anyhow::Error::new(inner).context("fetch_watermarks of t/1: Timed out");
+        assert_eq!(error_text(&e), "fetch_watermarks of t/1: Timed out");
+        let e = anyhow::Error::new(std::io::Error::other("disk full")).context("writing x");
+        assert_eq!(error_text(&e), "writing x: disk full");
     }
 }
