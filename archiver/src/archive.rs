@@ -396,12 +396,7 @@ pub struct Archiver {
     report: ArchiveReport,
     last_commit: Instant,
     assigned_once: bool,
-    last_trim: Instant,
 }
-
-/// Least time between two [`crate::release_freed_memory`] calls: each one costs page faults when
-/// the memory is used again, so it runs after files were closed, not after every poll.
-pub const TRIM_INTERVAL: Duration = Duration::from_secs(1);
 
 fn kafka_err(context: &str) -> impl FnOnce(KafkaError) -> ArchiveError + '_ {
     move |source| ArchiveError::Kafka {
@@ -560,7 +555,6 @@ impl Archiver {
             report: ArchiveReport::default(),
             last_commit: Instant::now(),
             assigned_once: false,
-            last_trim: Instant::now(),
         })
     }
 
@@ -934,9 +928,7 @@ impl Archiver {
                 sizes.push(size);
             }
         }
-        let victims = budget_victims(&sizes, budget, budget / 4 * 3);
-        let closed_any = !victims.is_empty();
-        for v in victims {
+        for v in budget_victims(&sizes, budget, budget / 4 * 3) {
             self.cfg.metrics.inc("loglake_budget_flushes_total", 1);
             match &owners[v] {
                 (Some(i), key) => {
@@ -954,18 +946,7 @@ impl Archiver {
                 }
             }
         }
-        if closed_any {
-            self.trim_allocator();
-        }
         Ok(())
-    }
-
-    /// [`crate::release_freed_memory`], at most once per [`TRIM_INTERVAL`].
-    fn trim_allocator(&mut self) {
-        if self.last_trim.elapsed() >= TRIM_INTERVAL {
-            crate::release_freed_memory();
-            self.last_trim = Instant::now();
-        }
     }
 
     /// Flushes everything and commits: dead letters first, then each table (I2, I4).
@@ -983,7 +964,6 @@ impl Archiver {
                 d.pending.push(add);
             }
         }
-        self.trim_allocator();
         // Partitions with new records since their last commit.
         let advanced: Vec<((String, i32), PartState)> = self
             .parts

@@ -57,21 +57,6 @@ pub fn run_archiver(
         .map_err(|_| ArchiveError::Other("archiver thread panicked".into()))?
 }
 
-/// Hands the memory the allocator holds free back to the system (glibc's `malloc_trim`; a no-op
-/// elsewhere). glibc raises its mmap threshold up to 32 MiB after the first large free, so the
-/// archiver's multi-MiB Arrow and Parquet buffers come from the heap, and what is freed there
-/// stays in the process: with a 256 MiB budget and 5,000 partitions the peak RSS was 524 MiB,
-/// 216 MiB over budget + baseline (DESIGN.md, "Memory"). The archiver calls this after it has
-/// closed files (at most once per [`archive::TRIM_INTERVAL`]).
-pub fn release_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only returns free pages of the allocator's arenas to the kernel; it
-    // takes the arenas' locks itself and touches no live allocation.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-}
-
 /// `loglake archive`. Prints the run report as one JSON line on stdout.
 pub fn run(args: ArchiveArgs) -> Result<ExitCode, ArchiveError> {
     let rt = runtime()?;
