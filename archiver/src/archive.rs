@@ -130,6 +130,15 @@ pub struct StartOffsets {
     pub dead_letters: Option<i64>,
 }
 
+/// I4: the dead-letter offset D that a commit records for a partition read up to `next`. It
+/// never goes back: after a crash between the dead-letter commit and the table commit, D is
+/// ahead of W, and a run that re-reads from W commits (rows, and dead letters of other
+/// partitions) before it is back at D. Recording `next` there would let that run write the bad
+/// records between `next` and the old D a second time.
+pub fn dead_letter_end(start: &StartOffsets, next: i64) -> i64 {
+    start.dead_letters.map_or(next, |d| d.max(next))
+}
+
 impl StartOffsets {
     pub fn seek(&self) -> Option<i64> {
         match (self.resume, self.committed) {
@@ -986,7 +995,7 @@ impl Archiver {
                     topic: t.clone(),
                     partition: *p,
                     from: s.start.dead_letters,
-                    to: s.next,
+                    to: dead_letter_end(&s.start, s.next),
                 })
                 .collect();
             let adds = std::mem::take(&mut d.pending);
@@ -1002,9 +1011,9 @@ impl Archiver {
                         .inc("loglake_dead_letters_committed_total", d.pending_rows);
                     tracing::info!(table = %d.sink.name(), version, rows = d.pending_rows, files = adds.len(), "committed dead letters");
                     d.pending_rows = 0;
-                    for ((t, p), s) in &advanced {
-                        if let Some(ps) = self.parts.get_mut(&(t.clone(), *p)) {
-                            ps.start.dead_letters = Some(s.next);
+                    for o in &offsets {
+                        if let Some(ps) = self.parts.get_mut(&(o.topic.clone(), o.partition)) {
+                            ps.start.dead_letters = Some(o.to);
                         }
                     }
                 }
@@ -1244,4 +1253,109 @@ fn dead_letter_batch(decoder: &str, bad: &[DeadLetter]) -> Result<RecordBatch, A
         cols.push(col);
     }
     Ok(RecordBatch::try_new(schema, cols)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn the_dead_letter_offset_never_goes_back() {
+        let s = |committed, dead_letters| StartOffsets {
+            committed,
+            resume: committed,
+            dead_letters,
+        };
+        // After a crash between the two commits: D = 300 ahead of W = 100, read up to 150.
+        assert_eq!(dead_letter_end(&s(Some(100), Some(300)), 150), 300);
+        assert_eq!(dead_letter_end(&s(Some(100), Some(300)), 450), 450);
+        assert_eq!(dead_letter_end(&s(None, None), 7), 7);
+        assert_eq!(dead_letter_end(&s(None, Some(9)), 7), 9);
+    }
+
+    /// One partition's records through runs that commit dead letters, then the table, and may
+    /// die anywhere (also between the two commits), with the floors and the D advance of the
+    /// archiver: every offset ends up exactly once as a row or a dead letter.
+    fn run_model(n: i64, bad_every: i64, steps: &[(i64, bool, u8)]) -> Vec<u32> {
+        let mut copies = vec![0u32; n as usize];
+        // Committed state: W and D (R = W: no partial lines here).
+        let (mut w, mut d): (Option<i64>, Option<i64>) = (None, None);
+        let mut steps = steps.iter();
+        // Each run: start from the tables, read chunks, commit after each; a step's `u8`
+        // says whether the run dies before (0), between (1) or after (2+) the two commits.
+        'runs: loop {
+            let mut ps = PartState {
+                table: 0,
+                start: StartOffsets {
+                    committed: w,
+                    resume: w,
+                    dead_letters: d,
+                },
+                next: w.unwrap_or(0),
+                end: None,
+            };
+            let (mut rows, mut dls): (Vec<i64>, Vec<i64>) = (Vec::new(), Vec::new());
+            loop {
+                let (chunk, other_partition_has_dead_letters, fate) = match steps.next() {
+                    Some(&s) => s,
+                    // The final run: to the end, no crash.
+                    None => (n, true, 2),
+                };
+                let to = (ps.next + chunk).min(n);
+                for o in ps.next..to {
+                    if o % bad_every == 0 {
+                        if o >= ps.dlq_floor() {
+                            dls.push(o);
+                        }
+                    } else if o >= ps.floor() {
+                        rows.push(o);
+                    }
+                }
+                ps.next = to;
+                if fate == 0 {
+                    continue 'runs; // killed: nothing of this run's buffers survives
+                }
+                let advanced = ps.start.committed.is_none_or(|c| ps.next > c);
+                if advanced {
+                    // Dead letters first (when any table partition has some).
+                    if !dls.is_empty() || other_partition_has_dead_letters {
+                        let end = dead_letter_end(&ps.start, ps.next);
+                        d = Some(end);
+                        ps.start.dead_letters = Some(end);
+                        for o in dls.drain(..) {
+                            copies[o as usize] += 1;
+                        }
+                    }
+                    if fate == 1 {
+                        continue 'runs; // killed between the two commits
+                    }
+                    w = Some(ps.next);
+                    ps.start.committed = w;
+                    ps.start.resume = w;
+                    for o in rows.drain(..) {
+                        copies[o as usize] += 1;
+                    }
+                }
+                if ps.next >= n && steps.len() == 0 {
+                    break 'runs;
+                }
+            }
+        }
+        copies
+    }
+
+    proptest! {
+        #[test]
+        fn every_offset_is_committed_once_however_the_runs_die(
+            n in 1i64..400,
+            bad_every in 1i64..12,
+            steps in proptest::collection::vec((1i64..80, any::<bool>(), 0u8..4), 0..40),
+        ) {
+            let copies = run_model(n, bad_every, &steps);
+            for (o, c) in copies.iter().enumerate() {
+                prop_assert_eq!(*c, 1, "offset {} committed {} times", o, c);
+            }
+        }
+    }
 }

@@ -475,3 +475,139 @@ async fn crash_loop_with_sigkill_loses_and_duplicates_nothing() {
     assert!(a.dead_letters > 0 && a.rows > 0);
     assert!(ok);
 }
+
+/// Produces `record(i)` for `i` in `first..first+n` to one partition of `topic`.
+async fn produce_to_partition(
+    topic: &str,
+    partition: i32,
+    first: usize,
+    n: usize,
+    record: impl Fn(usize) -> Vec<u8>,
+) {
+    let producer: FutureProducer = kafka()
+        .config()
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "10")
+        .create()
+        .expect("producer");
+    let mut sends = Vec::new();
+    for i in first..first + n {
+        let payload = record(i);
+        let producer = producer.clone();
+        let topic = topic.to_string();
+        sends.push(async move {
+            producer
+                .send(
+                    FutureRecord::<(), _>::to(&topic)
+                        .partition(partition)
+                        .payload(&payload),
+                    Duration::from_secs(60),
+                )
+                .await
+                .unwrap_or_else(|(e, _)| panic!("producing record {i}: {e}"))
+        });
+    }
+    futures::future::join_all(sends).await;
+}
+
+/// A crash between the dead-letter commit and the table commit leaves the dead-letter offset D
+/// of a partition ahead of the table's W. The next run re-reads from W and must skip the bad
+/// records below D — also after its first commits, which happen before it has read up to D
+/// again. (A commit that set D back to where the run had read to made the run write those bad
+/// records a second time: the duplicates the crash loop once saw under load.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_between_the_dead_letter_and_the_table_commit_duplicates_nothing() {
+    let topic = unique_name("dlq-ahead");
+    kafka().create_topic(&topic, 2).await.expect("topic");
+    // Partition 0: 10,000 records, 1 % malformed.
+    produce_to_partition(&topic, 0, 0, 10_000, |i| fluentbit_record(i, true)).await;
+    let table = s3().unique_url("dlq-ahead-table");
+    let dlq = format!("{table}-dlq");
+    let base = |group: &str| {
+        vec![
+            "--brokers".to_string(),
+            kafka().brokers.clone(),
+            "--topic".into(),
+            topic.clone(),
+            "--group".into(),
+            group.to_string(),
+            "--table".into(),
+            table.clone(),
+            "--decoder".into(),
+            "fluentbit".into(),
+            "--dlq-table".into(),
+            dlq.clone(),
+            "--until-end".into(),
+        ]
+    };
+    // Run 1 commits dead letters (D = 10,000), then the table (W = 10,000) — one commit each.
+    run_archive_blocking(base(&unique_name("g"))).await;
+    let (a, _) = audit(&topic, &table, &dlq);
+    assert_eq!((a.rows, a.dead_letters), (9_900, 100), "{a:?}");
+    // Undo the table commit, as if the archiver had died between the two commits: the table is
+    // back at its CREATE (no W), the dead-letter table keeps D = 10,000.
+    let prefix = Url::parse(&table)
+        .expect("url")
+        .path()
+        .trim_matches('/')
+        .to_string();
+    let log: Vec<String> = s3()
+        .list(&format!("{prefix}/_delta_log/"))
+        .await
+        .expect("list")
+        .into_iter()
+        .filter(|k| k.ends_with(".json"))
+        .collect();
+    assert_eq!(log.len(), 2, "CREATE + one append: {log:?}");
+    let store = s3().object_store().expect("store");
+    use object_store::ObjectStoreExt;
+    store
+        .delete(&object_store::path::Path::from(log[1].as_str()))
+        .await
+        .expect("delete the table's last commit");
+    assert_eq!(table_version(&table).await, 0);
+    // Partition 1: 2,000 records, all malformed, so every commit of run 2 that holds any of them
+    // commits dead letters while partition 0 is still below its D.
+    produce_to_partition(&topic, 1, 0, 2_000, |i| {
+        format!("not json {i}").into_bytes()
+    })
+    .await;
+    // Run 2 commits after every poll batch; fetches of at most 32 KiB per partition and 64 KiB in
+    // all make the batches small and mix both partitions, so there are several commits before
+    // partition 0 is back at 10,000.
+    let mut args = base(&unique_name("g"));
+    args.extend(
+        [
+            "--roll-interval",
+            "1ms",
+            "--memory-budget",
+            "8MiB",
+            "-X",
+            "max.partition.fetch.bytes=32768",
+            "-X",
+            "fetch.max.bytes=65536",
+            "-X",
+            "message.max.bytes=65536",
+        ]
+        .map(String::from),
+    );
+    let out = run_archive_blocking(args).await;
+    let report: serde_json::Value =
+        serde_json::from_slice(out.stdout.trim_ascii()).expect("report");
+    assert!(
+        report["commits"].as_u64().unwrap_or(0) >= 4,
+        "run 2 committed in several steps: {report}"
+    );
+    let (a, ok) = audit(&topic, &table, &dlq);
+    assert_eq!(
+        a,
+        Audit {
+            expected: 12_000,
+            rows: 9_900,
+            dead_letters: 2_100,
+            missing: 0,
+            duplicates: 0,
+        }
+    );
+    assert!(ok);
+}
