@@ -44,7 +44,22 @@ pub struct AuditReport {
     pub dead_letters: u64,
     pub missing: u64,
     pub duplicates: u64,
+    /// The first few offsets with no coverage, `[partition, offset]` (left out when none).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub missing_examples: Vec<MissingOffset>,
+    /// The first few offsets covered more than once, `[partition, offset, copies]` (left out
+    /// when none).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub duplicate_examples: Vec<DuplicateOffset>,
 }
+
+/// A missing offset: (partition, offset).
+pub type MissingOffset = (i32, i64);
+/// A duplicated offset: (partition, offset, copies).
+pub type DuplicateOffset = (i32, i64, u32);
+
+/// How many missing and duplicated offsets the report names.
+const EXAMPLES: usize = 10;
 
 impl AuditReport {
     pub fn ok(&self) -> bool {
@@ -78,6 +93,34 @@ impl Coverage {
             }
             _ => *self.outside.entry((partition, offset)).or_insert(0) += 1,
         }
+    }
+
+    /// Up to `limit` missing offsets and up to `limit` duplicated ones (with their copies), in
+    /// (partition, offset) order.
+    pub fn examples(&self, limit: usize) -> (Vec<MissingOffset>, Vec<DuplicateOffset>) {
+        let mut missing = Vec::new();
+        let mut dups = Vec::new();
+        let mut parts: Vec<_> = self.ranges.iter().collect();
+        parts.sort_by_key(|(p, _)| **p);
+        for (&p, (lo, _, counts)) in parts {
+            for (i, &c) in counts.iter().enumerate() {
+                let o = lo + i as i64;
+                if c == 0 && missing.len() < limit {
+                    missing.push((p, o));
+                } else if c > 1 && dups.len() < limit {
+                    dups.push((p, o, c));
+                }
+            }
+        }
+        let mut outside: Vec<_> = self.outside.iter().filter(|(_, c)| **c > 1).collect();
+        outside.sort();
+        for (&(p, o), &c) in outside {
+            if dups.len() < limit {
+                dups.push((p, o, c));
+            }
+        }
+        dups.sort();
+        (missing, dups)
     }
 
     /// (expected, missing, duplicates)
@@ -241,12 +284,15 @@ pub async fn audit(
         None => 0,
     };
     let (expected, missing, duplicates) = cov.summary();
+    let (missing_examples, duplicate_examples) = cov.examples(EXAMPLES);
     Ok(AuditReport {
         expected,
         rows,
         dead_letters,
         missing,
         duplicates,
+        missing_examples,
+        duplicate_examples,
     })
 }
 
@@ -266,5 +312,30 @@ mod tests {
         c.add(1, 3); // below low watermark (retention): not missing, counted once
         c.add(1, 3); // …and its second copy is a duplicate
         assert_eq!(c.summary(), (7, 1, 2));
+        assert_eq!(c.examples(10), (vec![(0, 3)], vec![(0, 2, 2), (1, 3, 2)]));
+        assert_eq!(c.examples(1), (vec![(0, 3)], vec![(0, 2, 2)]));
+    }
+
+    #[test]
+    fn a_clean_report_prints_the_five_counts_only() {
+        let r = AuditReport {
+            expected: 3,
+            rows: 2,
+            dead_letters: 1,
+            ..Default::default()
+        };
+        assert_eq!(
+            serde_json::to_string(&r).unwrap(),
+            r#"{"expected":3,"rows":2,"dead_letters":1,"missing":0,"duplicates":0}"#
+        );
+        let bad = AuditReport {
+            duplicates: 1,
+            duplicate_examples: vec![(2, 40, 2)],
+            ..r
+        };
+        assert_eq!(
+            serde_json::to_string(&bad).unwrap(),
+            r#"{"expected":3,"rows":2,"dead_letters":1,"missing":0,"duplicates":1,"duplicate_examples":[[2,40,2]]}"#
+        );
     }
 }

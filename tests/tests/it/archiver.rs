@@ -109,13 +109,19 @@ pub(crate) fn write_table_defs(dir: &std::path::Path, defs: &[(&str, &str)]) {
     }
 }
 
-#[derive(Debug, serde::Deserialize, PartialEq)]
+#[derive(Debug, Default, serde::Deserialize, PartialEq)]
 pub(crate) struct Audit {
     pub(crate) expected: u64,
     pub(crate) rows: u64,
     pub(crate) dead_letters: u64,
     pub(crate) missing: u64,
     pub(crate) duplicates: u64,
+    /// `[partition, offset]` of the first missing offsets (absent when none).
+    #[serde(default)]
+    pub(crate) missing_examples: Vec<(i32, i64)>,
+    /// `[partition, offset, copies]` of the first duplicated offsets (absent when none).
+    #[serde(default)]
+    pub(crate) duplicate_examples: Vec<(i32, i64, u32)>,
 }
 
 pub(crate) fn audit(topic: &str, table: &str, dlq: &str) -> (Audit, bool) {
@@ -249,7 +255,8 @@ async fn two_hundred_thousand_records_into_two_tables_exactly_once_with_dead_let
                 rows: 99_000,
                 dead_letters: 1_000,
                 missing: 0,
-                duplicates: 0
+                duplicates: 0,
+                ..Default::default()
             }
         );
         assert!(ok, "audit exits 0 when nothing is missing or duplicated");
@@ -348,7 +355,8 @@ async fn batch_mode_stops_at_the_frozen_end_while_the_producer_continues() {
             rows: 30_000,
             dead_letters: 0,
             missing: 0,
-            duplicates: 0
+            duplicates: 0,
+            ..Default::default()
         }
     );
     assert!(ok);
@@ -607,6 +615,7 @@ async fn a_crash_between_the_dead_letter_and_the_table_commit_duplicates_nothing
             dead_letters: 2_100,
             missing: 0,
             duplicates: 0,
+            ..Default::default()
         }
     );
     assert!(ok);

@@ -481,6 +481,7 @@ async fn two_archivers_and_a_rewriter_on_one_table_lose_and_duplicate_nothing() 
             dead_letters: GROUP_RECORDS as u64 / 100,
             missing: 0,
             duplicates: 0,
+            ..Default::default()
         }
     );
     assert!(ok);
@@ -739,6 +740,7 @@ async fn sigterm_commits_the_last_records_and_metrics_follow_the_run() {
             dead_letters: (FIRST / 100) as u64,
             missing: 0,
             duplicates: 0,
+            ..Default::default()
         }
     );
     assert!(ok);
@@ -1015,7 +1017,8 @@ async fn memory_stays_within_the_budget_with_five_thousand_open_partitions() {
             rows: fanout_records as u64,
             dead_letters: 0,
             missing: 0,
-            duplicates: 0
+            duplicates: 0,
+            ..Default::default()
         }
     );
     assert!(ok);

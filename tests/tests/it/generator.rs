@@ -75,6 +75,7 @@ async fn generated_zstd_topic_is_archived_exactly_once() {
             dead_letters: malformed,
             missing: 0,
             duplicates: 0,
+            ..Default::default()
         }
     );
     assert!(ok);
