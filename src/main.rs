@@ -33,12 +33,25 @@ enum Command {
     Version,
 }
 
+/// The tracing filter for `LOGLAKE_LOG` (`None`: not set). Delta Kernel logs an ERROR each time
+/// a table that does not exist yet is opened (`No files in log segment`), which the archiver
+/// does on purpose before creating it; that line stays off unless the filter names the kernel.
+fn log_filter(env: Option<&str>) -> String {
+    const DEFAULT: &str =
+        "warn,buoyant_kernel=off,loglake=info,loglake_archiver=info,loglake_query=info";
+    match env.map(str::trim) {
+        None | Some("") => DEFAULT.to_string(),
+        Some(s) if s.contains("buoyant_kernel") => s.to_string(),
+        Some(s) => format!("{s},buoyant_kernel::snapshot::builder=off"),
+    }
+}
+
 fn init_tracing() {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("LOGLAKE_LOG").unwrap_or_else(|_| {
-        EnvFilter::new(
-            "warn,buoyant_kernel=off,loglake=info,loglake_archiver=info,loglake_query=info",
-        )
+    let spec = log_filter(std::env::var("LOGLAKE_LOG").ok().as_deref());
+    let filter = EnvFilter::try_new(&spec).unwrap_or_else(|e| {
+        eprintln!("loglake: ignoring LOGLAKE_LOG={spec:?}: {e}");
+        EnvFilter::new(log_filter(None))
     });
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -88,7 +101,24 @@ fn error_text(e: &anyhow::Error) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::error_text;
+    use super::{error_text, log_filter};
+
+    #[test]
+    fn the_kernel_error_for_a_new_table_stays_off_unless_asked_for() {
+        assert!(log_filter(None).contains("buoyant_kernel=off"));
+        assert_eq!(log_filter(Some(" ")), log_filter(None));
+        assert_eq!(
+            log_filter(Some("warn")),
+            "warn,buoyant_kernel::snapshot::builder=off"
+        );
+        assert_eq!(log_filter(Some("buoyant_kernel=debug")), "buoyant_kernel=debug");
+        for spec in [None, Some("warn"), Some("info,loglake_archiver=debug")] {
+            assert!(
+                tracing_subscriber::EnvFilter::try_new(log_filter(spec)).is_ok(),
+                "{spec:?}"
+            );
+        }
+    }
 
     #[test]
     fn causes_already_in_the_message_are_not_repeated() {
