@@ -79,6 +79,8 @@ pub struct ArchiveConfig {
     pub policy: RollPolicy,
     /// Decode and write at most this many records at a time.
     pub batch_records: usize,
+    /// … and at most this many payload bytes ([`default_poll_batch_bytes`]).
+    pub batch_bytes: u64,
     /// Set to stop (SIGTERM): flush and commit, then return.
     pub shutdown: Arc<AtomicBool>,
     /// In `--until-end` mode, give up when no partition is assigned within this time.
@@ -129,6 +131,16 @@ pub struct StartOffsets {
     /// D: dead letters below are committed.
     pub dead_letters: Option<i64>,
 }
+
+/// The default payload bytes of one poll batch for a memory budget. A poll batch, its decoded
+/// rows and their per-partition copies (≈ 3× its payload) are outside the budget, so they are
+/// bounded in bytes too, not only in records (DESIGN.md, "Memory").
+pub fn default_poll_batch_bytes(memory_budget: u64) -> u64 {
+    (memory_budget / 8).clamp(1 << 20, POLL_BATCH_BYTES_CAP)
+}
+
+/// Upper end of [`default_poll_batch_bytes`].
+pub const POLL_BATCH_BYTES_CAP: u64 = 32 << 20;
 
 /// I4: the dead-letter offset D that a commit records for a partition read up to `next`. It
 /// never goes back: after a crash between the dead-letter commit and the table commit, D is
@@ -577,9 +589,7 @@ impl Archiver {
     }
 
     fn run_loop(&mut self, started: Instant) -> Result<(), ArchiveError> {
-        // A poll batch, its decoded rows and their per-partition copies are outside the budget:
-        // bound them in bytes too, not only in records (DESIGN.md, "Memory").
-        let max_batch_bytes = (self.cfg.policy.memory_budget_bytes / 8).clamp(1 << 20, 32 << 20);
+        let max_batch_bytes = self.cfg.batch_bytes.max(1);
         loop {
             if self.cfg.shutdown.load(Ordering::Relaxed) {
                 tracing::info!("shutdown requested: flushing and committing");

@@ -68,6 +68,10 @@ pub struct ArchiveArgs {
     /// Memory budget for all open files together (e.g. 1GB); the largest is flushed beyond it.
     #[arg(long, env = "LOGLAKE_MEMORY_BUDGET", value_parser = parse_bytes)]
     pub memory_budget: Option<u64>,
+    /// Decode at most this many payload bytes per poll batch (default: an eighth of the memory
+    /// budget, within 1MiB..32MiB). Batches are outside the budget (≈ 3× this in memory).
+    #[arg(long, env = "LOGLAKE_POLL_BATCH_BYTES", value_parser = parse_bytes)]
+    pub poll_batch_bytes: Option<u64>,
     /// Cluster name for records whose envelope carries none.
     #[arg(long, env = "LOGLAKE_CLUSTER")]
     pub cluster: Option<String>,
@@ -91,6 +95,7 @@ pub struct FileConfig {
     pub target_file_size: Option<String>,
     pub roll_interval: Option<String>,
     pub memory_budget: Option<String>,
+    pub poll_batch_bytes: Option<String>,
     pub cluster: Option<String>,
     pub metrics_addr: Option<SocketAddr>,
     /// librdkafka properties.
@@ -206,6 +211,17 @@ impl ArchiveArgs {
             _ => {}
         }
 
+        let batch_bytes = match (self.poll_batch_bytes, &file.poll_batch_bytes) {
+            (Some(v), _) => v,
+            (None, Some(s)) => parse_bytes(s).map_err(ArchiveError::Config)?,
+            _ => crate::archive::default_poll_batch_bytes(policy.memory_budget_bytes),
+        };
+        if batch_bytes < 1 << 10 {
+            return Err(ArchiveError::Config(format!(
+                "--poll-batch-bytes {batch_bytes} is below 1KiB"
+            )));
+        }
+
         let mut tables = Vec::new();
         if let Some(table) = &self.table {
             if self.topics.is_empty() {
@@ -278,6 +294,7 @@ impl ArchiveArgs {
             decoder_options,
             policy,
             batch_records: 20_000,
+            batch_bytes,
             shutdown,
             assignment_timeout: Duration::from_secs(60),
             metrics,
@@ -325,6 +342,43 @@ mod tests {
             vec![("socket.timeout.ms".to_string(), "1000".to_string())]
         );
         assert_eq!(c.tables[0].name, "t");
+    }
+
+    #[test]
+    fn poll_batch_bytes_come_from_flag_file_or_the_budget() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let cfg = dir.path().join("a.toml");
+        let table = dir.path().join("t");
+        let resolve = |file: &str, flag: Option<u64>| {
+            std::fs::write(&cfg, file).expect("write");
+            ArchiveArgs {
+                config: Some(cfg.clone()),
+                brokers: Some("k:9092".into()),
+                group: Some("g".into()),
+                topics: vec!["logs".into()],
+                table: Some(table.to_string_lossy().into()),
+                decoder: Some("fluentbit".into()),
+                poll_batch_bytes: flag,
+                ..Default::default()
+            }
+            .resolve(Arc::default(), Arc::default())
+            .map(|(c, _)| c.batch_bytes)
+        };
+        // default: an eighth of the budget, within 1 MiB ..= the cap
+        assert_eq!(resolve("memory_budget = \"64MB\"\n", None).ok(), Some(8 << 20));
+        assert_eq!(resolve("memory_budget = \"4MB\"\n", None).ok(), Some(1 << 20));
+        assert_eq!(
+            resolve("memory_budget = \"8GB\"\n", None).ok(),
+            Some(crate::archive::POLL_BATCH_BYTES_CAP)
+        );
+        // file, then flag
+        assert_eq!(resolve("poll_batch_bytes = \"2MiB\"\n", None).ok(), Some(2 << 20));
+        assert_eq!(
+            resolve("poll_batch_bytes = \"2MiB\"\n", Some(3 << 20)).ok(),
+            Some(3 << 20)
+        );
+        let e = resolve("", Some(10)).expect_err("too small").to_string();
+        assert!(e.contains("--poll-batch-bytes 10"), "{e}");
     }
 
     #[test]

@@ -255,6 +255,7 @@ pub fn run(args: QuickstartArgs) -> Result<std::process::ExitCode, ArchiveError>
             ..Default::default()
         },
         batch_records: 20_000,
+        batch_bytes: crate::archive::default_poll_batch_bytes(256 << 20),
         shutdown: Arc::default(),
         assignment_timeout: Duration::from_secs(30),
         metrics: Arc::default(),
