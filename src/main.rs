@@ -111,7 +111,10 @@ mod tests {
             log_filter(Some("warn")),
             "warn,buoyant_kernel::snapshot::builder=off"
         );
-        assert_eq!(log_filter(Some("buoyant_kernel=debug")), "buoyant_kernel=debug");
+        assert_eq!(
+            log_filter(Some("buoyant_kernel=debug")),
+            "buoyant_kernel=debug"
+        );
         for spec in [None, Some("warn"), Some("info,loglake_archiver=debug")] {
             assert!(
                 tracing_subscriber::EnvFilter::try_new(log_filter(spec)).is_ok(),

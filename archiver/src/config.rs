@@ -365,14 +365,23 @@ mod tests {
             .map(|(c, _)| c.batch_bytes)
         };
         // default: an eighth of the budget, within 1 MiB ..= the cap
-        assert_eq!(resolve("memory_budget = \"64MB\"\n", None).ok(), Some(8 << 20));
-        assert_eq!(resolve("memory_budget = \"4MB\"\n", None).ok(), Some(1 << 20));
+        assert_eq!(
+            resolve("memory_budget = \"64MB\"\n", None).ok(),
+            Some(8 << 20)
+        );
+        assert_eq!(
+            resolve("memory_budget = \"4MB\"\n", None).ok(),
+            Some(1 << 20)
+        );
         assert_eq!(
             resolve("memory_budget = \"8GB\"\n", None).ok(),
             Some(crate::archive::POLL_BATCH_BYTES_CAP)
         );
         // file, then flag
-        assert_eq!(resolve("poll_batch_bytes = \"2MiB\"\n", None).ok(), Some(2 << 20));
+        assert_eq!(
+            resolve("poll_batch_bytes = \"2MiB\"\n", None).ok(),
+            Some(2 << 20)
+        );
         assert_eq!(
             resolve("poll_batch_bytes = \"2MiB\"\n", Some(3 << 20)).ok(),
             Some(3 << 20)
