@@ -85,6 +85,8 @@ pub struct ArchiveConfig {
     pub shutdown: Arc<AtomicBool>,
     /// In `--until-end` mode, give up when no partition is assigned within this time.
     pub assignment_timeout: Duration,
+    /// How long a partition's watermark read may keep failing (retried) before the run fails.
+    pub watermark_timeout: Duration,
     pub metrics: Arc<Metrics>,
 }
 
@@ -426,30 +428,53 @@ fn kafka_err(context: &str) -> impl FnOnce(KafkaError) -> ArchiveError + '_ {
     }
 }
 
-/// Attempts at reading a partition's watermarks before the run fails.
-const WATERMARK_ATTEMPTS: u32 = 4;
+/// Timeout of one watermark request (`ListOffsets`); the whole read may take up to
+/// [`ArchiveConfig::watermark_timeout`], retried.
+const WATERMARK_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// A partition's (low, high) watermarks. A busy broker may time a metadata request out (tansu
-/// did, right after a 2 GB produce): that is retried with a growing pause (1, 2, 4 s) rather
-/// than failing a nightly run; the last error is returned, naming topic and partition.
+/// Default of `--watermark-timeout`: how long a partition's watermark read may keep failing
+/// before the run fails. A broker busy with a large produce (tansu, right after 2 GB) answered
+/// nothing for minutes; a nightly run should wait for it rather than fail.
+pub const DEFAULT_WATERMARK_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Pause after failed attempt `attempt` (1-based) of a watermark read: 1, 2, 4, 8, then 16 s.
+pub fn watermark_retry_pause(attempt: u32) -> Duration {
+    Duration::from_secs(1 << attempt.saturating_sub(1).min(4))
+}
+
+/// Whether another attempt fits: one started after `pause` must begin before the deadline.
+pub fn watermark_retry_fits(elapsed: Duration, pause: Duration, deadline: Duration) -> bool {
+    elapsed + pause < deadline
+}
+
+/// A partition's (low, high) watermarks, retried with a growing pause
+/// ([`watermark_retry_pause`]) for up to `deadline`; the last error is returned, naming topic,
+/// partition, attempts and time waited.
 fn fetch_watermarks_retrying<C: ConsumerContext>(
     consumer: &BaseConsumer<C>,
     topic: &str,
     partition: i32,
+    deadline: Duration,
 ) -> Result<(i64, i64), ArchiveError> {
+    let started = Instant::now();
     let mut attempt = 1;
     loop {
-        match consumer.fetch_watermarks(topic, partition, Duration::from_secs(30)) {
+        let left = deadline.saturating_sub(started.elapsed());
+        let request = left.clamp(Duration::from_secs(1), WATERMARK_REQUEST_TIMEOUT);
+        match consumer.fetch_watermarks(topic, partition, request) {
             Ok(w) => return Ok(w),
-            Err(e) if attempt < WATERMARK_ATTEMPTS => {
-                tracing::warn!(topic, partition, attempt, error = %e, "reading watermarks failed; retrying");
-                std::thread::sleep(Duration::from_secs(1 << (attempt - 1)));
-                attempt += 1;
-            }
             Err(e) => {
-                let context =
-                    format!("fetch_watermarks of {topic}/{partition} ({attempt} attempts)");
-                return Err(kafka_err(&context)(e));
+                let pause = watermark_retry_pause(attempt);
+                if !watermark_retry_fits(started.elapsed(), pause, deadline) {
+                    let context = format!(
+                        "fetch_watermarks of {topic}/{partition} ({attempt} attempts in {:.0?}, --watermark-timeout {deadline:?})",
+                        started.elapsed()
+                    );
+                    return Err(kafka_err(&context)(e));
+                }
+                tracing::warn!(topic, partition, attempt, error = %e, "reading watermarks failed; retrying");
+                std::thread::sleep(pause);
+                attempt += 1;
             }
         }
     }
@@ -672,6 +697,14 @@ impl Archiver {
             .any(|p| p.start.committed.is_none_or(|w| p.next > w))
     }
 
+    /// What the memory budget has left: writers start only within it (`WriterSet::write`).
+    fn headroom(&self) -> u64 {
+        self.cfg
+            .policy
+            .memory_budget_bytes
+            .saturating_sub(self.buffered_bytes())
+    }
+
     fn buffered_bytes(&self) -> u64 {
         self.tables.iter().map(|t| t.writers.memory()).sum::<u64>()
             + self.dlq.as_ref().map(|d| d.writers.memory()).unwrap_or(0)
@@ -699,7 +732,12 @@ impl Archiver {
                         let Some(&table) = self.topic_table.get(&topic) else {
                             continue;
                         };
-                        let (low, high) = fetch_watermarks_retrying(&self.consumer, &topic, p)?;
+                        let (low, high) = fetch_watermarks_retrying(
+                            &self.consumer,
+                            &topic,
+                            p,
+                            self.cfg.watermark_timeout,
+                        )?;
                         let next = start.seek().unwrap_or(low).max(low);
                         let end = self.cfg.until_end.then_some(high);
                         tracing::info!(topic = %topic, partition = p, start = ?start, low, high, "assigned");
@@ -812,7 +850,8 @@ impl Archiver {
         // I2: rows at offsets below W are already in the table (re-read after a resume point).
         let batch = self.filter_committed(&batch)?;
         let rows = batch.num_rows() as u64;
-        let closed = self.tables[ti].writers.write(&batch)?;
+        let mut headroom = self.headroom();
+        let closed = self.tables[ti].writers.write(&batch, &mut headroom)?;
         self.tables[ti].pending_rows += rows;
         self.upload_table(ti, closed)?;
         // I4: every record that did not become a row becomes a dead letter.
@@ -896,6 +935,7 @@ impl Archiver {
         self.cfg
             .metrics
             .inc("loglake_dead_letters_total", bad.len() as u64);
+        let mut headroom = self.headroom();
         let Some(dlq) = &mut self.dlq else {
             let (e, _, _) = &bad[0];
             return Err(ArchiveError::Other(format!(
@@ -908,7 +948,7 @@ impl Archiver {
             )));
         };
         let batch = dead_letter_batch(decoder, &bad)?;
-        let closed = dlq.writers.write(&batch)?;
+        let closed = dlq.writers.write(&batch, &mut headroom)?;
         dlq.pending_rows += batch.num_rows() as u64;
         for f in closed {
             let add = upload(&self.handle, &dlq.sink, f, &self.cfg.metrics)?;
@@ -1282,6 +1322,29 @@ mod tests {
         assert_eq!(dead_letter_end(&s(Some(100), Some(300)), 450), 450);
         assert_eq!(dead_letter_end(&s(None, None), 7), 7);
         assert_eq!(dead_letter_end(&s(None, Some(9)), 7), 9);
+    }
+
+    #[test]
+    fn watermark_reads_back_off_up_to_16s_and_stop_at_the_deadline() {
+        let pauses: Vec<u64> = (1..=7)
+            .map(|a| watermark_retry_pause(a).as_secs())
+            .collect();
+        assert_eq!(pauses, [1, 2, 4, 8, 16, 16, 16]);
+        let s = Duration::from_secs;
+        // With the default 5 minutes: attempts at 0, 1, 3, 7, 15, 31, 47, … s until 300 s.
+        let mut elapsed = s(0);
+        let mut attempts = 1;
+        while watermark_retry_fits(
+            elapsed,
+            watermark_retry_pause(attempts),
+            DEFAULT_WATERMARK_TIMEOUT,
+        ) {
+            elapsed += watermark_retry_pause(attempts);
+            attempts += 1;
+        }
+        assert_eq!((attempts, elapsed), (22, s(287)));
+        // A deadline shorter than the first pause: one attempt only.
+        assert!(!watermark_retry_fits(s(0), s(1), s(1)));
     }
 
     /// One partition's records through runs that commit dead letters, then the table, and may

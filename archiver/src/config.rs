@@ -72,6 +72,10 @@ pub struct ArchiveArgs {
     /// budget, within 1MiB..32MiB). Batches are outside the budget (≈ 3× this in memory).
     #[arg(long, env = "LOGLAKE_POLL_BATCH_BYTES", value_parser = parse_bytes)]
     pub poll_batch_bytes: Option<u64>,
+    /// How long reading a partition's watermarks may keep failing (retried: 1, 2, 4, 8, 16 s
+    /// pauses) before the run fails (default 5m).
+    #[arg(long, env = "LOGLAKE_WATERMARK_TIMEOUT", value_parser = parse_duration)]
+    pub watermark_timeout: Option<Duration>,
     /// Cluster name for records whose envelope carries none.
     #[arg(long, env = "LOGLAKE_CLUSTER")]
     pub cluster: Option<String>,
@@ -96,6 +100,7 @@ pub struct FileConfig {
     pub roll_interval: Option<String>,
     pub memory_budget: Option<String>,
     pub poll_batch_bytes: Option<String>,
+    pub watermark_timeout: Option<String>,
     pub cluster: Option<String>,
     pub metrics_addr: Option<SocketAddr>,
     /// librdkafka properties.
@@ -222,6 +227,17 @@ impl ArchiveArgs {
             )));
         }
 
+        let watermark_timeout = match (self.watermark_timeout, &file.watermark_timeout) {
+            (Some(d), _) => d,
+            (None, Some(s)) => parse_duration(s).map_err(ArchiveError::Config)?,
+            _ => crate::archive::DEFAULT_WATERMARK_TIMEOUT,
+        };
+        if watermark_timeout < Duration::from_secs(1) {
+            return Err(ArchiveError::Config(format!(
+                "--watermark-timeout {watermark_timeout:?} is below 1s"
+            )));
+        }
+
         let mut tables = Vec::new();
         if let Some(table) = &self.table {
             if self.topics.is_empty() {
@@ -297,6 +313,7 @@ impl ArchiveArgs {
             batch_bytes,
             shutdown,
             assignment_timeout: Duration::from_secs(60),
+            watermark_timeout,
             metrics,
         };
         Ok((cfg, self.metrics_addr.or(file.metrics_addr)))
@@ -388,6 +405,42 @@ mod tests {
         );
         let e = resolve("", Some(10)).expect_err("too small").to_string();
         assert!(e.contains("--poll-batch-bytes 10"), "{e}");
+    }
+
+    #[test]
+    fn the_watermark_timeout_comes_from_flag_file_or_the_default() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let cfg = dir.path().join("a.toml");
+        let table = dir.path().join("t");
+        let resolve = |file: &str, flag: Option<Duration>| {
+            std::fs::write(&cfg, file).expect("write");
+            ArchiveArgs {
+                config: Some(cfg.clone()),
+                brokers: Some("k:9092".into()),
+                group: Some("g".into()),
+                topics: vec!["logs".into()],
+                table: Some(table.to_string_lossy().into()),
+                decoder: Some("fluentbit".into()),
+                watermark_timeout: flag,
+                ..Default::default()
+            }
+            .resolve(Arc::default(), Arc::default())
+            .map(|(c, _)| c.watermark_timeout)
+        };
+        let s = Duration::from_secs;
+        assert_eq!(resolve("", None).ok(), Some(s(300)));
+        assert_eq!(
+            resolve("watermark_timeout = \"10m\"\n", None).ok(),
+            Some(s(600))
+        );
+        assert_eq!(
+            resolve("watermark_timeout = \"10m\"\n", Some(s(20))).ok(),
+            Some(s(20))
+        );
+        let e = resolve("", Some(Duration::from_millis(10)))
+            .expect_err("too short")
+            .to_string();
+        assert!(e.contains("--watermark-timeout 10ms"), "{e}");
     }
 
     #[test]

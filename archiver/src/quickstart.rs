@@ -258,6 +258,7 @@ pub fn run(args: QuickstartArgs) -> Result<std::process::ExitCode, ArchiveError>
         batch_bytes: crate::archive::default_poll_batch_bytes(256 << 20),
         shutdown: Arc::default(),
         assignment_timeout: Duration::from_secs(30),
+        watermark_timeout: Duration::from_secs(30),
         metrics: Arc::default(),
     };
     let report = crate::run_archiver(cfg, &rt)?;

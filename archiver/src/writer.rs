@@ -316,13 +316,27 @@ impl WriterSet {
     }
 
     /// Writes a batch of the table schema; returns the files that had to be closed (size roll).
-    pub fn write(&mut self, batch: &RecordBatch) -> Result<Vec<ClosedFile>, ArchiveError> {
+    ///
+    /// `headroom` is what the budget has left (budget − memory of all open files): the rows
+    /// written take from it, and a partition whose buffer reaches [`BUFFER_BYTES`] gets its
+    /// Parquet writer (≈ 3 MiB of fixed cost each, [`WRITER_BYTES_PER_LEAF`]) only while the
+    /// headroom covers that cost. Otherwise it stays buffered until a later batch, or until the
+    /// budget closes it (it is then among the largest). Without this, one poll batch that
+    /// carries the 50 busiest partitions over the threshold together started 50 writers at
+    /// once: +182 MiB in one batch, far past a 256 MiB budget before the budget could act.
+    pub fn write(
+        &mut self,
+        batch: &RecordBatch,
+        headroom: &mut u64,
+    ) -> Result<Vec<ClosedFile>, ArchiveError> {
         let mut closed = Vec::new();
         if batch.num_rows() == 0 {
             return Ok(closed);
         }
         let groups = partition_groups(batch, &self.partition_idx)?;
         let projected = batch.project(&self.file_idx)?;
+        // The rows stay in memory whatever happens: they take their share first.
+        *headroom = headroom.saturating_sub(batch_memory(&projected));
         for (key, rows) in groups {
             let key = &key;
             let part = if rows.len() == batch.num_rows() {
@@ -357,7 +371,8 @@ impl WriterSet {
                 Some(w) => w.write(&part)?,
                 None => {
                     f.buffer(part)?;
-                    if f.buffered_bytes >= BUFFER_BYTES {
+                    if f.buffered_bytes >= BUFFER_BYTES && *headroom >= self.writer_fixed {
+                        *headroom -= self.writer_fixed;
                         f.start_writer(&self.file_schema, &self.props)?;
                     }
                 }
@@ -777,7 +792,9 @@ mod tests {
         let mut ws = writer_set();
         for _ in 0..40 {
             // one row per partition per batch: concatenated as they come
-            let closed = ws.write(&rows(&["a", "b", "c"], "hello")).expect("write");
+            let closed = ws
+                .write(&rows(&["a", "b", "c"], "hello"), &mut u64::MAX.clone())
+                .expect("write");
             assert!(closed.is_empty());
         }
         assert_eq!(ws.open.len(), 3);
@@ -811,7 +828,8 @@ mod tests {
             .get(&vec![Some("a".to_string())])
             .is_none_or(|f| f.writer.is_none())
         {
-            ws.write(&rows(&["a"; 8], &big)).expect("write");
+            ws.write(&rows(&["a"; 8], &big), &mut u64::MAX.clone())
+                .expect("write");
             written += 8;
             assert!(written < 1000, "never opened a writer");
         }
@@ -822,6 +840,50 @@ mod tests {
         );
         let f = ws.close_next().expect("close").expect("file");
         assert_eq!(read_back(&f), written);
+    }
+
+    #[test]
+    fn writers_start_only_within_the_budget_headroom() {
+        let mut ws = writer_set();
+        let big = "x".repeat(64 << 10);
+        // 10 partitions, each over BUFFER_BYTES in one batch: 70 rows × 64 KiB = 4.4 MiB.
+        let parts: Vec<String> = (0..10).map(|i| format!("p{i}")).collect();
+        let keys: Vec<&str> = parts
+            .iter()
+            .flat_map(|p| std::iter::repeat_n(p.as_str(), 70))
+            .collect();
+        let batch = rows(&keys, &big);
+        let rows_memory = batch_memory(&batch.project(&[1, 2]).expect("project"));
+        assert!(rows_memory >= 10 * BUFFER_BYTES);
+        // Room for the rows and for exactly three writers.
+        let mut headroom = rows_memory + 3 * ws.writer_fixed + ws.writer_fixed / 2;
+        let closed = ws.write(&batch, &mut headroom).expect("write");
+        assert!(closed.is_empty());
+        let started = ws.open.values().filter(|f| f.writer.is_some()).count();
+        assert_eq!(started, 3);
+        assert_eq!(headroom, ws.writer_fixed / 2);
+        // No headroom at all: nothing starts, and the rows are still all kept.
+        let mut ws = writer_set();
+        let closed = ws.write(&batch, &mut 0).expect("write");
+        assert!(closed.is_empty());
+        assert!(ws.open.values().all(|f| f.writer.is_none()));
+        assert!(
+            ws.memory() >= 10 * BUFFER_BYTES,
+            "{} < {rows_memory}",
+            ws.memory()
+        );
+        // A later batch with room starts the waiting partition's writer.
+        ws.write(&rows(&["p0"], "y"), &mut u64::MAX.clone())
+            .expect("write");
+        let p0 = &ws.open[&vec![Some("p0".to_string())]];
+        assert!(p0.writer.is_some());
+        let mut files = 0;
+        let mut total = 0;
+        while let Some(f) = ws.close_next().expect("close") {
+            total += read_back(&f);
+            files += 1;
+        }
+        assert_eq!((files, total), (10, 701));
     }
 
     proptest! {
