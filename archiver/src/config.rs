@@ -361,25 +361,39 @@ mod tests {
         assert_eq!(c.tables[0].name, "t");
     }
 
+    /// Resolves `args` as the single-table form (brokers, group, topic, `table`, decoder set)
+    /// with `file` written to `cfg` as the configuration file.
+    fn resolve_single_table(
+        cfg: &std::path::Path,
+        file: &str,
+        table: &std::path::Path,
+        args: ArchiveArgs,
+    ) -> Result<ArchiveConfig, ArchiveError> {
+        std::fs::write(cfg, file).expect("write");
+        ArchiveArgs {
+            config: Some(cfg.to_path_buf()),
+            brokers: Some("k:9092".into()),
+            group: Some("g".into()),
+            topics: vec!["logs".into()],
+            table: Some(table.to_string_lossy().into()),
+            decoder: Some("fluentbit".into()),
+            ..args
+        }
+        .resolve(Arc::default(), Arc::default())
+        .map(|(c, _)| c)
+    }
+
     #[test]
     fn poll_batch_bytes_come_from_flag_file_or_the_budget() {
         let dir = tempfile::tempdir().expect("tmp");
         let cfg = dir.path().join("a.toml");
         let table = dir.path().join("t");
         let resolve = |file: &str, flag: Option<u64>| {
-            std::fs::write(&cfg, file).expect("write");
-            ArchiveArgs {
-                config: Some(cfg.clone()),
-                brokers: Some("k:9092".into()),
-                group: Some("g".into()),
-                topics: vec!["logs".into()],
-                table: Some(table.to_string_lossy().into()),
-                decoder: Some("fluentbit".into()),
+            let args = ArchiveArgs {
                 poll_batch_bytes: flag,
                 ..Default::default()
-            }
-            .resolve(Arc::default(), Arc::default())
-            .map(|(c, _)| c.batch_bytes)
+            };
+            resolve_single_table(&cfg, file, &table, args).map(|c| c.batch_bytes)
         };
         // default: an eighth of the budget, within 1 MiB ..= the cap
         assert_eq!(
@@ -413,19 +427,11 @@ mod tests {
         let cfg = dir.path().join("a.toml");
         let table = dir.path().join("t");
         let resolve = |file: &str, flag: Option<Duration>| {
-            std::fs::write(&cfg, file).expect("write");
-            ArchiveArgs {
-                config: Some(cfg.clone()),
-                brokers: Some("k:9092".into()),
-                group: Some("g".into()),
-                topics: vec!["logs".into()],
-                table: Some(table.to_string_lossy().into()),
-                decoder: Some("fluentbit".into()),
+            let args = ArchiveArgs {
                 watermark_timeout: flag,
                 ..Default::default()
-            }
-            .resolve(Arc::default(), Arc::default())
-            .map(|(c, _)| c.watermark_timeout)
+            };
+            resolve_single_table(&cfg, file, &table, args).map(|c| c.watermark_timeout)
         };
         let s = Duration::from_secs;
         assert_eq!(resolve("", None).ok(), Some(s(300)));
