@@ -76,6 +76,16 @@ pub struct ArchiveArgs {
     /// pauses) before the run fails (default 5m).
     #[arg(long, env = "LOGLAKE_WATERMARK_TIMEOUT", value_parser = parse_duration)]
     pub watermark_timeout: Option<Duration>,
+    /// Count a row as late (report `late_rows`, metric `loglake_late_rows_total`) when its record
+    /// reached Kafka more than this after its event time (default 1h). Late rows still go to
+    /// their event-time partition.
+    #[arg(long, env = "LOGLAKE_LATE_AFTER", value_parser = parse_duration)]
+    pub late_after: Option<Duration>,
+    /// After SIGTERM or SIGINT, how long flushing and committing may take before the archiver
+    /// exits without (exit code 3; nothing is lost: the next run re-reads from the table's
+    /// offsets). A second signal exits at once. Default 25s (Kubernetes' grace period is 30s).
+    #[arg(long, env = "LOGLAKE_SHUTDOWN_TIMEOUT", value_parser = parse_duration)]
+    pub shutdown_timeout: Option<Duration>,
     /// Cluster name for records whose envelope carries none.
     #[arg(long, env = "LOGLAKE_CLUSTER")]
     pub cluster: Option<String>,
@@ -101,6 +111,8 @@ pub struct FileConfig {
     pub memory_budget: Option<String>,
     pub poll_batch_bytes: Option<String>,
     pub watermark_timeout: Option<String>,
+    pub late_after: Option<String>,
+    pub shutdown_timeout: Option<String>,
     pub cluster: Option<String>,
     pub metrics_addr: Option<SocketAddr>,
     /// librdkafka properties.
@@ -238,6 +250,21 @@ impl ArchiveArgs {
             )));
         }
 
+        let late_after = match (self.late_after, &file.late_after) {
+            (Some(d), _) => d,
+            (None, Some(s)) => parse_duration(s)
+                .map_err(|e| ArchiveError::Config(format!("late_after in the config file: {e}")))?,
+            _ => crate::archive::DEFAULT_LATE_AFTER,
+        };
+
+        let shutdown_timeout = match (self.shutdown_timeout, &file.shutdown_timeout) {
+            (Some(d), _) => d,
+            (None, Some(s)) => parse_duration(s).map_err(|e| {
+                ArchiveError::Config(format!("shutdown_timeout in the config file: {e}"))
+            })?,
+            _ => crate::archive::DEFAULT_SHUTDOWN_TIMEOUT,
+        };
+
         let mut tables = Vec::new();
         if let Some(table) = &self.table {
             if self.topics.is_empty() {
@@ -314,6 +341,8 @@ impl ArchiveArgs {
             shutdown,
             assignment_timeout: Duration::from_secs(60),
             watermark_timeout,
+            late_after,
+            shutdown_timeout,
             metrics,
         };
         Ok((cfg, self.metrics_addr.or(file.metrics_addr)))
@@ -447,6 +476,48 @@ mod tests {
             .expect_err("too short")
             .to_string();
         assert!(e.contains("--watermark-timeout 10ms"), "{e}");
+    }
+
+    #[test]
+    fn late_after_and_shutdown_timeout_come_from_flag_file_or_the_default() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let cfg = dir.path().join("a.toml");
+        let table = dir.path().join("t");
+        let resolve = |file: &str, flag: Option<Duration>| {
+            let args = ArchiveArgs {
+                late_after: flag,
+                ..Default::default()
+            };
+            resolve_single_table(&cfg, file, &table, args).map(|c| c.late_after)
+        };
+        let s = Duration::from_secs;
+        assert_eq!(resolve("", None).ok(), Some(s(3600)));
+        // the shutdown timeout follows the same rules
+        let shutdown = |file: &str, flag: Option<Duration>| {
+            let args = ArchiveArgs {
+                shutdown_timeout: flag,
+                ..Default::default()
+            };
+            resolve_single_table(&cfg, file, &table, args).map(|c| c.shutdown_timeout)
+        };
+        assert_eq!(shutdown("", None).ok(), Some(s(25)));
+        assert_eq!(
+            shutdown("shutdown_timeout = \"2m\"\n", None).ok(),
+            Some(s(120))
+        );
+        assert_eq!(
+            shutdown("shutdown_timeout = \"2m\"\n", Some(s(5))).ok(),
+            Some(s(5))
+        );
+        assert_eq!(resolve("late_after = \"2h\"\n", None).ok(), Some(s(7200)));
+        assert_eq!(
+            resolve("late_after = \"2h\"\n", Some(s(60))).ok(),
+            Some(s(60))
+        );
+        let e = resolve("late_after = \"soon\"\n", None)
+            .expect_err("bad duration")
+            .to_string();
+        assert!(e.contains("late_after") && e.contains("soon"), "{e}");
     }
 
     #[test]

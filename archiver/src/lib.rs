@@ -57,6 +57,10 @@ pub fn run_archiver(
         .map_err(|_| ArchiveError::Other("archiver thread panicked".into()))?
 }
 
+/// Exit code of `loglake archive` when a shutdown did not finish within `--shutdown-timeout`
+/// (or a second signal came).
+pub const SHUTDOWN_TIMEOUT_EXIT_CODE: i32 = 3;
+
 /// `loglake archive`. Prints the run report as one JSON line on stdout.
 pub fn run(args: ArchiveArgs) -> Result<ExitCode, ArchiveError> {
     let rt = runtime()?;
@@ -77,6 +81,7 @@ pub fn run(args: ArchiveArgs) -> Result<ExitCode, ArchiveError> {
     }
     {
         let flag = shutdown.clone();
+        let deadline = cfg.shutdown_timeout;
         rt.spawn(async move {
             #[cfg(unix)]
             {
@@ -89,6 +94,22 @@ pub fn run(args: ArchiveArgs) -> Result<ExitCode, ArchiveError> {
                 };
                 tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
                 flag.store(true, Ordering::Relaxed);
+                // The flush and commit run on the archiver thread; this task only watches the
+                // clock. Exiting without the commit is what a SIGKILL does, which the invariants
+                // (DESIGN.md I1-I4) already make safe: the next run re-reads from the table.
+                let why = tokio::select! {
+                    _ = tokio::time::sleep(deadline) => format!(
+                        "flush and commit not done within --shutdown-timeout {}",
+                        humantime::format_duration(deadline)
+                    ),
+                    _ = term.recv() => "a second SIGTERM".to_string(),
+                    _ = int.recv() => "a second SIGINT".to_string(),
+                };
+                tracing::error!(
+                    "{why}: exiting without committing what was read since the last commit \
+                     (nothing is lost: the next run re-reads it from the table's offsets)"
+                );
+                std::process::exit(SHUTDOWN_TIMEOUT_EXIT_CODE);
             }
         });
     }

@@ -1,9 +1,10 @@
 //! `loglake quickstart`: the whole path on embedded defaults, with no service installed.
 //!
 //! 1. starts an embedded Kafka (librdkafka's mock cluster) and creates three topics;
-//! 2. produces real sample logs written by others (`tests/data/corpus`: Fluent Bit's Kubernetes
-//!    docker json-file logs plus Elastic's corrupted docker log, Falco's audit events, an nginx
-//!    access log), each container line with the kubelet log path as a header;
+//! 2. produces real sample logs written by others (`tests/data/corpus`, built into the binary with
+//!    their SOURCE.md/LICENSE notes, all Apache-2.0: Fluent Bit's Kubernetes docker json-file
+//!    logs plus Elastic's corrupted docker log, Falco's audit events, an nginx access log), each
+//!    container line with the kubelet log path as a header;
 //! 3. archives them with `--until-end` into a local lake (three tables + dead letters);
 //! 4. prints what was written and the answers of a few example queries.
 
@@ -29,9 +30,65 @@ pub struct QuickstartArgs {
     /// Where to write the lake (recreated on every run).
     #[arg(long, default_value = "quickstart-lake")]
     pub lake: PathBuf,
-    /// Folder with the sample logs.
-    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/data/corpus"))]
-    pub samples: PathBuf,
+    /// Folder with the sample logs, laid out as the repository's `tests/data/corpus` (default:
+    /// the copy built into the binary).
+    #[arg(long)]
+    pub samples: Option<PathBuf>,
+}
+
+/// The repository's `tests/data/corpus` (1.3 MB, license notes included), so that an installed
+/// or containerised binary runs the quickstart without a checkout.
+static CORPUS: include_dir::Dir<'_> =
+    include_dir::include_dir!("$CARGO_MANIFEST_DIR/../tests/data/corpus");
+
+/// Where the samples come from: a folder, or the copy in the binary.
+enum Corpus<'a> {
+    Folder(&'a Path),
+    BuiltIn,
+}
+
+impl Corpus<'_> {
+    /// The files under `sub` whose extension is `ext`, sorted by path, with their bytes.
+    fn files(&self, sub: &str, ext: &str) -> Result<Vec<(PathBuf, Vec<u8>)>, ArchiveError> {
+        match self {
+            Corpus::Folder(dir) => files(&dir.join(sub), ext)?
+                .into_iter()
+                .map(|p| Ok((p.clone(), read_file(&p)?)))
+                .collect(),
+            Corpus::BuiltIn => {
+                let dir = CORPUS.get_dir(sub).ok_or_else(|| {
+                    ArchiveError::Config(format!("built-in samples: no folder {sub}"))
+                })?;
+                let mut out = Vec::new();
+                let mut stack = vec![dir];
+                while let Some(d) = stack.pop() {
+                    stack.extend(d.dirs());
+                    for f in d.files() {
+                        if f.path().extension().is_some_and(|x| x == ext) {
+                            out.push((f.path().to_path_buf(), f.contents().to_vec()));
+                        }
+                    }
+                }
+                out.sort();
+                Ok(out)
+            }
+        }
+    }
+
+    fn file(&self, path: &str) -> Result<Vec<u8>, ArchiveError> {
+        match self {
+            Corpus::Folder(dir) => read_file(&dir.join(path)),
+            Corpus::BuiltIn => CORPUS
+                .get_file(path)
+                .map(|f| f.contents().to_vec())
+                .ok_or_else(|| ArchiveError::Config(format!("built-in samples: no file {path}"))),
+        }
+    }
+}
+
+fn read_file(path: &Path) -> Result<Vec<u8>, ArchiveError> {
+    std::fs::read(path)
+        .map_err(|e| ArchiveError::Config(format!("reading sample {}: {e}", path.display())))
 }
 
 const MARKER: &str = ".loglake-quickstart";
@@ -42,14 +99,12 @@ struct Sample {
     path: Option<String>,
 }
 
-fn read_lines(path: &Path) -> Result<Vec<Vec<u8>>, ArchiveError> {
-    let bytes = std::fs::read(path)
-        .map_err(|e| ArchiveError::Config(format!("reading sample {}: {e}", path.display())))?;
-    Ok(bytes
+fn lines(bytes: &[u8]) -> Vec<Vec<u8>> {
+    bytes
         .split(|&b| b == b'\n')
         .filter(|l| !l.is_empty())
         .map(<[u8]>::to_vec)
-        .collect())
+        .collect()
 }
 
 fn files(dir: &Path, ext: &str) -> Result<Vec<PathBuf>, ArchiveError> {
@@ -83,14 +138,11 @@ fn kubelet_path(file: &Path) -> Option<String> {
     ))
 }
 
-fn load_samples(dir: &Path) -> Result<Vec<Sample>, ArchiveError> {
+fn load_samples(corpus: &Corpus<'_>) -> Result<Vec<Sample>, ArchiveError> {
     let mut out = Vec::new();
-    for f in files(
-        &dir.join("fluent-bit/tests/runtime/data/kubernetes/log"),
-        "log",
-    )? {
+    for (f, bytes) in corpus.files("fluent-bit/tests/runtime/data/kubernetes/log", "log")? {
         let path = kubelet_path(&f);
-        for line in read_lines(&f)? {
+        for line in lines(&bytes) {
             out.push(Sample {
                 topic: "k8s-container-logs",
                 payload: line,
@@ -98,8 +150,7 @@ fn load_samples(dir: &Path) -> Result<Vec<Sample>, ArchiveError> {
             });
         }
     }
-    let corrupted = dir.join("beats/docker_corrupted.log");
-    for line in read_lines(&corrupted)? {
+    for line in lines(&corpus.file("beats/docker_corrupted.log")?) {
         out.push(Sample {
             topic: "k8s-container-logs",
             payload: line,
@@ -109,8 +160,8 @@ fn load_samples(dir: &Path) -> Result<Vec<Sample>, ArchiveError> {
             )),
         });
     }
-    for f in files(&dir.join("falco-k8s-audit/k8s_audit"), "json")? {
-        for line in read_lines(&f)? {
+    for (_, bytes) in corpus.files("falco-k8s-audit/k8s_audit", "json")? {
+        for line in lines(&bytes) {
             out.push(Sample {
                 topic: "k8s-audit",
                 payload: line,
@@ -118,7 +169,7 @@ fn load_samples(dir: &Path) -> Result<Vec<Sample>, ArchiveError> {
             });
         }
     }
-    for line in read_lines(&dir.join("beats/nginx_access_test.log"))? {
+    for line in lines(&corpus.file("beats/nginx_access_test.log")?) {
         out.push(Sample {
             topic: "ingress-access",
             payload: line,
@@ -160,7 +211,11 @@ pub fn run(args: QuickstartArgs) -> Result<std::process::ExitCode, ArchiveError>
         .build()
         .map_err(|e| ArchiveError::Other(e.to_string()))?;
     prepare_lake(&args.lake)?;
-    let samples = load_samples(&args.samples)?;
+    let corpus = match &args.samples {
+        Some(dir) => Corpus::Folder(dir),
+        None => Corpus::BuiltIn,
+    };
+    let samples = load_samples(&corpus)?;
 
     // 1. Embedded Kafka.
     let cluster = MockCluster::new(1).map_err(|source| ArchiveError::Kafka {
@@ -259,6 +314,8 @@ pub fn run(args: QuickstartArgs) -> Result<std::process::ExitCode, ArchiveError>
         shutdown: Arc::default(),
         assignment_timeout: Duration::from_secs(30),
         watermark_timeout: Duration::from_secs(30),
+        late_after: crate::archive::DEFAULT_LATE_AFTER,
+        shutdown_timeout: crate::archive::DEFAULT_SHUTDOWN_TIMEOUT,
         metrics: Arc::default(),
     };
     let report = crate::run_archiver(cfg, &rt)?;
@@ -348,4 +405,45 @@ async fn query(lake: &str) -> Result<(), ArchiveError> {
         println!("{}", arrow::util::pretty::pretty_format_batches(&batches)?);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_built_in_samples_are_the_repository_corpus() {
+        let dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/data/corpus"));
+        let key = |s: &Sample| (s.topic, s.payload.clone(), s.path.clone());
+        let from_folder: Vec<_> = load_samples(&Corpus::Folder(dir))
+            .expect("folder samples")
+            .iter()
+            .map(key)
+            .collect();
+        let built_in: Vec<_> = load_samples(&Corpus::BuiltIn)
+            .expect("built-in samples")
+            .iter()
+            .map(key)
+            .collect();
+        assert_eq!(from_folder.len(), 175);
+        assert_eq!(built_in, from_folder);
+        let per_topic = |t: &str| built_in.iter().filter(|s| s.0 == t).count();
+        assert_eq!(
+            (
+                per_topic("k8s-container-logs"),
+                per_topic("k8s-audit"),
+                per_topic("ingress-access")
+            ),
+            (116, 52, 7)
+        );
+        // the license notes travel with them
+        for note in [
+            "fluent-bit/SOURCE.md",
+            "fluent-bit/LICENSE",
+            "beats/SOURCE.md",
+            "falco-k8s-audit/SOURCE.md",
+        ] {
+            assert!(CORPUS.get_file(note).is_some(), "{note} is not built in");
+        }
+    }
 }

@@ -362,6 +362,149 @@ async fn batch_mode_stops_at_the_frozen_end_while_the_producer_continues() {
     assert!(ok);
 }
 
+/// A Fluent Bit record whose only time is `date` (epoch seconds), so its event time is exactly
+/// `epoch_s`.
+fn dated_record(i: usize, epoch_s: f64) -> Vec<u8> {
+    format!(
+        concat!(
+            "{{\"date\":{:.3},\"stream\":\"stdout\",\"log\":\"GET /item/{} 200\\n\",",
+            "\"kubernetes\":{{\"pod_name\":\"web-{}\",\"namespace_name\":\"shop\",",
+            "\"container_name\":\"app\",\"host\":\"node-1\"}}}}"
+        ),
+        epoch_s,
+        i,
+        i % 3
+    )
+    .into_bytes()
+}
+
+fn archive_args(topic: &str, group: &str, table: &str, dlq: &str) -> Vec<String> {
+    [
+        "--brokers",
+        &kafka().brokers,
+        "--topic",
+        topic,
+        "--group",
+        group,
+        "--table",
+        table,
+        "--decoder",
+        "fluentbit",
+        "--dlq-table",
+        dlq,
+        "--until-end",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_events_go_to_their_event_time_partition_and_are_counted() {
+    let topic = unique_name("late");
+    kafka().create_topic(&topic, 2).await.expect("topic");
+    // Event times, all reaching Kafka now: 300 records of 2024-05-01 03:00:00Z + i s (years
+    // late), 100 of three hours ago (late by the default 1h), 100 of now (on time).
+    produce_with(&topic, 0, 300, |i| {
+        dated_record(i, 1_714_532_400.0 + i as f64)
+    })
+    .await;
+    let now_s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0);
+    produce_with(&topic, 300, 100, move |i| {
+        dated_record(i, now_s - 3.0 * 3600.0)
+    })
+    .await;
+    produce_with(&topic, 400, 100, move |i| dated_record(i, now_s)).await;
+
+    let run = |late_after: Option<&str>| {
+        let table = s3().unique_url("late-table");
+        let dlq = format!("{table}-dlq");
+        let mut args = archive_args(&topic, &unique_name("g"), &table, &dlq);
+        if let Some(d) = late_after {
+            args.extend(["--late-after".to_string(), d.to_string()]);
+        }
+        async move {
+            let out = run_archive_blocking(args).await;
+            let report: serde_json::Value =
+                serde_json::from_slice(out.stdout.trim_ascii()).expect("report");
+            assert_eq!(report["rows_written"], 500);
+            (table, report["late_rows"].as_u64())
+        }
+    };
+    let (table, late) = run(None).await;
+    assert_eq!(late, Some(400));
+    // The late rows are in their event-time partitions, not in the partition of their arrival.
+    assert_eq!(
+        query_i64(
+            &table,
+            "SELECT count(*) FROM t WHERE CAST(dt AS VARCHAR) = '2024-05-01' AND CAST(hour AS BIGINT) = 3"
+        )
+        .await,
+        vec![300]
+    );
+    assert_eq!(
+        query_i64(
+            &table,
+            "SELECT count(*) FROM t WHERE CAST(dt AS VARCHAR) = CAST(CAST(ts AS DATE) AS VARCHAR) \
+             AND CAST(hour AS BIGINT) = CAST(date_part('hour', ts) AS BIGINT)"
+        )
+        .await,
+        vec![500]
+    );
+    // The allowance is `--late-after`.
+    assert_eq!(run(Some("7d")).await.1, Some(300));
+    assert_eq!(run(Some("36500d")).await.1, Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_fails_and_names_the_offsets_when_records_are_not_archived() {
+    let topic = unique_name("audit");
+    kafka().create_topic(&topic, 1).await.expect("topic");
+    produce(&topic, 0, 1_000, false).await;
+    let table = s3().unique_url("audit-table");
+    let dlq = format!("{table}-dlq");
+    let group = unique_name("g");
+    run_archive_blocking(archive_args(&topic, &group, &table, &dlq)).await;
+    let (a, ok) = audit(&topic, &table, &dlq);
+    assert_eq!(
+        (a.expected, a.rows, a.missing, a.duplicates),
+        (1_000, 1_000, 0, 0)
+    );
+    assert!(ok, "a complete table audits clean (exit 0)");
+
+    // 25 more records that no archiver has seen: the audit names them and exits non-zero.
+    produce(&topic, 1_000, 25, false).await;
+    let (a, ok) = audit(&topic, &table, &dlq);
+    assert_eq!(
+        a,
+        Audit {
+            expected: 1_025,
+            rows: 1_000,
+            dead_letters: 0,
+            missing: 25,
+            duplicates: 0,
+            missing_examples: (1_000..1_010).map(|o| (0, o)).collect(),
+            ..Default::default()
+        }
+    );
+    assert!(!ok, "missing records make `loglake audit` exit non-zero");
+
+    // The next run archives exactly those and the audit is clean again.
+    let out = run_archive_blocking(archive_args(&topic, &group, &table, &dlq)).await;
+    let report: serde_json::Value =
+        serde_json::from_slice(out.stdout.trim_ascii()).expect("report");
+    assert_eq!(report["rows_written"], 25);
+    let (a, ok) = audit(&topic, &table, &dlq);
+    assert_eq!(
+        (a.expected, a.rows, a.missing, a.duplicates),
+        (1_025, 1_025, 0, 0)
+    );
+    assert!(ok);
+}
+
 /// The latest version of the table at `url`, -1 while it does not exist.
 async fn table_version(url: &str) -> i64 {
     deltalake::aws::register_handlers(None);

@@ -7,5 +7,6 @@ mod archiver;
 mod archiver_ops;
 mod generator;
 mod kafka_smoke;
+mod quickstart;
 mod readers;
 mod s3_smoke;
