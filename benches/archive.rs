@@ -120,14 +120,8 @@ fn kafka_fetch_only(topic: &str, partitions: i32) -> Result<(Run, u64, u64), Box
     use std::time::Duration;
     let (c0, _) = rusage(libc::RUSAGE_SELF);
     let t0 = Instant::now();
-    let mut cc = kafka().config();
-    // as in `Archiver::new` (archiver/src/archive.rs)
-    cc.set("group.id", unique_name("fetch-only"))
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("auto.offset.reset", "earliest")
-        .set("queued.max.messages.kbytes", "16384")
-        .set("fetch.message.max.bytes", "1048576");
+    let cc =
+        loglake_archiver::archive::consumer_config(&kafka().brokers, &unique_name("fetch-only"));
     let consumer: BaseConsumer = cc.create()?;
     let mut remaining = std::collections::HashMap::new();
     {

@@ -440,6 +440,22 @@ fn kafka_err(context: &str) -> impl FnOnce(KafkaError) -> ArchiveError + '_ {
 /// [`ArchiveConfig::watermark_timeout`], retried.
 const WATERMARK_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The archiver's fetch settings for librdkafka (before `-X` properties): offsets only from the
+/// tables (no auto commit), and a bounded prefetch. The archive bench's fetch-only stage uses
+/// them too, so it measures the fetch the archiver does.
+pub fn consumer_config(brokers: &str, group: &str) -> ClientConfig {
+    let mut cc = ClientConfig::new();
+    cc.set("bootstrap.servers", brokers)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        // Bounded prefetch: part of the archiver's fixed memory overhead (DESIGN.md).
+        .set("queued.max.messages.kbytes", "16384")
+        .set("fetch.message.max.bytes", "1048576");
+    cc
+}
+
 /// Default of `--late-after`: an hour, the partition grain of the log tables — a row later than
 /// that lands in an hour partition that was already complete when its record arrived.
 pub const DEFAULT_LATE_AFTER: Duration = Duration::from_secs(3600);
@@ -649,21 +665,12 @@ impl Archiver {
                 .collect(),
             dlq: cfg.dlq.as_ref().map(|u| (name_from_url(u), u.clone())),
         };
-        let mut cc = ClientConfig::new();
-        cc.set("bootstrap.servers", &cfg.brokers)
-            .set("group.id", &cfg.group)
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("auto.offset.reset", "earliest")
-            // Bounded prefetch: part of the archiver's fixed memory overhead (DESIGN.md).
-            .set("queued.max.messages.kbytes", "16384")
-            .set("fetch.message.max.bytes", "1048576")
-            // Watermarks for the consumer-lag gauge (ArchiverContext::stats).
-            .set("statistics.interval.ms", "1000")
-            .set(
-                "client.id",
-                format!("loglake-archiver-{}", env!("CARGO_PKG_VERSION")),
-            );
+        let mut cc = consumer_config(&cfg.brokers, &cfg.group);
+        // Watermarks for the consumer-lag gauge (ArchiverContext::stats).
+        cc.set("statistics.interval.ms", "1000").set(
+            "client.id",
+            format!("loglake-archiver-{}", env!("CARGO_PKG_VERSION")),
+        );
         for (k, v) in &cfg.kafka_properties {
             cc.set(k, v);
         }
@@ -874,6 +881,7 @@ impl Archiver {
         // Messages come in runs of one partition: reuse the lookup key rather than allocate one
         // per record.
         let mut key = (String::new(), -1);
+        let bytes_before = self.report.bytes_in;
         for m in batch {
             if key.1 != m.partition() || key.0 != m.topic() {
                 key = (m.topic().to_string(), m.partition());
@@ -895,13 +903,13 @@ impl Archiver {
             per_table[ps.table].push(m);
         }
         let accepted: usize = per_table.iter().map(Vec::len).sum();
-        let accepted_bytes: usize = per_table.iter().flatten().map(|m| m.payload_len()).sum();
         self.cfg
             .metrics
             .inc("loglake_records_in_total", accepted as u64);
-        self.cfg
-            .metrics
-            .inc("loglake_bytes_in_total", accepted_bytes as u64);
+        self.cfg.metrics.inc(
+            "loglake_bytes_in_total",
+            self.report.bytes_in - bytes_before,
+        );
         for (ti, msgs) in per_table.into_iter().enumerate() {
             if msgs.is_empty() {
                 continue;

@@ -150,6 +150,22 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s.trim()).map_err(|e| format!("not a duration: {s:?}: {e}"))
 }
 
+/// A duration setting: the flag (or its environment variable, which clap merges into it), else
+/// the file's `key`, else `default`.
+fn duration_setting(
+    flag: Option<Duration>,
+    file: Option<&str>,
+    key: &str,
+    default: Duration,
+) -> Result<Duration, ArchiveError> {
+    match (flag, file) {
+        (Some(d), _) => Ok(d),
+        (None, Some(s)) => parse_duration(s)
+            .map_err(|e| ArchiveError::Config(format!("{key} in the config file: {e}"))),
+        (None, None) => Ok(default),
+    }
+}
+
 /// The AWS_* storage options from the environment, overridden by the file's `[storage]`.
 pub fn storage_options(file: &HashMap<String, String>) -> HashMap<String, String> {
     let mut out: HashMap<String, String> = std::env::vars()
@@ -239,31 +255,30 @@ impl ArchiveArgs {
             )));
         }
 
-        let watermark_timeout = match (self.watermark_timeout, &file.watermark_timeout) {
-            (Some(d), _) => d,
-            (None, Some(s)) => parse_duration(s).map_err(ArchiveError::Config)?,
-            _ => crate::archive::DEFAULT_WATERMARK_TIMEOUT,
-        };
+        let watermark_timeout = duration_setting(
+            self.watermark_timeout,
+            file.watermark_timeout.as_deref(),
+            "watermark_timeout",
+            crate::archive::DEFAULT_WATERMARK_TIMEOUT,
+        )?;
         if watermark_timeout < Duration::from_secs(1) {
             return Err(ArchiveError::Config(format!(
                 "--watermark-timeout {watermark_timeout:?} is below 1s"
             )));
         }
 
-        let late_after = match (self.late_after, &file.late_after) {
-            (Some(d), _) => d,
-            (None, Some(s)) => parse_duration(s)
-                .map_err(|e| ArchiveError::Config(format!("late_after in the config file: {e}")))?,
-            _ => crate::archive::DEFAULT_LATE_AFTER,
-        };
-
-        let shutdown_timeout = match (self.shutdown_timeout, &file.shutdown_timeout) {
-            (Some(d), _) => d,
-            (None, Some(s)) => parse_duration(s).map_err(|e| {
-                ArchiveError::Config(format!("shutdown_timeout in the config file: {e}"))
-            })?,
-            _ => crate::archive::DEFAULT_SHUTDOWN_TIMEOUT,
-        };
+        let late_after = duration_setting(
+            self.late_after,
+            file.late_after.as_deref(),
+            "late_after",
+            crate::archive::DEFAULT_LATE_AFTER,
+        )?;
+        let shutdown_timeout = duration_setting(
+            self.shutdown_timeout,
+            file.shutdown_timeout.as_deref(),
+            "shutdown_timeout",
+            crate::archive::DEFAULT_SHUTDOWN_TIMEOUT,
+        )?;
 
         let mut tables = Vec::new();
         if let Some(table) = &self.table {

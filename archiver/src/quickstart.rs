@@ -53,7 +53,10 @@ impl Corpus<'_> {
         match self {
             Corpus::Folder(dir) => files(&dir.join(sub), ext)?
                 .into_iter()
-                .map(|p| Ok((p.clone(), read_file(&p)?)))
+                .map(|p| {
+                    let bytes = read_file(&p)?;
+                    Ok((p, bytes))
+                })
                 .collect(),
             Corpus::BuiltIn => {
                 let dir = CORPUS.get_dir(sub).ok_or_else(|| {
