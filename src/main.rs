@@ -6,6 +6,14 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// jemalloc rather than the system allocator: glibc's malloc keeps the multi-MiB Arrow and
+/// Parquet buffers that the archiver frees (its mmap threshold rises to 32 MiB after the first
+/// large free), so the resident set drifts far above what is in use; jemalloc returns freed
+/// pages to the system after a delay. Measured in DESIGN.md, "Memory".
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "loglake",

@@ -488,6 +488,85 @@ mod tests {
         assert_eq!(missing_columns(&old, &schema), ["pod_uid", "image"]);
     }
 
+    /// I3 (DESIGN.md): a commit whose partitions' txn offsets moved since this writer read them
+    /// is refused as a conflict and writes nothing; offsets of other partitions, or a stale
+    /// snapshot alone, are no conflict.
+    #[tokio::test]
+    async fn a_commit_over_offsets_another_writer_advanced_is_a_conflict_and_writes_nothing() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let url = table_url(&dir.path().to_string_lossy()).expect("url");
+        let schema = table_schema(TableKind::Container);
+        let parts = vec!["dt".to_string(), "hour".to_string()];
+        let opts = HashMap::new();
+        let open = || DeltaSink::open_or_create("c", &url, &opts, &schema, &parts, schema.clone());
+        let mut a = open().await.expect("create");
+        let mut b = open().await.expect("open");
+        assert_eq!((a.version(), b.version()), (Some(0), Some(0)));
+        let adv = |partition: i32, from: Option<i64>, to: i64| OffsetAdvance {
+            topic: "t".into(),
+            partition,
+            from,
+            to,
+        };
+
+        // A takes partition 0 to offset 100
+        let done = a
+            .commit(Vec::new(), &[adv(0, None, 100)], Vec::new())
+            .await
+            .expect("commit a");
+        assert_eq!(
+            done,
+            CommitOutcome::Committed {
+                version: 1,
+                attempts: 1
+            }
+        );
+        // B read partition 0 before that (from None): its commit is refused, naming what it found
+        let refused = b
+            .commit(Vec::new(), &[adv(0, None, 50), adv(1, None, 7)], Vec::new())
+            .await
+            .expect("commit b");
+        assert_eq!(
+            refused,
+            CommitOutcome::Conflict {
+                partitions: vec![("t".into(), 0, Some(100))]
+            }
+        );
+        b.refresh().await.expect("refresh");
+        assert_eq!(b.version(), Some(1), "the refused commit wrote nothing");
+        let offsets = b
+            .committed_offsets(&[("t".into(), 0), ("t".into(), 1)])
+            .await
+            .expect("offsets");
+        assert_eq!(offsets[&("t".to_string(), 0)], Some(100));
+        assert_eq!(offsets[&("t".to_string(), 1)], None);
+
+        // partition 1 alone is B's: committed on top of A's version
+        let done = b
+            .commit(Vec::new(), &[adv(1, None, 7)], Vec::new())
+            .await
+            .expect("commit b again");
+        assert_eq!(
+            done,
+            CommitOutcome::Committed {
+                version: 2,
+                attempts: 1
+            }
+        );
+        // and A, whose snapshot is now stale, continues partition 0 from its own offset
+        let done = a
+            .commit(Vec::new(), &[adv(0, Some(100), 180)], Vec::new())
+            .await
+            .expect("commit a again");
+        assert_eq!(
+            done,
+            CommitOutcome::Committed {
+                version: 3,
+                attempts: 1
+            }
+        );
+    }
+
     /// A table created by an older loglake (without the container metadata columns) gets them
     /// added on open, keeping its version history; a second open changes nothing.
     #[tokio::test]

@@ -378,7 +378,7 @@ fn dated_record(i: usize, epoch_s: f64) -> Vec<u8> {
     .into_bytes()
 }
 
-fn archive_args(topic: &str, group: &str, table: &str, dlq: &str) -> Vec<String> {
+pub(crate) fn archive_args(topic: &str, group: &str, table: &str, dlq: &str) -> Vec<String> {
     [
         "--brokers",
         &kafka().brokers,

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use deltalake::DeltaTable;
 use deltalake::DeltaTableError;
 use deltalake::kernel::transaction::{CommitBuilder, TransactionError};
-use deltalake::kernel::{Action, Add};
+use deltalake::kernel::{Action, Add, Transaction};
 use deltalake::parquet::arrow::ArrowWriter;
 use deltalake::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use deltalake::parquet::basic::{Compression, ZstdLevel};
@@ -108,6 +108,29 @@ async fn stop_archiver(name: &str, p: &mut Proc) -> String {
         "archiver {name} did not go through the shutdown path:\n{log}"
     );
     log
+}
+
+/// Waits (up to 30 s) until the archiver's `/healthz` answers `200 ok`: it answers as soon as
+/// the endpoint is up.
+async fn wait_healthy(p: &mut Proc, addr: &str) {
+    let start = Instant::now();
+    loop {
+        let a = addr.to_string();
+        match tokio::task::spawn_blocking(move || http_get(&a, "/healthz"))
+            .await
+            .expect("join")
+        {
+            Ok((status, body)) => {
+                assert_eq!((status, body.as_str()), (200, "ok\n"));
+                return;
+            }
+            Err(e) => {
+                assert!(p.running(), "archiver exited before serving /healthz");
+                assert!(start.elapsed() < Duration::from_secs(30), "/healthz: {e:#}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
 }
 
 /// Opens a Delta table (local path or s3:// URL) at its latest version.
@@ -665,25 +688,7 @@ async fn sigterm_commits_the_last_records_and_metrics_follow_the_run() {
     // Every log line the binary can produce (debug for the archiver), to look for secrets.
     let mut p = Proc::spawn(archive_cmd(&args, "info,loglake_archiver=debug")).expect("spawn");
 
-    // /healthz answers as soon as the endpoint is up.
-    let start = Instant::now();
-    loop {
-        let a = addr.clone();
-        match tokio::task::spawn_blocking(move || http_get(&a, "/healthz"))
-            .await
-            .expect("join")
-        {
-            Ok((status, body)) => {
-                assert_eq!((status, body.as_str()), (200, "ok\n"));
-                break;
-            }
-            Err(e) => {
-                assert!(p.running(), "archiver exited before serving /healthz");
-                assert!(start.elapsed() < Duration::from_secs(30), "/healthz: {e:#}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    }
+    wait_healthy(&mut p, &addr).await;
 
     let good = (FIRST - FIRST / 100) as f64;
     let (m, _) = metrics_until(
@@ -811,6 +816,103 @@ async fn sigterm_commits_the_last_records_and_metrics_follow_the_run() {
         }
     );
     assert!(ok);
+}
+
+/// I3 through the binary: while a continuous archiver holds uncommitted records of a partition,
+/// another writer records that partition's offsets in the table (as a second archiver that took
+/// the partition over would). The archiver's commit is refused: it drops its buffer and re-reads
+/// the offsets, so the records the other writer claimed are never written by it, and the next
+/// run continues from the other writer's offset.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_archiver_whose_offsets_another_writer_advanced_drops_its_buffer() {
+    const N: usize = 1_000;
+    const TAKEN: i64 = 600; // the other writer's offset for partition 0
+    let topic = unique_name("conflict");
+    kafka().create_topic(&topic, 1).await.expect("topic");
+    produce(&topic, 0, N, false).await;
+    let table = s3().unique_url("conflict-table");
+    let table_name = table.rsplit('/').next().expect("name").to_string();
+    let dlq = format!("{table}-dlq");
+    let addr = format!("127.0.0.1:{}", free_port().expect("port"));
+    let group = unique_name("g");
+    // A roll latency of an hour: only the SIGTERM flush commits.
+    let mut args = strings(&["--roll-interval", "1h", "--metrics-addr", &addr]);
+    args.extend(crate::archiver::archive_args(&topic, &group, &table, &dlq));
+    args.retain(|a| a != "--until-end");
+    let mut p = Proc::spawn(archive_cmd(&args, COMMIT_LOGS)).expect("spawn");
+    wait_healthy(&mut p, &addr).await;
+    let (m, _) = metrics_until(
+        &mut p,
+        &addr,
+        Duration::from_secs(60),
+        "every record read",
+        |m| sample(m, "loglake_records_in_total") == N as f64,
+    )
+    .await;
+    assert_eq!(sample(&m, "loglake_commits_total"), 0.0);
+
+    // The other writer: one commit of the partition's txn, no data.
+    let mut t = open_table(&table).await;
+    t.update_incremental(None).await.expect("re-read");
+    let snapshot = t
+        .snapshot()
+        .expect("the archiver created the table")
+        .clone();
+    let version = CommitBuilder::default()
+        .with_actions(vec![Action::Txn(Transaction::new_with_last_update(
+            loglake_archiver::delta::app_id(&table_name, &topic, 0),
+            TAKEN,
+            Some(chrono_now_ms()),
+        ))])
+        .build(
+            Some(&snapshot),
+            t.log_store(),
+            DeltaOperation::StreamingUpdate {
+                output_mode: deltalake::protocol::OutputMode::Append,
+                query_id: "another-archiver".into(),
+                epoch_id: 1,
+            },
+        )
+        .await
+        .expect("the other writer's commit")
+        .version();
+
+    let log = stop_archiver("conflicted", &mut p).await;
+    assert!(
+        log.contains("offsets moved under us"),
+        "no conflict in the log:\n{log}"
+    );
+    assert!(logged_commits(&log).is_empty(), "it committed:\n{log}");
+    let t = open_table(&table).await;
+    assert_eq!(t.version(), Some(version), "nothing after the other writer");
+    assert_eq!(t.snapshot().expect("snapshot").log_data().iter().count(), 0);
+
+    // The next run starts at the other writer's offset: exactly the rest, nothing twice.
+    let out = crate::archiver::run_archive_blocking(crate::archiver::archive_args(
+        &topic, &group, &table, &dlq,
+    ))
+    .await;
+    let report: serde_json::Value =
+        serde_json::from_slice(out.stdout.trim_ascii()).expect("report");
+    assert_eq!(report["rows_written"], N as i64 - TAKEN);
+    assert_eq!(report["conflicts"], 0);
+    let (a, ok) = audit(&topic, &table, &dlq);
+    assert_eq!(
+        a,
+        Audit {
+            expected: N as u64,
+            rows: (N as i64 - TAKEN) as u64,
+            dead_letters: 0,
+            missing: TAKEN as u64,
+            duplicates: 0,
+            missing_examples: (0..10).map(|o| (0, o)).collect(),
+            ..Default::default()
+        }
+    );
+    assert!(
+        !ok,
+        "the offsets the other writer claimed hold no rows here"
+    );
 }
 
 // ------------------------------------------------------------------------------------------------
