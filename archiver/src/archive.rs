@@ -62,6 +62,22 @@ pub struct TableTarget {
     pub decoder: String,
     pub partition_by: Vec<String>,
     pub bloom_filter_columns: Vec<String>,
+    /// Copy the fields of JSON messages into `attrs` too (the table option of that name).
+    pub json_message_attrs: bool,
+}
+
+impl TableTarget {
+    /// A decoder for this table: the archiver's decoder options with the table's own.
+    pub fn decoder(
+        &self,
+        options: &DecoderOptions,
+    ) -> Result<Box<dyn loglake_schemas::Decoder>, ArchiveError> {
+        let options = DecoderOptions {
+            json_message_attrs: self.json_message_attrs,
+            ..options.clone()
+        };
+        Ok(decoder_for(&self.decoder, &options)?)
+    }
 }
 
 /// Everything `loglake archive` needs, resolved from flags, environment and file.
@@ -594,7 +610,7 @@ impl Archiver {
         let mut topic_table = HashMap::new();
         let mut tables = Vec::new();
         for (i, t) in cfg.tables.iter().enumerate() {
-            let decoder = decoder_for(&t.decoder, &cfg.decoder_options)?;
+            let decoder = t.decoder(&cfg.decoder_options)?;
             let schema = decoder.schema();
             let writers = WriterSet::new(
                 schema.clone(),
@@ -858,7 +874,7 @@ impl Archiver {
     fn reset(&mut self) -> Result<(), ArchiveError> {
         for t in &mut self.tables {
             t.writers.discard_all();
-            t.decoder = decoder_for(&t.target.decoder, &self.cfg.decoder_options)?;
+            t.decoder = t.target.decoder(&self.cfg.decoder_options)?;
             let pending = std::mem::take(&mut t.pending);
             self.handle.block_on(t.sink.delete_uncommitted(&pending));
             t.pending_rows = 0;
@@ -1419,6 +1435,42 @@ fn dead_letter_batch(decoder: &str, bad: &[DeadLetter]) -> Result<RecordBatch, A
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn a_tables_decoder_copies_json_message_fields_into_attrs_only_when_the_table_asks() {
+        use arrow::array::{Array, AsArray};
+        let payload = br#"{"time":"2026-11-23T10:00:00Z","log":"{\"level\":\"warn\",\"msg\":\"slow\",\"user\":7}\n"}"#;
+        let attrs_keys = |json_message_attrs: bool| -> (Vec<String>, Option<String>) {
+            let target = TableTarget {
+                name: "t".into(),
+                url: Url::parse("file:///tmp/t").expect("url"),
+                topics: vec!["t".into()],
+                decoder: "fluentbit".into(),
+                partition_by: vec!["dt".into(), "hour".into()],
+                bloom_filter_columns: Vec::new(),
+                json_message_attrs,
+            };
+            let mut d = target.decoder(&DecoderOptions::default()).expect("decoder");
+            let out = d.decode(&[RawRecord::new("t", 0, 0, payload)]);
+            assert!(out.errors.is_empty(), "{:?}", out.errors);
+            let b = &out.batch;
+            let attrs = b.column_by_name("attrs").expect("attrs").as_map();
+            let keys = attrs.keys().as_string::<i32>();
+            let level = b.column_by_name("level").expect("level").as_string::<i32>();
+            (
+                keys.iter().flatten().map(str::to_owned).collect(),
+                level.is_valid(0).then(|| level.value(0).to_owned()),
+            )
+        };
+        assert_eq!(attrs_keys(false), (vec![], Some("warn".into())));
+        assert_eq!(
+            attrs_keys(true),
+            (
+                vec!["level".into(), "msg".into(), "user".into()],
+                Some("warn".into())
+            )
+        );
+    }
 
     #[test]
     fn late_rows_reached_kafka_more_than_late_after_after_their_event_time() {

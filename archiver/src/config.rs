@@ -6,13 +6,15 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-use loglake_schemas::{DecoderOptions, TableDef, load_table_dir};
-use serde::Deserialize;
+use loglake_schemas::{
+    DECODER_NAMES, DecoderOptions, TableDef, TableKind, check_partition_by, load_table_dir,
+};
+use serde::{Deserialize, Deserializer};
 
 use crate::archive::{ArchiveConfig, TableTarget};
 use crate::delta::table_url;
@@ -38,6 +40,20 @@ pub struct ArchiveArgs {
     /// Table URI for the single-table form: s3://bucket/prefix/name or a local path.
     #[arg(long, env = "LOGLAKE_TABLE")]
     pub table: Option<String>,
+    /// Partition column of the single-table form beyond dt and hour (repeatable, or
+    /// comma-separated): `--partition-by namespace` writes dt=…/hour=…/namespace=…/. The columns
+    /// come after dt and hour, in the order given; when the list names dt or hour itself it is
+    /// the whole partitioning, in that order (`--partition-by dt,namespace` drops hour). Each
+    /// must be a string, integer or date column of the decoder's table (the error lists them).
+    /// A table keeps the columns it was created with: opening it with others is an error. Tables
+    /// of the multi-table form set `partition_by` in their definition instead.
+    #[arg(
+        long = "partition-by",
+        env = "LOGLAKE_PARTITION_BY",
+        value_name = "COL",
+        value_delimiter = ','
+    )]
+    pub partition_by: Vec<String>,
     /// Table name (default: the last segment of --table).
     #[arg(long, env = "LOGLAKE_TABLE_NAME")]
     pub table_name: Option<String>,
@@ -97,8 +113,9 @@ pub struct ArchiveArgs {
     pub allow_unsafe_store: bool,
 }
 
-/// The TOML file form.
-#[derive(Debug, Default, Deserialize)]
+/// The TOML file form. Its `Debug` shows the keys of `kafka` and `storage` but not their values
+/// (credentials).
+#[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
     pub brokers: Option<String>,
@@ -116,11 +133,109 @@ pub struct FileConfig {
     pub cluster: Option<String>,
     pub metrics_addr: Option<SocketAddr>,
     /// librdkafka properties.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "kafka_table")]
     pub kafka: HashMap<String, String>,
     /// Storage options (AWS_* names) overriding the environment.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "storage_table")]
     pub storage: HashMap<String, String>,
+}
+
+impl std::fmt::Debug for FileConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let keys = |m: &HashMap<String, String>| {
+            let mut k: Vec<String> = m.keys().cloned().collect();
+            k.sort();
+            k
+        };
+        f.debug_struct("FileConfig")
+            .field("brokers", &self.brokers)
+            .field("group", &self.group)
+            .field("lake", &self.lake)
+            .field("tables_dir", &self.tables_dir)
+            .field("dlq_table", &self.dlq_table)
+            .field("target_file_size", &self.target_file_size)
+            .field("roll_interval", &self.roll_interval)
+            .field("memory_budget", &self.memory_budget)
+            .field("poll_batch_bytes", &self.poll_batch_bytes)
+            .field("watermark_timeout", &self.watermark_timeout)
+            .field("late_after", &self.late_after)
+            .field("shutdown_timeout", &self.shutdown_timeout)
+            .field("cluster", &self.cluster)
+            .field("metrics_addr", &self.metrics_addr)
+            .field("kafka_keys", &keys(&self.kafka))
+            .field("storage_keys", &keys(&self.storage))
+            .finish()
+    }
+}
+
+/// A `[table]` of string values whose type errors name the key but never the value: `[storage]`
+/// and `[kafka]` hold credentials (`AWS_SECRET_ACCESS_KEY`, `sasl.password`), and serde's own
+/// message would quote a non-string value (`invalid type: integer `1234``).
+fn string_table<'de, D: Deserializer<'de>>(
+    d: D,
+    table: &str,
+) -> Result<HashMap<String, String>, D::Error> {
+    let raw = HashMap::<String, toml::Value>::deserialize(d)?;
+    let mut out = HashMap::with_capacity(raw.len());
+    for (k, v) in raw {
+        match v {
+            toml::Value::String(s) => {
+                out.insert(k, s);
+            }
+            other => {
+                return Err(serde::de::Error::custom(format!(
+                    "[{table}] `{k}` must be a string (quote the value), found a value of type {}",
+                    other.type_str()
+                )));
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn kafka_table<'de, D: Deserializer<'de>>(d: D) -> Result<HashMap<String, String>, D::Error> {
+    string_table(d, "kafka")
+}
+
+fn storage_table<'de, D: Deserializer<'de>>(d: D) -> Result<HashMap<String, String>, D::Error> {
+    string_table(d, "storage")
+}
+
+/// Reads the configuration file. Errors name the file, line, column and key but, unlike toml's
+/// own rendering, do not quote the line: it may hold a credential.
+pub fn read_file_config(path: &Path) -> Result<FileConfig, ArchiveError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ArchiveError::Config(format!("reading {}: {e}", path.display())))?;
+    toml::from_str(&text).map_err(|e| {
+        // A syntax error may point into a (multi-line) string value; a type error of a
+        // well-formed file points at a value, which starts on its key's line.
+        let well_formed = toml::from_str::<toml::Table>(&text).is_ok();
+        let at = e
+            .span()
+            .and_then(|span| text.get(..span.start))
+            .map(|before| {
+                let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+                let line = before.matches('\n').count() + 1;
+                let column = before[line_start..].chars().count() + 1;
+                // The key of the line (`key = value`), never its value.
+                let key = text[line_start..]
+                    .lines()
+                    .next()
+                    .filter(|_| well_formed)
+                    .and_then(|l| l.split_once('='))
+                    .map(|(k, _)| k.trim())
+                    .filter(|k| !k.is_empty())
+                    .map(|k| format!(" (`{k}`)"))
+                    .unwrap_or_default();
+                format!(" line {line}, column {column}{key}:")
+            })
+            .unwrap_or_default();
+        ArchiveError::Config(format!(
+            "{}:{at} {}",
+            path.display(),
+            e.message().trim_end()
+        ))
+    })
 }
 
 pub(crate) fn parse_kv(s: &str) -> Result<(String, String), String> {
@@ -166,6 +281,46 @@ fn duration_setting(
     }
 }
 
+/// The partition columns of the single-table form: `dt`, `hour`, then the `--partition-by`
+/// columns; when those name `dt` or `hour` themselves, they are the whole list, in their order.
+/// Validated against the schema of `decoder`'s table ([`check_partition_by`]).
+pub fn single_table_partition_by(
+    decoder: &str,
+    columns: &[String],
+) -> Result<Vec<String>, ArchiveError> {
+    let kind = TableKind::for_decoder(decoder).ok_or_else(|| {
+        ArchiveError::Config(format!(
+            "unknown --decoder `{decoder}` (known: {})",
+            DECODER_NAMES.join(", ")
+        ))
+    })?;
+    let columns: Vec<String> = columns.iter().map(|c| c.trim().to_string()).collect();
+    let flag = || {
+        format!(
+            "--partition-by (LOGLAKE_PARTITION_BY) `{}`",
+            columns.join(",")
+        )
+    };
+    if columns.iter().any(String::is_empty) {
+        return Err(ArchiveError::Config(format!(
+            "{}: empty column name",
+            flag()
+        )));
+    }
+    let partition_by: Vec<String> = if columns.iter().any(|c| c == "dt" || c == "hour") {
+        columns.clone()
+    } else {
+        ["dt", "hour"]
+            .into_iter()
+            .map(String::from)
+            .chain(columns.iter().cloned())
+            .collect()
+    };
+    check_partition_by(kind, &partition_by)
+        .map_err(|reason| ArchiveError::Config(format!("{}: {reason}", flag())))?;
+    Ok(partition_by)
+}
+
 /// The AWS_* storage options from the environment, overridden by the file's `[storage]`.
 pub fn storage_options(file: &HashMap<String, String>) -> HashMap<String, String> {
     let mut out: HashMap<String, String> = std::env::vars()
@@ -190,13 +345,7 @@ impl ArchiveArgs {
         metrics: Arc<Metrics>,
     ) -> Result<(ArchiveConfig, Option<SocketAddr>), ArchiveError> {
         let file: FileConfig = match &self.config {
-            Some(p) => {
-                let text = std::fs::read_to_string(p)
-                    .map_err(|e| ArchiveError::Config(format!("reading {}: {e}", p.display())))?;
-                toml::from_str(&text).map_err(|e| {
-                    ArchiveError::Config(format!("{}: {}", p.display(), e.to_string().trim_end()))
-                })?
-            }
+            Some(p) => read_file_config(p)?,
             None => FileConfig::default(),
         };
         let brokers = self.brokers.clone().or(file.brokers.clone()).ok_or_else(|| {
@@ -291,6 +440,7 @@ impl ArchiveArgs {
                 .decoder
                 .clone()
                 .ok_or_else(|| ArchiveError::Config("--table needs --decoder".into()))?;
+            let partition_by = single_table_partition_by(&decoder, &self.partition_by)?;
             let url = table_url(table)?;
             let name = self
                 .table_name
@@ -301,10 +451,16 @@ impl ArchiveArgs {
                 url,
                 topics: self.topics.clone(),
                 decoder,
-                partition_by: vec!["dt".into(), "hour".into()],
+                partition_by,
                 bloom_filter_columns: Vec::new(),
+                json_message_attrs: false,
             });
         } else {
+            if !self.partition_by.is_empty() {
+                return Err(ArchiveError::Config(
+                    "--partition-by (LOGLAKE_PARTITION_BY) is for the single-table form (--table); in the multi-table form each table's definition sets `partition_by`".into(),
+                ));
+            }
             let lake = self.lake.clone().or(file.lake.clone()).ok_or_else(|| {
                 ArchiveError::Config("nothing to archive: pass --table/--topic/--decoder, or --lake with --tables-dir".into())
             })?;
@@ -327,6 +483,7 @@ impl ArchiveArgs {
                     decoder: d.decoder.clone(),
                     partition_by: d.partition_by.clone(),
                     bloom_filter_columns: d.bloom_filter_columns.clone(),
+                    json_message_attrs: d.json_message_attrs,
                 });
             }
         }
@@ -549,5 +706,552 @@ mod tests {
             .expect_err("error")
             .to_string();
         assert!(e.contains("bad.toml") && e.contains("brokerz"), "{e}");
+    }
+
+    // ---- The real command line (clap derive) with environment and file, in a child process ----
+    //
+    // clap reads each `env = "LOGLAKE_*"` variable with `std::env::var_os` while it builds the
+    // command, and `storage_options` reads the `AWS_*` variables: neither takes an injected
+    // environment. Setting real variables in this process is not sound: `std::env::set_var` is
+    // `unsafe` (Rust 2024) because any other thread reading the environment at the same time —
+    // the other tests of this binary, which resolve configurations in parallel, or C code calling
+    // getenv — is undefined behaviour, and a static Mutex only orders the tests that take it.
+    // Instead each case runs this test binary again with only the ignored `cli_child` test, in an
+    // environment with every LOGLAKE_* and AWS_* variable of ours removed and the case's set; the
+    // child parses the argument vector with the clap derive parser, resolves it and prints the
+    // result as one JSON line. Nothing in this process's environment changes.
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: ArchiveArgs,
+    }
+
+    const CHILD_ARGV: &str = "LOGLAKE_TEST_CHILD_ARGV";
+    const CHILD_RESULT: &str = "loglake-test-child-result: ";
+
+    fn parse_and_resolve(argv: &[String]) -> Result<ArchiveConfig, String> {
+        use clap::Parser;
+        let argv = std::iter::once("loglake-archive".to_string()).chain(argv.iter().cloned());
+        let cli = Cli::try_parse_from(argv).map_err(|e| e.to_string())?;
+        cli.args
+            .resolve(Arc::default(), Arc::default())
+            .map(|(c, _)| c)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    #[ignore = "the child process of the command-line tests (see `cli`); does nothing alone"]
+    fn cli_child() {
+        let Ok(argv) = std::env::var(CHILD_ARGV) else {
+            return;
+        };
+        let argv: Vec<String> = serde_json::from_str(&argv).expect("argv JSON");
+        let d = |d: Duration| humantime::format_duration(d).to_string();
+        let out = match parse_and_resolve(&argv) {
+            Ok(c) => serde_json::json!({
+                "brokers": c.brokers,
+                "group": c.group,
+                "memory_budget": c.policy.memory_budget_bytes,
+                "target_file_size": c.policy.target_file_bytes,
+                "roll_interval": d(c.policy.max_file_age),
+                "late_after": d(c.late_after),
+                "until_end": c.until_end,
+                "tables": c.tables.iter().map(|t| serde_json::json!({
+                    "name": t.name,
+                    "topics": t.topics,
+                    "decoder": t.decoder,
+                    "partition_by": t.partition_by,
+                })).collect::<Vec<_>>(),
+                "storage": c.storage_options,
+                "debug": format!("{c:?}"),
+            }),
+            Err(e) => serde_json::json!({ "error": e }),
+        };
+        println!("{CHILD_RESULT}{out}");
+    }
+
+    /// Parses `argv` (after `loglake archive`) with the clap derive parser and resolves it, in a
+    /// child process whose environment has no LOGLAKE_* or AWS_* variable but those of `env`.
+    /// Returns the resolved configuration as JSON, or `{"error": …}`.
+    fn cli(argv: &[&str], env: &[(&str, &str)]) -> serde_json::Value {
+        let exe = std::env::current_exe().expect("test binary");
+        let mut cmd = std::process::Command::new(exe);
+        cmd.args([
+            "config::tests::cli_child",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ]);
+        for (k, _) in std::env::vars_os() {
+            if let Some(k) = k.to_str()
+                && (k.starts_with("LOGLAKE_") || k.starts_with("AWS_"))
+            {
+                cmd.env_remove(k);
+            }
+        }
+        cmd.envs(env.iter().copied())
+            .env(CHILD_ARGV, serde_json::to_string(argv).expect("argv JSON"));
+        let out = cmd.output().expect("running the child test");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        match stdout
+            .lines()
+            .find_map(|l| l.split_once(CHILD_RESULT).map(|(_, json)| json))
+        {
+            Some(json) => serde_json::from_str(json).expect("child JSON"),
+            None => panic!(
+                "the child printed no result ({}):\n{stdout}\n{}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        }
+    }
+
+    /// The single-table flags every command-line case needs.
+    fn table_flags(dir: &std::path::Path) -> Vec<String> {
+        let t = dir.join("t").to_string_lossy().into_owned();
+        ["--table", &t, "--topic", "logs", "--decoder", "fluentbit"]
+            .map(String::from)
+            .to_vec()
+    }
+
+    fn argv<'a>(base: &'a [String], more: &[&'a str]) -> Vec<&'a str> {
+        base.iter()
+            .map(String::as_str)
+            .chain(more.iter().copied())
+            .collect()
+    }
+
+    fn error_of(v: &serde_json::Value) -> Option<&str> {
+        v.get("error").and_then(|e| e.as_str())
+    }
+
+    #[test]
+    fn precedence_is_flag_then_env_then_file_then_default() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let cfg = dir.path().join("archive.toml");
+        std::fs::write(
+            &cfg,
+            "brokers = \"file:9092\"\ngroup = \"g-file\"\nmemory_budget = \"64MB\"\n\
+             roll_interval = \"2m\"\nlate_after = \"2h\"\n",
+        )
+        .expect("write");
+        let cfg = cfg.to_string_lossy().into_owned();
+        let base = table_flags(dir.path());
+        let with_file = argv(&base, &["--config", &cfg]);
+        let env = [
+            ("LOGLAKE_BROKERS", "env:9092"),
+            ("LOGLAKE_GROUP", "g-env"),
+            ("LOGLAKE_MEMORY_BUDGET", "128MB"),
+            ("LOGLAKE_ROLL_INTERVAL", "3m"),
+            ("LOGLAKE_LATE_AFTER", "3h"),
+        ];
+        let settings = |v: &serde_json::Value| {
+            assert_eq!(error_of(v), None, "{v}");
+            [
+                "brokers",
+                "group",
+                "memory_budget",
+                "roll_interval",
+                "late_after",
+            ]
+            .map(|k| v[k].to_string())
+            .join(" ")
+        };
+
+        // file only
+        let v = cli(&with_file, &[]);
+        assert_eq!(
+            settings(&v),
+            format!(r#""file:9092" "g-file" {} "2m" "2h""#, 64 << 20)
+        );
+        // env beats file
+        let v = cli(&with_file, &env);
+        assert_eq!(
+            settings(&v),
+            format!(r#""env:9092" "g-env" {} "3m" "3h""#, 128 << 20)
+        );
+        // flag beats env and file
+        let mut flags = with_file.clone();
+        flags.extend([
+            "--brokers",
+            "flag:9092",
+            "--group",
+            "g-flag",
+            "--memory-budget",
+            "256MB",
+            "--roll-interval",
+            "4m",
+            "--late-after",
+            "4h",
+        ]);
+        let v = cli(&flags, &env);
+        assert_eq!(
+            settings(&v),
+            format!(r#""flag:9092" "g-flag" {} "4m" "4h""#, 256 << 20)
+        );
+        // each setting on its own: env for two, the file for the rest
+        let v = cli(
+            &with_file,
+            &[("LOGLAKE_GROUP", "g-env"), ("LOGLAKE_ROLL_INTERVAL", "3m")],
+        );
+        assert_eq!(
+            settings(&v),
+            format!(r#""file:9092" "g-env" {} "3m" "2h""#, 64 << 20)
+        );
+        // the file named by LOGLAKE_CONFIG instead of --config
+        let v = cli(&argv(&base, &[]), &[("LOGLAKE_CONFIG", &cfg)]);
+        assert_eq!(
+            settings(&v),
+            format!(r#""file:9092" "g-file" {} "2m" "2h""#, 64 << 20)
+        );
+        // nothing: the defaults (brokers have none)
+        let v = cli(&argv(&base, &["--brokers", "k:9092"]), &[]);
+        let policy = RollPolicy::default();
+        assert_eq!(
+            settings(&v),
+            format!(
+                r#""k:9092" "loglake-archiver" {} "{}" "{}""#,
+                policy.memory_budget_bytes,
+                humantime::format_duration(policy.max_file_age),
+                humantime::format_duration(crate::archive::DEFAULT_LATE_AFTER),
+            )
+        );
+        let v = cli(&argv(&base, &[]), &[]);
+        let e = error_of(&v).expect("no brokers is an error");
+        assert!(
+            e.contains("--brokers") && e.contains("LOGLAKE_BROKERS") && e.contains("config file"),
+            "{e}"
+        );
+        // a bad environment value is an error naming the value, not a silent fall back to the file
+        let v = cli(&with_file, &[("LOGLAKE_MEMORY_BUDGET", "12XB")]);
+        let e = error_of(&v).expect("bad env value");
+        assert!(e.contains("12XB") && e.contains("memory-budget"), "{e}");
+    }
+
+    #[test]
+    fn the_single_table_form_works_from_flags_or_env_alone() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let t = dir.path().join("t").to_string_lossy().into_owned();
+        let dlq = dir.path().join("dlq").to_string_lossy().into_owned();
+        let v = cli(
+            &[
+                "--brokers",
+                "k:9092",
+                "--topic",
+                "a",
+                "--topic",
+                "b",
+                "--group",
+                "g",
+                "--table",
+                &t,
+                "--decoder",
+                "cri",
+                "--dlq-table",
+                &dlq,
+                "--until-end",
+                "-X",
+                "fetch.min.bytes=1",
+            ],
+            &[],
+        );
+        assert_eq!(error_of(&v), None, "{v}");
+        assert_eq!(v["tables"][0]["topics"], serde_json::json!(["a", "b"]));
+        assert_eq!(v["tables"][0]["decoder"], "cri");
+        assert_eq!(v["tables"][0]["name"], "t");
+        assert_eq!(v["until_end"], true);
+        // the same through LOGLAKE_* alone (topics comma-separated)
+        let v = cli(
+            &[],
+            &[
+                ("LOGLAKE_BROKERS", "k:9092"),
+                ("LOGLAKE_TOPICS", "a,b"),
+                ("LOGLAKE_TABLE", &t),
+                ("LOGLAKE_DECODER", "cri"),
+                ("LOGLAKE_UNTIL_END", "true"),
+            ],
+        );
+        assert_eq!(error_of(&v), None, "{v}");
+        assert_eq!(v["tables"][0]["topics"], serde_json::json!(["a", "b"]));
+        assert_eq!(v["until_end"], true);
+    }
+
+    #[test]
+    fn storage_comes_from_aws_variables_overridden_by_the_file() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let base = table_flags(dir.path());
+        let env = [
+            ("AWS_ENDPOINT_URL", "http://minio.env:9000"),
+            ("AWS_REGION", "eu-env-1"),
+            ("AWS_ACCESS_KEY_ID", "AKIAENV"),
+            ("AWS_SECRET_ACCESS_KEY", "env-secret-0f9e8d"),
+            ("AWS_SESSION_TOKEN", "env-token-7c6b5a"),
+            ("AWS_ALLOW_HTTP", "true"),
+        ];
+        let storage = |v: &serde_json::Value| -> HashMap<String, String> {
+            assert_eq!(error_of(v), None, "{v}");
+            serde_json::from_value(v["storage"].clone()).expect("storage map")
+        };
+        let no_secret = |v: &serde_json::Value, secrets: &[&str]| {
+            let debug = v["debug"].as_str().expect("debug");
+            for s in secrets {
+                assert!(!debug.contains(s), "{s} in {debug}");
+            }
+        };
+
+        // no [storage] in the file: the AWS_* variables, path-style for the custom endpoint
+        let cfg = dir.path().join("plain.toml");
+        std::fs::write(&cfg, "brokers = \"k:9092\"\n").expect("write");
+        let v = cli(&argv(&base, &["--config", &cfg.to_string_lossy()]), &env);
+        let mut want: HashMap<String, String> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        want.insert("AWS_VIRTUAL_HOSTED_STYLE_REQUEST".into(), "false".into());
+        assert_eq!(storage(&v), want);
+        no_secret(&v, &["env-secret-0f9e8d", "env-token-7c6b5a"]);
+
+        // the file's [storage] overrides them, key by key
+        let cfg = dir.path().join("storage.toml");
+        std::fs::write(
+            &cfg,
+            "brokers = \"k:9092\"\n[storage]\nAWS_ENDPOINT_URL = \"https://s3.file.example\"\n\
+             AWS_REGION = \"file-region\"\nAWS_SECRET_ACCESS_KEY = \"file-secret-1a2b3c\"\n\
+             AWS_ALLOW_HTTP = \"false\"\n",
+        )
+        .expect("write");
+        let v = cli(&argv(&base, &["--config", &cfg.to_string_lossy()]), &env);
+        let got = storage(&v);
+        let get = |k: &str| got.get(k).map(String::as_str);
+        assert_eq!(get("AWS_ENDPOINT_URL"), Some("https://s3.file.example"));
+        assert_eq!(get("AWS_REGION"), Some("file-region"));
+        assert_eq!(get("AWS_SECRET_ACCESS_KEY"), Some("file-secret-1a2b3c"));
+        assert_eq!(get("AWS_ALLOW_HTTP"), Some("false"));
+        assert_eq!(get("AWS_ACCESS_KEY_ID"), Some("AKIAENV"));
+        assert_eq!(get("AWS_SESSION_TOKEN"), Some("env-token-7c6b5a"));
+        assert_eq!(get("AWS_VIRTUAL_HOSTED_STYLE_REQUEST"), Some("false"));
+        no_secret(
+            &v,
+            &[
+                "file-secret-1a2b3c",
+                "env-secret-0f9e8d",
+                "env-token-7c6b5a",
+            ],
+        );
+
+        // the file alone (no AWS_* at all), and it may ask for virtual-hosted style
+        let cfg = dir.path().join("hosted.toml");
+        std::fs::write(
+            &cfg,
+            "brokers = \"k:9092\"\n[storage]\nAWS_ENDPOINT_URL = \"https://s3.file.example\"\n\
+             AWS_VIRTUAL_HOSTED_STYLE_REQUEST = \"true\"\n",
+        )
+        .expect("write");
+        let v = cli(&argv(&base, &["--config", &cfg.to_string_lossy()]), &[]);
+        let got = storage(&v);
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert_eq!(
+            got.get("AWS_VIRTUAL_HOSTED_STYLE_REQUEST")
+                .map(String::as_str),
+            Some("true")
+        );
+
+        // no custom endpoint: addressing left to the default
+        let v = cli(
+            &argv(&base, &["--brokers", "k:9092"]),
+            &[("AWS_REGION", "eu-env-1")],
+        );
+        let got = storage(&v);
+        assert_eq!(
+            got,
+            HashMap::from([("AWS_REGION".to_string(), "eu-env-1".to_string())])
+        );
+    }
+
+    #[test]
+    fn file_errors_never_quote_credentials() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let cfg = dir.path().join("secret.toml");
+        let resolve = |text: &str| {
+            std::fs::write(&cfg, text).expect("write");
+            ArchiveArgs {
+                config: Some(cfg.clone()),
+                ..Default::default()
+            }
+            .resolve(Arc::default(), Arc::default())
+            .expect_err("bad file")
+            .to_string()
+        };
+        // Syntax errors (unterminated string, invalid escape, also in a multi-line string)
+        // give the line; a non-string value in [storage] or [kafka] names the key. `expect` is
+        // what the message must contain, `secret` what it must not.
+        for (text, secret, expect) in [
+            (
+                "[storage]\nAWS_SECRET_ACCESS_KEY = \"s3cr3t-unterminated\n",
+                "s3cr3t-unterminated",
+                "line 2",
+            ),
+            (
+                "[storage]\nAWS_SECRET_ACCESS_KEY = \"s3cr3t\\q-escape\"\n",
+                "s3cr3t",
+                "line 2",
+            ),
+            (
+                "brokers = \"k:9092\"\n[storage]\nAWS_REGION = \"r\"\nAWS_SECRET_ACCESS_KEY = 98765432123\n",
+                "98765432123",
+                "AWS_SECRET_ACCESS_KEY",
+            ),
+            (
+                "[kafka]\n\"sasl.password\" = 4242424242\n",
+                "4242424242",
+                "sasl.password",
+            ),
+            (
+                "[storage]\nAWS_SECRET_ACCESS_KEY = \"\"\"\nml-secret=tail\\q\n\"\"\"\n",
+                "ml-secret",
+                "line 3",
+            ),
+        ] {
+            let e = resolve(text);
+            assert!(!e.contains(secret), "{secret} in: {e}");
+            assert!(e.contains("secret.toml") && e.contains(expect), "{e}");
+        }
+        // other errors still name line and key
+        let e = resolve("brokers = \"k\"\nmemory_budget = 12\n");
+        assert!(e.contains("line 2") && e.contains("memory_budget"), "{e}");
+        // and the file's Debug shows storage keys, not values
+        std::fs::write(
+            &cfg,
+            "[storage]\nAWS_SECRET_ACCESS_KEY = \"dbg-secret\"\n[kafka]\n\"sasl.password\" = \"dbg-pw\"\n",
+        )
+        .expect("write");
+        let f = format!("{:?}", read_file_config(&cfg).expect("read"));
+        assert!(
+            f.contains("AWS_SECRET_ACCESS_KEY") && f.contains("sasl.password"),
+            "{f}"
+        );
+        assert!(!f.contains("dbg-secret") && !f.contains("dbg-pw"), "{f}");
+    }
+
+    #[test]
+    fn single_table_partition_columns_follow_dt_and_hour_unless_listed() {
+        let cols = |decoder: &str, c: &[&str]| {
+            let c: Vec<String> = c.iter().map(|s| s.to_string()).collect();
+            single_table_partition_by(decoder, &c).map_err(|e| e.to_string())
+        };
+        let ok = |v: &[&str]| Ok(v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        assert_eq!(cols("fluentbit", &[]), ok(&["dt", "hour"]));
+        assert_eq!(
+            cols("fluentbit", &["namespace"]),
+            ok(&["dt", "hour", "namespace"])
+        );
+        assert_eq!(
+            cols("cri", &[" namespace", "pod "]),
+            ok(&["dt", "hour", "namespace", "pod"])
+        );
+        // naming dt or hour makes the list the whole partitioning, in its order
+        assert_eq!(
+            cols("fluentbit", &["dt", "namespace"]),
+            ok(&["dt", "namespace"])
+        );
+        assert_eq!(
+            cols("fluentbit", &["namespace", "dt", "hour"]),
+            ok(&["namespace", "dt", "hour"])
+        );
+        assert_eq!(cols("k8s-audit", &["verb"]), ok(&["dt", "hour", "verb"]));
+        assert_eq!(cols("access", &["status"]), ok(&["dt", "hour", "status"]));
+
+        // an unknown column: named, with the valid ones listed
+        let e = cols("fluentbit", &["tenant"]).expect_err("unknown column");
+        assert!(
+            e.contains("--partition-by") && e.contains("`tenant`"),
+            "{e}"
+        );
+        assert!(e.contains("container table"), "{e}");
+        assert!(
+            e.contains("partition columns can be: ") && e.contains("namespace, pod"),
+            "{e}"
+        );
+        // a column of another table's schema
+        let e = cols("k8s-audit", &["namespace"]).expect_err("not in k8s_audit");
+        assert!(
+            e.contains("`namespace`") && e.contains("object_namespace"),
+            "{e}"
+        );
+        // a column that cannot be a partition column, a repeated one, an empty one
+        let e = cols("fluentbit", &["labels"]).expect_err("map column");
+        assert!(
+            e.contains("`labels`") && e.contains("cannot be a partition column"),
+            "{e}"
+        );
+        let e = cols("fluentbit", &["namespace", "namespace"]).expect_err("twice");
+        assert!(e.contains("`namespace` is listed twice"), "{e}");
+        let e = cols("fluentbit", &["hour", "hour"]).expect_err("twice");
+        assert!(e.contains("`hour` is listed twice"), "{e}");
+        let e = cols("fluentbit", &["namespace", ""]).expect_err("empty");
+        assert!(e.contains("empty column name"), "{e}");
+        // an unknown decoder is reported as such (the schema depends on it)
+        let e = cols("syslog", &["namespace"]).expect_err("unknown decoder");
+        assert!(e.contains("`syslog`") && e.contains("fluentbit"), "{e}");
+    }
+
+    #[test]
+    fn partition_by_flag_and_env_reach_the_single_table() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let base = table_flags(dir.path());
+        let parts = |v: &serde_json::Value| {
+            assert_eq!(error_of(v), None, "{v}");
+            v["tables"][0]["partition_by"].clone()
+        };
+        let k = ("LOGLAKE_BROKERS", "k:9092");
+        // default
+        let v = cli(&argv(&base, &[]), &[k]);
+        assert_eq!(parts(&v), serde_json::json!(["dt", "hour"]));
+        // repeated flag, comma-separated flag
+        let v = cli(
+            &argv(
+                &base,
+                &["--partition-by", "namespace", "--partition-by", "pod"],
+            ),
+            &[k],
+        );
+        assert_eq!(
+            parts(&v),
+            serde_json::json!(["dt", "hour", "namespace", "pod"])
+        );
+        let v = cli(&argv(&base, &["--partition-by", "dt,namespace"]), &[k]);
+        assert_eq!(parts(&v), serde_json::json!(["dt", "namespace"]));
+        // LOGLAKE_PARTITION_BY, comma-separated; a flag replaces it
+        let env = [k, ("LOGLAKE_PARTITION_BY", "namespace, container")];
+        let v = cli(&argv(&base, &[]), &env);
+        assert_eq!(
+            parts(&v),
+            serde_json::json!(["dt", "hour", "namespace", "container"])
+        );
+        let v = cli(&argv(&base, &["--partition-by", "pod"]), &env);
+        assert_eq!(parts(&v), serde_json::json!(["dt", "hour", "pod"]));
+        // an unknown column fails the run before anything is opened
+        let v = cli(&argv(&base, &["--partition-by", "tenant"]), &[k]);
+        let e = error_of(&v).expect("unknown column");
+        assert!(e.contains("`tenant`") && e.contains("namespace"), "{e}");
+        // the multi-table form takes partition columns from its table files only
+        let v = cli(
+            &[
+                "--lake",
+                "/tmp/lake",
+                "--tables-dir",
+                "/tmp/tables",
+                "--partition-by",
+                "pod",
+            ],
+            &[k],
+        );
+        let e = error_of(&v).expect("multi-table form");
+        assert!(
+            e.contains("--partition-by") && e.contains("partition_by"),
+            "{e}"
+        );
     }
 }

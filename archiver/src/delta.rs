@@ -140,6 +140,23 @@ impl DeltaSink {
                 }
             }
         }
+        // Files are written under the partition columns asked for; a table created with others
+        // (another --partition-by, or an edited `partition_by`) would get paths and partition
+        // values its metadata does not declare.
+        let have = table
+            .snapshot()
+            .map_err(err)?
+            .metadata()
+            .partition_columns();
+        if have != partition_by {
+            return Err(ArchiveError::Config(format!(
+                "table {name} ({url}) is partitioned by [{}], not [{}] as configured: \
+                 a table keeps the partition columns it was created with (configure those, or \
+                 archive into a new table)",
+                have.join(", "),
+                partition_by.join(", ")
+            )));
+        }
         let table = evolve_schema(name, table, url, schema).await?;
         let store = table.log_store().object_store(None);
         Ok(DeltaSink {
@@ -486,6 +503,40 @@ mod tests {
             .cloned()
             .collect();
         assert_eq!(missing_columns(&old, &schema), ["pod_uid", "image"]);
+    }
+
+    #[tokio::test]
+    async fn an_existing_table_must_be_opened_with_its_own_partition_columns() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let url = table_url(&dir.path().to_string_lossy()).expect("url");
+        let schema = table_schema(TableKind::Container);
+        let opts = HashMap::new();
+        let cols = |c: &[&str]| c.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let open = |parts: Vec<String>| {
+            let (url, opts, schema) = (url.clone(), opts.clone(), schema.clone());
+            async move {
+                DeltaSink::open_or_create("c", &url, &opts, &schema, &parts, schema.clone()).await
+            }
+        };
+        let created = open(cols(&["dt", "hour", "namespace"]))
+            .await
+            .expect("create");
+        assert_eq!(created.version(), Some(0));
+        open(cols(&["dt", "hour", "namespace"]))
+            .await
+            .expect("reopen");
+        for other in [cols(&["dt", "hour"]), cols(&["dt", "namespace", "hour"])] {
+            let e = open(other.clone())
+                .await
+                .err()
+                .unwrap_or_else(|| panic!("opened with {other:?}"))
+                .to_string();
+            assert!(
+                e.contains("partitioned by [dt, hour, namespace]")
+                    && e.contains(&format!("not [{}]", other.join(", "))),
+                "{e}"
+            );
+        }
     }
 
     /// I3 (DESIGN.md): a commit whose partitions' txn offsets moved since this writer read them

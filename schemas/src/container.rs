@@ -531,8 +531,10 @@ impl ContainerBuilder {
                             }
                             _ => {}
                         }
-                        self.attrs.keys().append_value(k);
-                        self.attrs.values().append_option(v.into_text().as_deref());
+                        if opts.json_message_attrs {
+                            self.attrs.keys().append_value(k);
+                            self.attrs.values().append_option(v.into_text().as_deref());
+                        }
                     }
                 }
                 self.json.keep(scratch);
@@ -1041,7 +1043,12 @@ mod tests {
 
     /// (message, level, attrs) of each row, and the error reasons.
     fn decode_fb(payloads: &[&str]) -> (Vec<Decoded>, Vec<String>) {
-        let mut d = decoder_for("fluentbit", &DecoderOptions::default()).expect("decoder");
+        // with the message's JSON fields copied into attrs, so the tests see what was parsed
+        let opts = DecoderOptions {
+            json_message_attrs: true,
+            ..DecoderOptions::default()
+        };
+        let mut d = decoder_for("fluentbit", &opts).expect("decoder");
         let recs: Vec<RawRecord<'_>> = payloads
             .iter()
             .enumerate()

@@ -36,7 +36,7 @@
 //! | `image` | Utf8 | container image (`kubernetes.container_image`, Filebeat `container.image.name`, OTLP `container.image.name`) |
 //! | `image_id` | Utf8 | image digest / id (Fluent Bit `kubernetes.container_hash`, Vector `kubernetes.container_image_id`, OTLP `container.image.id`) |
 //! | `labels` | Map<Utf8,Utf8>, not null | pod labels |
-//! | `attrs` | Map<Utf8,Utf8>, not null | every other field of the record, flattened (`a.b.c` keys, arrays as JSON text, numbers as written), so nothing is dropped; fields of a JSON object found in the message (not overriding envelope keys); loglake's own flags under `loglake.*` (below) |
+//! | `attrs` | Map<Utf8,Utf8>, not null | every other field of the record, flattened (`a.b.c` keys, arrays as JSON text, numbers as written), so nothing is dropped; a message that is a JSON object stays whole in `message` (its level, trace and span ids fill those columns), and its fields are copied here only with the table option `json_message_attrs = true` (not overriding envelope keys); loglake's own flags under `loglake.*` (below) |
 //! | `kafka_topic`, `kafka_partition`, `kafka_offset` | Utf8, Int32, Int64, not null | source coordinates; for a reassembled CRI/docker line, the offset of its final fragment |
 //! | `dt`, `hour` | Date32, Int32, not null | partition columns: UTC date and hour of `ts` |
 //!
@@ -130,7 +130,8 @@ use arrow::datatypes::SchemaRef;
 pub use error::SchemaError;
 pub use schema::{TableKind, string_list_type, string_map_type, table_schema, ts_type};
 pub use tables::{
-    DEFAULT_TARGET_FILE_SIZE_BYTES, TableDef, load_table_dir, load_table_file, parse_table_def,
+    DEFAULT_TARGET_FILE_SIZE_BYTES, TableDef, check_partition_by, load_table_dir, load_table_file,
+    parse_table_def, partition_column_candidates,
 };
 
 /// The crate version, for the dead-letter table's `loglake_version`.
@@ -226,8 +227,13 @@ pub struct DecoderOptions {
     pub path_headers: Vec<String>,
     /// A partial CRI/docker line longer than this is emitted as it is (flagged `loglake.partial`).
     pub max_partial_bytes: usize,
-    /// Parse a message that is a JSON object into `attrs` (and take level/trace ids from it).
+    /// Look into a message that is a JSON object: its level, trace and span ids fill those
+    /// columns when the envelope has none.
     pub parse_json_message: bool,
+    /// Also copy the other fields of a JSON message into `attrs` (table option
+    /// `json_message_attrs`, default off). They stay in `message`, whole, either way; copied, they
+    /// are stored twice (11 % of the files on the archive bench's payload, DESIGN.md).
+    pub json_message_attrs: bool,
     /// `docker`: a record whose `log` lacks the trailing `\n` is a split-line fragment (to be
     /// joined with the next record of the same source and stream) only when `log` is at least
     /// this long. Docker's json-file driver splits lines at 16 KiB, so by default (16384) a short
@@ -245,6 +251,7 @@ impl Default for DecoderOptions {
                 .to_vec(),
             max_partial_bytes: 1 << 20,
             parse_json_message: true,
+            json_message_attrs: false,
             docker_split_min_bytes: 16 * 1024,
         }
     }

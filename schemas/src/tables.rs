@@ -10,6 +10,7 @@
 //! target_file_size_bytes = 268435456  # default 256 MiB
 //! retention_days = 30                 # optional; absent = keep forever
 //! description = "…"                   # optional
+//! json_message_attrs = false          # also copy a JSON message's fields into attrs
 //! ```
 //! Unknown keys and wrong types are rejected; the error names the file and the key.
 
@@ -49,6 +50,10 @@ pub struct TableDef {
     pub retention_days: Option<u32>,
     #[serde(default)]
     pub description: Option<String>,
+    /// Copy the fields of a JSON message into `attrs` as well (default false: they stay in
+    /// `message` only, where `json_get_*` reads them; copied, they are stored twice).
+    #[serde(default)]
+    pub json_message_attrs: bool,
     /// The file it was loaded from (not a TOML key).
     #[serde(skip)]
     pub source: Option<PathBuf>,
@@ -59,6 +64,54 @@ impl TableDef {
     pub fn kind(&self) -> TableKind {
         TableKind::for_decoder(&self.decoder).unwrap_or(TableKind::Container)
     }
+}
+
+/// Whether a column of this type can partition a table (its value becomes a path segment).
+fn partitionable(t: &DataType) -> bool {
+    matches!(t, DataType::Utf8 | DataType::Int32 | DataType::Date32)
+}
+
+/// The columns of `kind`'s table that can be partition columns (Utf8, Int32 or Date32), in
+/// schema order.
+pub fn partition_column_candidates(kind: TableKind) -> Vec<String> {
+    table_schema(kind)
+        .fields()
+        .iter()
+        .filter(|f| partitionable(f.data_type()))
+        .map(|f| f.name().clone())
+        .collect()
+}
+
+/// Checks partition columns for a table of `kind`, as `partition_by` of a table file and the
+/// archiver's `--partition-by` use them: at least one, each a column of the table with a
+/// partitionable type (see [`partition_column_candidates`]), none twice. The error is the reason
+/// only (it names the column and lists the valid ones); the caller adds the file, key or flag.
+pub fn check_partition_by(kind: TableKind, columns: &[String]) -> Result<(), String> {
+    let valid = || partition_column_candidates(kind).join(", ");
+    if columns.is_empty() {
+        return Err("at least one partition column is required (default: dt, hour)".into());
+    }
+    let schema = table_schema(kind);
+    for (i, c) in columns.iter().enumerate() {
+        let Ok(field) = schema.field_with_name(c) else {
+            return Err(format!(
+                "no column `{c}` in the {} table (partition columns can be: {})",
+                kind.as_str(),
+                valid()
+            ));
+        };
+        if !partitionable(field.data_type()) {
+            return Err(format!(
+                "column `{c}` ({}) cannot be a partition column (partition columns can be: {})",
+                field.data_type(),
+                valid()
+            ));
+        }
+        if columns[..i].contains(c) {
+            return Err(format!("column `{c}` is listed twice"));
+        }
+    }
+    Ok(())
 }
 
 /// Parses and validates a table definition; `path` is only used in error messages.
@@ -111,23 +164,7 @@ pub fn parse_table_def(text: &str, path: &Path) -> Result<TableDef, SchemaError>
                 )
             })
     };
-    if def.partition_by.is_empty() {
-        return Err(invalid(
-            "partition_by",
-            "at least one partition column is required (default: dt, hour)".into(),
-        ));
-    }
-    for c in &def.partition_by {
-        match column("partition_by", c)? {
-            DataType::Utf8 | DataType::Int32 | DataType::Date32 => {}
-            other => {
-                return Err(invalid(
-                    "partition_by",
-                    format!("column `{c}` ({other}) cannot be a partition column"),
-                ));
-            }
-        }
-    }
+    check_partition_by(kind, &def.partition_by).map_err(|r| invalid("partition_by", r))?;
     for c in &def.sort_by {
         match column("sort_by", c)? {
             DataType::Map(..) | DataType::List(_) => {
@@ -201,4 +238,58 @@ pub fn load_table_dir(dir: impl AsRef<Path>) -> Result<Vec<TableDef>, SchemaErro
         defs.push(d);
     }
     Ok(defs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cols(c: &[&str]) -> Vec<String> {
+        c.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn partition_columns_are_checked_against_the_table_kind() {
+        let candidates = partition_column_candidates(TableKind::Container);
+        for c in ["dt", "hour", "namespace", "pod", "kafka_partition"] {
+            assert!(candidates.iter().any(|x| x == c), "{c}: {candidates:?}");
+        }
+        for c in ["ts", "labels", "attrs", "kafka_offset"] {
+            assert!(!candidates.iter().any(|x| x == c), "{c}: {candidates:?}");
+        }
+        let check = |kind, c: &[&str]| check_partition_by(kind, &cols(c));
+        assert_eq!(
+            check(TableKind::Container, &["dt", "hour", "namespace"]),
+            Ok(())
+        );
+        assert_eq!(check(TableKind::K8sAudit, &["dt", "verb"]), Ok(()));
+        let e = check(TableKind::Access, &["dt", "tenant"]).expect_err("unknown");
+        assert!(
+            e.contains("no column `tenant` in the access table")
+                && e.contains("partition columns can be: ")
+                && e.contains("status"),
+            "{e}"
+        );
+        let e = check(TableKind::Container, &["dt", "ts"]).expect_err("timestamp");
+        assert!(
+            e.contains("`ts`") && e.contains("cannot be a partition column"),
+            "{e}"
+        );
+        let e = check(TableKind::Container, &["dt", "dt"]).expect_err("twice");
+        assert!(e.contains("`dt` is listed twice"), "{e}");
+        assert!(check(TableKind::Container, &[]).is_err());
+    }
+
+    #[test]
+    fn a_table_file_with_a_repeated_partition_column_is_rejected() {
+        let text = "name = \"t\"\ntopics = [\"x\"]\ndecoder = \"cri\"\n\
+                    partition_by = [\"dt\", \"hour\", \"dt\"]\n";
+        let e = parse_table_def(text, Path::new("tables/t.toml"))
+            .expect_err("repeated column")
+            .to_string();
+        assert!(
+            e.contains("tables/t.toml") && e.contains("partition_by") && e.contains("twice"),
+            "{e}"
+        );
+    }
 }

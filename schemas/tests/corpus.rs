@@ -147,7 +147,13 @@ fn fluentbit_kubernetes_suite() {
                 headers: &headers,
                 ..RawRecord::new("t", 0, 0, &in_line)
             };
-            let mut dk = decoder("docker");
+            // Fluent Bit's `Merge_Log` copies a JSON line's fields to the top level: compare
+            // with the table option that copies them into attrs (`json_message_attrs`)
+            let merge = loglake_schemas::DecoderOptions {
+                json_message_attrs: true,
+                ..Default::default()
+            };
+            let mut dk = loglake_schemas::decoder_for("docker", &merge).unwrap();
             let o = dk.decode(&[r]);
             assert!(o.errors.is_empty(), "{name}: {:?}", o.errors);
             let d = &o.batch;

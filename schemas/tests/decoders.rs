@@ -101,13 +101,29 @@ fn ilogtail_envelopes() {
         None,
         "promoted, not repeated"
     );
-    assert_eq!(map_get(b, "attrs", 0, "msg").as_deref(), Some("slow"));
+    // the message's other fields stay in the message only (DecoderOptions::json_message_attrs)
+    assert_eq!(map_get(b, "attrs", 0, "msg"), None);
+    assert_eq!(
+        s(b, "message", 0).as_deref(),
+        Some(r#"{"level":"warn","msg":"slow","trace_id":"t1"}"#)
+    );
     assert_eq!(s(b, "pod_uid", 0).as_deref(), Some("u9"));
     assert_eq!(map_get(b, "attrs", 0, "_pod_uid_"), None);
     assert_eq!(tsv(b, "ts", 1), Some(1_714_557_600_000_000));
     assert_eq!(s(b, "message", 1).as_deref(), Some("hello"));
     assert_eq!(s(b, "pod", 1).as_deref(), Some("api-1"));
     assert_eq!(s(b, "node", 1).as_deref(), Some("node-d"));
+    // with `json_message_attrs`, they are copied into attrs as well
+    let opts = DecoderOptions {
+        json_message_attrs: true,
+        ..DecoderOptions::default()
+    };
+    let mut d = decoder_for("ilogtail", &opts).expect("decoder");
+    let o = decode_payloads(d.as_mut(), &[v1.to_vec()]);
+    let b = &o.batch;
+    assert_eq!(map_get(b, "attrs", 0, "msg").as_deref(), Some("slow"));
+    assert_eq!(map_get(b, "attrs", 0, "trace_id"), None);
+    assert_eq!(s(b, "trace_id", 0).as_deref(), Some("t1"));
 }
 
 #[test]
@@ -384,6 +400,9 @@ fn bad_table_files_are_rejected_naming_file_and_key() {
         loglake_schemas::DEFAULT_TARGET_FILE_SIZE_BYTES
     );
     assert_eq!(d.retention_days, None);
+    assert!(!d.json_message_attrs);
+    let d = parse_table_def(&format!("{base}json_message_attrs = true\n"), path).unwrap();
+    assert!(d.json_message_attrs);
     // a missing file is an I/O error naming it
     let e = load_table_file("/nonexistent/x.toml").err().unwrap();
     assert!(e.to_string().contains("/nonexistent/x.toml"));

@@ -763,3 +763,83 @@ async fn a_crash_between_the_dead_letter_and_the_table_commit_duplicates_nothing
     );
     assert!(ok);
 }
+
+/// The single-table form with `--partition-by namespace`: the table is created partitioned by
+/// dt, hour and namespace, every file sits under its rows' namespace, and the table refuses to
+/// be opened with other partition columns afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partition_by_adds_a_partition_column_to_the_single_table_form() {
+    const N: usize = 600;
+    let topic = unique_name("pby");
+    kafka().create_topic(&topic, 2).await.expect("topic");
+    produce(&topic, 0, N, false).await;
+    let table = s3().unique_url("pby-table");
+    let dlq = format!("{table}-dlq");
+    let group = unique_name("g");
+    let mut args = archive_args(&topic, &group, &table, &dlq);
+    args.extend(["--partition-by".to_string(), "namespace".to_string()]);
+    let out = run_archive_blocking(args).await;
+    let report: serde_json::Value =
+        serde_json::from_slice(out.stdout.trim_ascii()).expect("report");
+    assert_eq!(report["rows_written"], N);
+
+    deltalake::aws::register_handlers(None);
+    let t = DeltaTable::try_from_url_with_storage_options(
+        Url::parse(&table).expect("url"),
+        s3().storage_options(),
+    )
+    .await
+    .expect("open table");
+    let snapshot = t.snapshot().expect("snapshot");
+    assert_eq!(
+        snapshot.metadata().partition_columns(),
+        &["dt", "hour", "namespace"]
+    );
+    let mut namespaces = std::collections::BTreeSet::new();
+    for f in snapshot.log_data().iter() {
+        let pv = f.partition_values_map();
+        let ns = pv
+            .get("namespace")
+            .cloned()
+            .flatten()
+            .expect("namespace value");
+        let path = f.path().to_string();
+        // the path's hour is zero-padded (`writer::partition_segment`), its value is not
+        let hour: u32 = pv["hour"].as_deref().expect("hour").parse().expect("hour");
+        assert!(
+            path.starts_with(&format!(
+                "dt={}/hour={hour:02}/namespace={ns}/part-",
+                pv["dt"].clone().expect("dt"),
+            )),
+            "{path} does not match its partition values {pv:?}"
+        );
+        namespaces.insert(ns);
+    }
+    assert_eq!(
+        namespaces.into_iter().collect::<Vec<_>>(),
+        ["kube-system", "payments", "shop"]
+    );
+    // each namespace's rows are in its partition: 200 each (`fluentbit_record`: i % 3)
+    let per_ns = query_i64(
+        &table,
+        "SELECT count(*) FROM t GROUP BY namespace ORDER BY namespace",
+    )
+    .await;
+    assert_eq!(per_ns, [200, 200, 200]);
+    let (a, ok) = audit(&topic, &table, &dlq);
+    assert_eq!((a.rows, a.missing, a.duplicates), (N as u64, 0, 0));
+    assert!(ok);
+
+    // without the flag, the same table is refused, and nothing is written
+    let out = loglake_cmd()
+        .arg("archive")
+        .args(archive_args(&topic, &unique_name("g"), &table, &dlq))
+        .output()
+        .expect("run loglake archive");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "opened with other partition columns");
+    assert!(
+        stderr.contains("partitioned by [dt, hour, namespace], not [dt, hour]"),
+        "{stderr}"
+    );
+}
