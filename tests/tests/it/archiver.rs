@@ -2,6 +2,8 @@
 
 use std::collections::BTreeMap;
 use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use arrow::array::{AsArray, Int64Array};
@@ -286,9 +288,12 @@ async fn two_hundred_thousand_records_into_two_tables_exactly_once_with_dead_let
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batch_mode_stops_at_the_frozen_end_while_the_producer_continues() {
+    // The backlog at start: its archiving takes long enough (seconds) for the producer to get
+    // records into the topic beyond the frozen end while the archiver still runs.
+    const BACKLOG: u64 = 50_000;
     let topic = unique_name("batch");
     kafka().create_topic(&topic, 2).await.expect("topic");
-    produce(&topic, 0, 20_000, false).await;
+    produce(&topic, 0, BACKLOG as usize, false).await;
     let table = s3().unique_url("batch-table");
     let dlq = format!("{table}-dlq");
     let group = unique_name("g");
@@ -309,29 +314,55 @@ async fn batch_mode_stops_at_the_frozen_end_while_the_producer_continues() {
             "--until-end".into(),
         ]
     };
-    // Keep producing while the batch run goes.
+    // Keep producing, 50 records at a time through one producer, until the batch run has
+    // exited. Each batch's acknowledgement is logged with its time, so the test can tell what
+    // was in the topic while the archiver was still running.
     let t2 = topic.clone();
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop2 = stop.clone();
     let producer = tokio::spawn(async move {
-        let mut n = 0;
-        for k in 0..10 {
-            n += produce(&t2, 20_000 + k * 1000, 1000, false)
-                .await
-                .values()
-                .sum::<u64>();
-            tokio::time::sleep(Duration::from_millis(100)).await;
+        let producer: FutureProducer = kafka()
+            .config()
+            .set("enable.idempotence", "true")
+            .set("linger.ms", "5")
+            .create()
+            .expect("producer");
+        let mut acked: Vec<(Instant, u64)> = Vec::new();
+        let mut n = BACKLOG;
+        while !stop2.load(Ordering::Relaxed) && n < 200_000 {
+            let sends = (n..n + 50).map(|i| {
+                let (producer, topic) = (producer.clone(), t2.clone());
+                async move {
+                    let payload = fluentbit_record(i as usize, false);
+                    let key = format!("pod-{}", i % 11);
+                    producer
+                        .send(
+                            FutureRecord::to(&topic).key(&key).payload(&payload),
+                            Duration::from_secs(60),
+                        )
+                        .await
+                        .unwrap_or_else(|(e, _)| panic!("producing record {i}: {e}"));
+                }
+            });
+            futures::future::join_all(sends).await;
+            n += 50;
+            acked.push((Instant::now(), n));
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        n
+        acked
     });
     let out = run_archive_blocking(args(&topic)).await;
+    let exited = Instant::now();
+    stop.store(true, Ordering::Relaxed);
+    let acked = producer.await.expect("producer");
+    let total = acked.last().map_or(BACKLOG, |&(_, n)| n);
     let report: serde_json::Value =
         serde_json::from_slice(out.stdout.trim_ascii()).expect("report");
     let first_rows = report["rows_written"].as_u64().expect("rows");
     assert!(
-        first_rows >= 20_000,
+        first_rows >= BACKLOG,
         "at least what was there at start: {first_rows}"
     );
-    let produced_more = producer.await.expect("producer");
-    assert_eq!(produced_more, 10_000);
     // The first run stopped at its frozen end: what it wrote equals its committed offsets.
     let committed: i64 = report["offsets"]
         .as_object()
@@ -340,19 +371,33 @@ async fn batch_mode_stops_at_the_frozen_end_while_the_producer_continues() {
         .map(|v| v.as_i64().unwrap_or(0))
         .sum();
     assert_eq!(committed as u64, first_rows);
-    assert!(first_rows <= 30_000);
+    // ... while the topic already held more: records acknowledged before it exited.
+    let in_topic_before_exit = acked
+        .iter()
+        .take_while(|&&(at, _)| at < exited)
+        .last()
+        .map_or(BACKLOG, |&(_, n)| n);
+    assert!(
+        in_topic_before_exit > first_rows,
+        "the producer had {in_topic_before_exit} records in the topic before the archiver exited, \
+         which archived {first_rows}: it did not stop short of records that were there"
+    );
+    announce(&format!(
+        "batch mode: frozen end {first_rows}, {in_topic_before_exit} in the topic when it exited, \
+         {total} produced in all"
+    ));
 
     // The next run continues from there and gets exactly the rest.
     let out = run_archive_blocking(args(&topic)).await;
     let report: serde_json::Value =
         serde_json::from_slice(out.stdout.trim_ascii()).expect("report");
-    assert_eq!(report["rows_written"].as_u64(), Some(30_000 - first_rows));
+    assert_eq!(report["rows_written"].as_u64(), Some(total - first_rows));
     let (a, ok) = audit(&topic, &table, &dlq);
     assert_eq!(
         a,
         Audit {
-            expected: 30_000,
-            rows: 30_000,
+            expected: total,
+            rows: total,
             dead_letters: 0,
             missing: 0,
             duplicates: 0,
