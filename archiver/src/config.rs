@@ -54,6 +54,11 @@ pub struct ArchiveArgs {
         value_delimiter = ','
     )]
     pub partition_by: Vec<String>,
+    /// Single-table form: also copy the fields of a JSON message into `attrs` (the table option
+    /// `json_message_attrs`). By default they stay in `message` only, read with `json_get_*`;
+    /// earlier loglake builds always copied them.
+    #[arg(long, env = "LOGLAKE_JSON_MESSAGE_ATTRS")]
+    pub json_message_attrs: bool,
     /// Table name (default: the last segment of --table).
     #[arg(long, env = "LOGLAKE_TABLE_NAME")]
     pub table_name: Option<String>,
@@ -175,7 +180,16 @@ fn string_table<'de, D: Deserializer<'de>>(
     d: D,
     table: &str,
 ) -> Result<HashMap<String, String>, D::Error> {
-    let raw = HashMap::<String, toml::Value>::deserialize(d)?;
+    // Any value first: serde's error for a non-table (`kafka = "sasl.password=…"`) would quote it.
+    let raw = match toml::Value::deserialize(d)? {
+        toml::Value::Table(t) => t,
+        other => {
+            return Err(serde::de::Error::custom(format!(
+                "`{table}` must be a table (`[{table}]` with `key = \"value\"` lines), found a value of type {}",
+                other.type_str()
+            )));
+        }
+    };
     let mut out = HashMap::with_capacity(raw.len());
     for (k, v) in raw {
         match v {
@@ -453,9 +467,14 @@ impl ArchiveArgs {
                 decoder,
                 partition_by,
                 bloom_filter_columns: Vec::new(),
-                json_message_attrs: false,
+                json_message_attrs: self.json_message_attrs,
             });
         } else {
+            if self.json_message_attrs {
+                return Err(ArchiveError::Config(
+                    "--json-message-attrs (LOGLAKE_JSON_MESSAGE_ATTRS) is for the single-table form (--table); in the multi-table form each table's definition sets `json_message_attrs`".into(),
+                ));
+            }
             if !self.partition_by.is_empty() {
                 return Err(ArchiveError::Config(
                     "--partition-by (LOGLAKE_PARTITION_BY) is for the single-table form (--table); in the multi-table form each table's definition sets `partition_by`".into(),
@@ -582,6 +601,35 @@ mod tests {
         }
         .resolve(Arc::default(), Arc::default())
         .map(|(c, _)| c)
+    }
+
+    #[test]
+    fn json_message_attrs_is_off_unless_the_single_table_flag_asks() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let cfg = dir.path().join("a.toml");
+        let table = dir.path().join("t");
+        let attrs = |flag: bool| {
+            let args = ArchiveArgs {
+                json_message_attrs: flag,
+                ..Default::default()
+            };
+            resolve_single_table(&cfg, "", &table, args).map(|c| c.tables[0].json_message_attrs)
+        };
+        assert_eq!(attrs(false).ok(), Some(false));
+        assert_eq!(attrs(true).ok(), Some(true));
+        // the multi-table form takes it from each table's definition
+        let e = ArchiveArgs {
+            brokers: Some("k:9092".into()),
+            group: Some("g".into()),
+            tables_dir: Some(dir.path().to_path_buf()),
+            json_message_attrs: true,
+            ..Default::default()
+        }
+        .resolve(Arc::default(), Arc::default())
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+        assert!(e.contains("--json-message-attrs"), "{e}");
     }
 
     #[test]
@@ -1107,6 +1155,17 @@ mod tests {
                 "[kafka]\n\"sasl.password\" = 4242424242\n",
                 "4242424242",
                 "sasl.password",
+            ),
+            // not a table at all: serde's own message would quote the string
+            (
+                "kafka = \"sasl.password=hunter2\"\n",
+                "hunter2",
+                "`kafka` must be a table",
+            ),
+            (
+                "storage = [\"AWS_SECRET_ACCESS_KEY=k3y\"]\n",
+                "k3y",
+                "`storage` must be a table",
             ),
             (
                 "[storage]\nAWS_SECRET_ACCESS_KEY = \"\"\"\nml-secret=tail\\q\n\"\"\"\n",

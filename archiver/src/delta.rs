@@ -540,8 +540,9 @@ mod tests {
     }
 
     /// I3 (DESIGN.md): a commit whose partitions' txn offsets moved since this writer read them
-    /// is refused as a conflict and writes nothing; offsets of other partitions, or a stale
-    /// snapshot alone, are no conflict.
+    /// is refused as a conflict and writes nothing; another writer's commits of other
+    /// partitions are no conflict (`commit` re-reads the table first). The lost-race retry
+    /// (another commit between that re-read and ours) is not forced here.
     #[tokio::test]
     async fn a_commit_over_offsets_another_writer_advanced_is_a_conflict_and_writes_nothing() {
         let dir = tempfile::tempdir().expect("tmp");

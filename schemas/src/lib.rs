@@ -232,7 +232,7 @@ pub struct DecoderOptions {
     pub parse_json_message: bool,
     /// Also copy the other fields of a JSON message into `attrs` (table option
     /// `json_message_attrs`, default off). They stay in `message`, whole, either way; copied, they
-    /// are stored twice (11 % of the files on the archive bench's payload, DESIGN.md).
+    /// are stored twice (12 % larger files on the archive bench's payload, BENCHMARKS.md).
     pub json_message_attrs: bool,
     /// `docker`: a record whose `log` lacks the trailing `\n` is a split-line fragment (to be
     /// joined with the next record of the same source and stream) only when `log` is at least

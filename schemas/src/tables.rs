@@ -111,6 +111,13 @@ pub fn check_partition_by(kind: TableKind, columns: &[String]) -> Result<(), Str
             return Err(format!("column `{c}` is listed twice"));
         }
     }
+    // `hour` is the hour of the day: without `dt` every day's 10:00 would share one partition
+    if columns.iter().any(|c| c == "hour") && !columns.iter().any(|c| c == "dt") {
+        return Err(
+            "`hour` without `dt` would put the same hour of every day in one partition: add `dt`"
+                .into(),
+        );
+    }
     Ok(())
 }
 
@@ -278,6 +285,9 @@ mod tests {
         let e = check(TableKind::Container, &["dt", "dt"]).expect_err("twice");
         assert!(e.contains("`dt` is listed twice"), "{e}");
         assert!(check(TableKind::Container, &[]).is_err());
+        let e = check(TableKind::Container, &["hour", "namespace"]).expect_err("hour, no dt");
+        assert!(e.contains("`hour` without `dt`"), "{e}");
+        assert_eq!(check(TableKind::Container, &["dt", "namespace"]), Ok(()));
     }
 
     #[test]
