@@ -120,7 +120,7 @@ pub struct ArchiveArgs {
 
 /// The TOML file form. Its `Debug` shows the keys of `kafka` and `storage` but not their values
 /// (credentials).
-#[derive(Default, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
     pub brokers: Option<String>,
@@ -139,37 +139,22 @@ pub struct FileConfig {
     pub metrics_addr: Option<SocketAddr>,
     /// librdkafka properties.
     #[serde(default, deserialize_with = "kafka_table")]
-    pub kafka: HashMap<String, String>,
+    pub kafka: SecretTable,
     /// Storage options (AWS_* names) overriding the environment.
     #[serde(default, deserialize_with = "storage_table")]
-    pub storage: HashMap<String, String>,
+    pub storage: SecretTable,
 }
 
-impl std::fmt::Debug for FileConfig {
+/// A `[kafka]` or `[storage]` table of the file: string values that may be credentials
+/// (`sasl.password`, `AWS_SECRET_ACCESS_KEY`), so its `Debug` shows the keys only.
+#[derive(Default)]
+pub struct SecretTable(pub HashMap<String, String>);
+
+impl std::fmt::Debug for SecretTable {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let keys = |m: &HashMap<String, String>| {
-            let mut k: Vec<String> = m.keys().cloned().collect();
-            k.sort();
-            k
-        };
-        f.debug_struct("FileConfig")
-            .field("brokers", &self.brokers)
-            .field("group", &self.group)
-            .field("lake", &self.lake)
-            .field("tables_dir", &self.tables_dir)
-            .field("dlq_table", &self.dlq_table)
-            .field("target_file_size", &self.target_file_size)
-            .field("roll_interval", &self.roll_interval)
-            .field("memory_budget", &self.memory_budget)
-            .field("poll_batch_bytes", &self.poll_batch_bytes)
-            .field("watermark_timeout", &self.watermark_timeout)
-            .field("late_after", &self.late_after)
-            .field("shutdown_timeout", &self.shutdown_timeout)
-            .field("cluster", &self.cluster)
-            .field("metrics_addr", &self.metrics_addr)
-            .field("kafka_keys", &keys(&self.kafka))
-            .field("storage_keys", &keys(&self.storage))
-            .finish()
+        let mut keys: Vec<&String> = self.0.keys().collect();
+        keys.sort();
+        f.debug_set().entries(keys).finish()
     }
 }
 
@@ -207,12 +192,12 @@ fn string_table<'de, D: Deserializer<'de>>(
     Ok(out)
 }
 
-fn kafka_table<'de, D: Deserializer<'de>>(d: D) -> Result<HashMap<String, String>, D::Error> {
-    string_table(d, "kafka")
+fn kafka_table<'de, D: Deserializer<'de>>(d: D) -> Result<SecretTable, D::Error> {
+    string_table(d, "kafka").map(SecretTable)
 }
 
-fn storage_table<'de, D: Deserializer<'de>>(d: D) -> Result<HashMap<String, String>, D::Error> {
-    string_table(d, "storage")
+fn storage_table<'de, D: Deserializer<'de>>(d: D) -> Result<SecretTable, D::Error> {
+    string_table(d, "storage").map(SecretTable)
 }
 
 /// Reads the configuration file. Errors name the file, line, column and key but, unlike toml's
@@ -370,7 +355,7 @@ impl ArchiveArgs {
             .clone()
             .or(file.group.clone())
             .unwrap_or_else(|| "loglake-archiver".into());
-        let storage = storage_options(&file.storage);
+        let storage = storage_options(&file.storage.0);
         if storage
             .get("AWS_S3_ALLOW_UNSAFE_RENAME")
             .is_some_and(|v| v == "true")
@@ -510,7 +495,8 @@ impl ArchiveArgs {
             Some(u) => Some(table_url(&u)?),
             None => None,
         };
-        let mut kafka_properties: Vec<(String, String)> = file.kafka.clone().into_iter().collect();
+        let mut kafka_properties: Vec<(String, String)> =
+            file.kafka.0.clone().into_iter().collect();
         kafka_properties.sort();
         kafka_properties.extend(self.kafka.iter().cloned());
         let decoder_options = DecoderOptions {
@@ -601,6 +587,19 @@ mod tests {
         }
         .resolve(Arc::default(), Arc::default())
         .map(|(c, _)| c)
+    }
+
+    #[test]
+    fn a_file_configs_debug_shows_the_keys_of_kafka_and_storage_not_their_values() {
+        let file: FileConfig = toml::from_str(
+            "brokers = \"k:9092\"\n[kafka]\n\"sasl.password\" = \"p4ss\"\n\
+             [storage]\nAWS_SECRET_ACCESS_KEY = \"s3cr3t\"\n",
+        )
+        .expect("parse");
+        let d = format!("{file:?}");
+        assert!(d.contains("k:9092") && d.contains("sasl.password"), "{d}");
+        assert!(d.contains("AWS_SECRET_ACCESS_KEY"), "{d}");
+        assert!(!d.contains("p4ss") && !d.contains("s3cr3t"), "{d}");
     }
 
     #[test]

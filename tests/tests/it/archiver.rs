@@ -75,28 +75,34 @@ pub(crate) async fn produce_with(
     let mut counts = BTreeMap::new();
     for chunk_start in (first..first + n).step_by(5000) {
         let chunk_end = (chunk_start + 5000).min(first + n);
-        let mut sends = Vec::new();
-        for i in chunk_start..chunk_end {
-            let producer = producer.clone();
-            let topic = topic.to_string();
-            sends.push(async move {
-                let payload = record(i);
-                let key = format!("pod-{}", i % 11);
-                producer
-                    .send(
-                        FutureRecord::to(&topic).key(&key).payload(&payload),
-                        Duration::from_secs(60),
-                    )
-                    .await
-                    .map(|d| d.partition)
-                    .unwrap_or_else(|(e, _)| panic!("producing record {i}: {e}"))
-            });
-        }
-        for p in futures::future::join_all(sends).await {
+        for p in send_all(&producer, topic, chunk_start..chunk_end, record).await {
             *counts.entry(p).or_insert(0u64) += 1;
         }
     }
     counts
+}
+
+/// Sends records `range` (keyed by pod, as [`produce_with`]) through `producer` concurrently and
+/// waits for every acknowledgement; the partition of each.
+pub(crate) async fn send_all(
+    producer: &FutureProducer,
+    topic: &str,
+    range: std::ops::Range<usize>,
+    record: impl Fn(usize) -> Vec<u8> + Copy,
+) -> Vec<i32> {
+    let sends = range.map(|i| async move {
+        let payload = record(i);
+        let key = format!("pod-{}", i % 11);
+        producer
+            .send(
+                FutureRecord::to(topic).key(&key).payload(&payload),
+                Duration::from_secs(60),
+            )
+            .await
+            .map(|d| d.partition)
+            .unwrap_or_else(|(e, _)| panic!("producing record {i}: {e}"))
+    });
+    futures::future::join_all(sends).await
 }
 
 pub(crate) fn write_table_defs(dir: &std::path::Path, defs: &[(&str, &str)]) {
@@ -330,21 +336,10 @@ async fn batch_mode_stops_at_the_frozen_end_while_the_producer_continues() {
         let mut acked: Vec<(Instant, u64)> = Vec::new();
         let mut n = BACKLOG;
         while !stop2.load(Ordering::Relaxed) && n < 200_000 {
-            let sends = (n..n + 50).map(|i| {
-                let (producer, topic) = (producer.clone(), t2.clone());
-                async move {
-                    let payload = fluentbit_record(i as usize, false);
-                    let key = format!("pod-{}", i % 11);
-                    producer
-                        .send(
-                            FutureRecord::to(&topic).key(&key).payload(&payload),
-                            Duration::from_secs(60),
-                        )
-                        .await
-                        .unwrap_or_else(|(e, _)| panic!("producing record {i}: {e}"));
-                }
-            });
-            futures::future::join_all(sends).await;
+            send_all(&producer, &t2, n as usize..n as usize + 50, |i| {
+                fluentbit_record(i, false)
+            })
+            .await;
             n += 50;
             acked.push((Instant::now(), n));
             tokio::time::sleep(Duration::from_millis(20)).await;
