@@ -14,7 +14,8 @@ Prints one JSON object: {reader: {...}} with the same aggregates from every read
   * spark      - PySpark, reading TABLE_DIR's Parquet files (Spark's Delta and S3A jars are not
                  installable here), with Hive partition discovery (dt=…/hour=…)
 Each reader's entry has the row count, distinct pods and namespaces, the sum of Kafka offsets,
-min/max event time in epoch microseconds and the ERROR count. `dead_letters` holds the same
+min/max event time in epoch microseconds, the ERROR count, the distinct trace ids and the
+message bytes (the last two read the DELTA_LENGTH_BYTE_ARRAY columns). `dead_letters` holds the same
 for the dead-letter table (count and offset sum) from the two Delta readers.
 A reader that fails reports {"error": "..."}; the caller decides (the Rust test fails on it).
 """
@@ -30,7 +31,8 @@ OPTIONS = json.loads(os.environ.get("LOGLAKE_READERS_STORAGE_OPTIONS", "{}"))
 AGG = (
     "SELECT count(*) AS n, count(DISTINCT pod) AS pods, count(DISTINCT namespace) AS namespaces, "
     "sum(kafka_offset) AS offset_sum, {us_min} AS min_us, {us_max} AS max_us, "
-    "sum(CASE WHEN level = 'error' THEN 1 ELSE 0 END) AS errors FROM {t}"
+    "sum(CASE WHEN level = 'error' THEN 1 ELSE 0 END) AS errors, "
+    "count(DISTINCT trace_id) AS traces, sum({bytes}(message)) AS message_bytes FROM {t}"
 )
 DLQ_AGG = "SELECT count(*) AS n, sum(kafka_offset) AS offset_sum FROM {t}"
 
@@ -48,7 +50,8 @@ def deltalake_reader():
     qb = deltalake.QueryBuilder().register("t", dt)
     # DataFusion: a microsecond timestamp cast to BIGINT is its epoch microseconds
     sql = AGG.format(
-        us_min="CAST(min(ts) AS BIGINT)", us_max="CAST(max(ts) AS BIGINT)", t="t"
+        us_min="CAST(min(ts) AS BIGINT)", us_max="CAST(max(ts) AS BIGINT)", t="t",
+        bytes="octet_length",
     )
     row = pl.DataFrame(qb.execute(sql).read_all()).to_dicts()[0]
     out = plain(row)
@@ -70,7 +73,8 @@ def duckdb_reader():
     con.execute("SET enable_progress_bar = false")
     con.load_extension(os.path.join(ext_dir, ver, "delta.duckdb_extension"))
     cur = con.execute(AGG.format(
-            us_min="epoch_us(min(ts))", us_max="epoch_us(max(ts))", t=f"delta_scan('{TABLE}')"
+            us_min="epoch_us(min(ts))", us_max="epoch_us(max(ts))", t=f"delta_scan('{TABLE}')",
+            bytes="strlen",
         ))
     cols = [c[0] for c in cur.description]
     out = plain(dict(zip(cols, cur.fetchone())))
@@ -93,6 +97,8 @@ def polars_reader():
             pl.col("ts").min().dt.epoch("us").alias("min_us"),
             pl.col("ts").max().dt.epoch("us").alias("max_us"),
             (pl.col("level") == "error").sum().alias("errors"),
+            pl.col("trace_id").drop_nulls().n_unique().alias("traces"),
+            pl.col("message").str.len_bytes().sum().alias("message_bytes"),
         )
         .collect()
         .to_dicts()[0]
@@ -116,7 +122,9 @@ def spark_reader():
     try:
         df = spark.read.parquet(TABLE)
         df.createOrReplaceTempView("t")
-        row = spark.sql(AGG.format(us_min="unix_micros(min(ts))", us_max="unix_micros(max(ts))", t="t")).collect()[0].asDict()
+        row = spark.sql(AGG.format(
+            us_min="unix_micros(min(ts))", us_max="unix_micros(max(ts))", t="t", bytes="octet_length"
+        )).collect()[0].asDict()
         out = plain(row)
         out["ts_type"] = df.schema["ts"].dataType.simpleString()
         return out, None

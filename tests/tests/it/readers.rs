@@ -20,8 +20,11 @@ use loglake_tests::{kafka, loglake_cmd, s3, unique_name};
 /// The aggregates each reader computes (tests/python/readers.py's `AGG`, in loglake's dialect).
 const AGG: &str = "SELECT count(*), count(DISTINCT pod), count(DISTINCT namespace), \
      sum(kafka_offset), CAST(min(ts) AS BIGINT), CAST(max(ts) AS BIGINT), \
-     sum(CASE WHEN level = 'error' THEN 1 ELSE 0 END) FROM t";
-const AGG_NAMES: [&str; 7] = [
+     sum(CASE WHEN level = 'error' THEN 1 ELSE 0 END), count(DISTINCT trace_id), \
+     CAST(sum(octet_length(message)) AS BIGINT) FROM t";
+/// `traces` and `message_bytes` read the `DELTA_LENGTH_BYTE_ARRAY` columns (`trace_id`,
+/// `message`): every reader must decode that encoding.
+const AGG_NAMES: [&str; 9] = [
     "n",
     "pods",
     "namespaces",
@@ -29,6 +32,8 @@ const AGG_NAMES: [&str; 7] = [
     "min_us",
     "max_us",
     "errors",
+    "traces",
+    "message_bytes",
 ];
 const RECORDS: u64 = 6_000;
 const NAMESPACES: u64 = 4;
@@ -166,6 +171,8 @@ async fn python_deltalake_duckdb_polars_and_spark_read_what_the_archiver_wrote()
     assert_eq!(ours["n"] as u64, rows);
     assert_eq!(dlq_n, dead);
     assert_eq!(ours["namespaces"] as u64, NAMESPACES);
+    assert!(ours["traces"] > 0, "{ours:?}");
+    assert!(ours["message_bytes"] > rows as i64 * 20, "{ours:?}");
     // rows + dead letters hold every offset of the topic, each once
     let (broker_n, broker_sum) = offsets_sum(&topic);
     assert_eq!(broker_n, RECORDS);
