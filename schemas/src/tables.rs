@@ -71,13 +71,35 @@ fn partitionable(t: &DataType) -> bool {
     matches!(t, DataType::Utf8 | DataType::Int32 | DataType::Date32)
 }
 
-/// The columns of `kind`'s table that can be partition columns (Utf8, Int32 or Date32), in
-/// schema order.
+/// Columns whose value is new in (nearly) every record: as a partition column each would write
+/// about one file per record, so they are refused. Free text, ids of one request or trace, and
+/// the raw bytes and errors of dead letters.
+const PER_RECORD_COLUMNS: &[&str] = &[
+    "message",
+    "trace_id",
+    "span_id",
+    "audit_id",
+    "request_uri",
+    "request_object",
+    "response_object",
+    "path",
+    "request",
+    "referer",
+    "user_agent",
+    "x_forwarded_for",
+    "raw",
+    "error",
+];
+
+/// The columns of `kind`'s table that can be partition columns (Utf8, Int32 or Date32, and not a
+/// per-record value such as `message` or `trace_id`), in schema order.
 pub fn partition_column_candidates(kind: TableKind) -> Vec<String> {
     table_schema(kind)
         .fields()
         .iter()
-        .filter(|f| partitionable(f.data_type()))
+        .filter(|f| {
+            partitionable(f.data_type()) && !PER_RECORD_COLUMNS.contains(&f.name().as_str())
+        })
         .map(|f| f.name().clone())
         .collect()
 }
@@ -104,6 +126,13 @@ pub fn check_partition_by(kind: TableKind, columns: &[String]) -> Result<(), Str
             return Err(format!(
                 "column `{c}` ({}) cannot be a partition column (partition columns can be: {})",
                 field.data_type(),
+                valid()
+            ));
+        }
+        if PER_RECORD_COLUMNS.contains(&c.as_str()) {
+            return Err(format!(
+                "column `{c}` has a new value in nearly every record: as a partition column it \
+                 would write about one file per record (partition columns can be: {})",
                 valid()
             ));
         }
@@ -261,7 +290,15 @@ mod tests {
         for c in ["dt", "hour", "namespace", "pod", "kafka_partition"] {
             assert!(candidates.iter().any(|x| x == c), "{c}: {candidates:?}");
         }
-        for c in ["ts", "labels", "attrs", "kafka_offset"] {
+        for c in [
+            "ts",
+            "labels",
+            "attrs",
+            "kafka_offset",
+            "message",
+            "trace_id",
+            "span_id",
+        ] {
             assert!(!candidates.iter().any(|x| x == c), "{c}: {candidates:?}");
         }
         let check = |kind, c: &[&str]| check_partition_by(kind, &cols(c));
@@ -282,6 +319,20 @@ mod tests {
             e.contains("`ts`") && e.contains("cannot be a partition column"),
             "{e}"
         );
+        for (kind, c) in [
+            (TableKind::Container, "trace_id"),
+            (TableKind::Container, "message"),
+            (TableKind::K8sAudit, "audit_id"),
+            (TableKind::Access, "path"),
+            (TableKind::DeadLetter, "error"),
+        ] {
+            let e = check(kind, &["dt", c]).expect_err("per-record column");
+            assert!(
+                e.contains(&format!("`{c}` has a new value in nearly every record"))
+                    && !e.contains(&format!(" {c},")),
+                "{e}"
+            );
+        }
         let e = check(TableKind::Container, &["dt", "dt"]).expect_err("twice");
         assert!(e.contains("`dt` is listed twice"), "{e}");
         assert!(check(TableKind::Container, &[]).is_err());
