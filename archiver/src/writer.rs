@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, UInt32Array};
 use arrow::compute::{concat_batches, take_record_batch};
-use arrow::datatypes::{DataType, Date32Type, Int32Type, Int64Type, Schema, SchemaRef};
+use arrow::datatypes::{DataType, Date32Type, Field, Int32Type, Int64Type, Schema, SchemaRef};
 use arrow::row::{Row, RowConverter, SortField};
 use chrono::NaiveDate;
 use parquet::arrow::{ArrowSchemaConverter, ArrowWriter};
@@ -111,6 +111,13 @@ const BATCH_BYTES_PER_COLUMN: u64 = 256;
 /// and, once it has compressed a page, a compression workspace sized to its pages (up to ≈ 1.3 MiB
 /// for 1 MiB pages). Measured ≈ 3.3 MiB for a writer of the 20-leaf container schema.
 const WRITER_BYTES_PER_LEAF: u64 = 192 << 10;
+
+/// What a [`DELTA_LENGTH_ENCODED`] column's writer keeps beyond [`WRITER_BYTES_PER_LEAF`]:
+/// parquet's `DELTA_LENGTH_BYTE_ARRAY` encoder clears its page buffer after each page but keeps
+/// the capacity, which `memory_size` does not report. A page is cut at the first 1,024-value
+/// mini-batch past the 1 MiB page limit, so for values under 1 KB the buffer stays below 2 MiB
+/// (doubling growth). Measured: +35 MB peak RSS over 24 open writers (BENCHMARKS.md, session 10).
+const WRITER_BYTES_PER_DELTA_LENGTH_LEAF: u64 = 2 << 20;
 
 struct OpenFile {
     /// Rows not handed to a Parquet writer yet (the file is below [`BUFFER_BYTES`]).
@@ -210,6 +217,11 @@ const DELTA_ENCODED: &[&str] = &["ts", "ingest_ts", "kafka_offset"];
 /// decodes it.
 const DELTA_LENGTH_ENCODED: &[&str] = &["message", "trace_id", "span_id"];
 
+fn delta_length_encoded(f: &Field) -> bool {
+    DELTA_LENGTH_ENCODED.contains(&f.name().as_str())
+        && matches!(f.data_type(), DataType::Utf8 | DataType::Binary)
+}
+
 /// Free-text columns without min/max statistics: every value is distinct, so the bounds prune
 /// nothing, and computing them compares every string (≈ 2 % of the archiver's CPU).
 const NO_STATISTICS: &[&str] = &["message"];
@@ -241,9 +253,7 @@ pub fn writer_properties(
                 Encoding::DELTA_BINARY_PACKED,
             );
         }
-        if DELTA_LENGTH_ENCODED.contains(&f.name().as_str())
-            && matches!(f.data_type(), DataType::Utf8 | DataType::Binary)
-        {
+        if delta_length_encoded(f) {
             b = b.set_column_encoding(
                 ColumnPath::from(f.name().as_str()),
                 Encoding::DELTA_LENGTH_BYTE_ARRAY,
@@ -301,6 +311,11 @@ impl WriterSet {
         let leaves = ArrowSchemaConverter::new()
             .convert(&file_schema)?
             .num_columns() as u64;
+        let delta_length_leaves = file_schema
+            .fields()
+            .iter()
+            .filter(|f| delta_length_encoded(f))
+            .count() as u64;
         Ok(WriterSet {
             table_schema,
             file_schema,
@@ -309,7 +324,8 @@ impl WriterSet {
             file_idx,
             props,
             policy,
-            writer_fixed: leaves * WRITER_BYTES_PER_LEAF,
+            writer_fixed: leaves * WRITER_BYTES_PER_LEAF
+                + delta_length_leaves * WRITER_BYTES_PER_DELTA_LENGTH_LEAF,
             open: HashMap::new(),
         })
     }
@@ -582,7 +598,6 @@ mod tests {
     #[test]
     fn rows_group_by_partition_in_order_of_first_appearance() {
         use arrow::array::{Date32Array, Int32Array};
-        use arrow::datatypes::Field;
         let schema = Arc::new(Schema::new(vec![
             Field::new("dt", DataType::Date32, true),
             Field::new("hour", DataType::Int32, true),
