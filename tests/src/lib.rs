@@ -30,6 +30,7 @@ use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::FutureProducer;
 
 pub const TANSU_VERSION: &str = "0.6.0";
 pub const MOTO_VERSION: &str = "5.2.5";
@@ -282,6 +283,17 @@ impl Kafka {
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", &self.brokers);
         c
+    }
+
+    /// An idempotent producer for this broker (no duplicates on retry, so tests can count
+    /// offsets exactly); `props` add or override librdkafka settings (default `linger.ms` 10).
+    pub fn idempotent_producer(&self, props: &[(&str, &str)]) -> FutureProducer {
+        let mut c = self.config();
+        c.set("enable.idempotence", "true").set("linger.ms", "10");
+        for (k, v) in props {
+            c.set(*k, *v);
+        }
+        c.create().expect("creating an idempotent producer")
     }
 
     /// Creates `topic` with `partitions` partitions and waits until its metadata shows them all.

@@ -65,13 +65,7 @@ pub(crate) async fn produce_with(
     n: usize,
     record: impl Fn(usize) -> Vec<u8> + Copy,
 ) -> BTreeMap<i32, u64> {
-    let producer: FutureProducer = kafka()
-        .config()
-        .set("enable.idempotence", "true")
-        .set("linger.ms", "10")
-        .set("compression.type", "zstd")
-        .create()
-        .expect("producer");
+    let producer = kafka().idempotent_producer(&[("compression.type", "zstd")]);
     let mut counts = BTreeMap::new();
     for chunk_start in (first..first + n).step_by(5000) {
         let chunk_end = (chunk_start + 5000).min(first + n);
@@ -327,12 +321,7 @@ async fn batch_mode_stops_at_the_frozen_end_while_the_producer_continues() {
     let stop = Arc::new(AtomicBool::new(false));
     let stop2 = stop.clone();
     let producer = tokio::spawn(async move {
-        let producer: FutureProducer = kafka()
-            .config()
-            .set("enable.idempotence", "true")
-            .set("linger.ms", "5")
-            .create()
-            .expect("producer");
+        let producer = kafka().idempotent_producer(&[("linger.ms", "5")]);
         let mut acked: Vec<(Instant, u64)> = Vec::new();
         let mut n = BACKLOG;
         while !stop2.load(Ordering::Relaxed) && n < 200_000 {
@@ -675,12 +664,7 @@ async fn produce_to_partition(
     n: usize,
     record: impl Fn(usize) -> Vec<u8>,
 ) {
-    let producer: FutureProducer = kafka()
-        .config()
-        .set("enable.idempotence", "true")
-        .set("linger.ms", "10")
-        .create()
-        .expect("producer");
+    let producer = kafka().idempotent_producer(&[]);
     let mut sends = Vec::new();
     for i in first..first + n {
         let payload = record(i);

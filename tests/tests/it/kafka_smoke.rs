@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use rdkafka::Message;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::{Header, Headers, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureRecord;
 use rdkafka::{Offset, TopicPartitionList};
 
 use loglake_tests::{kafka, unique_name};
@@ -16,12 +16,7 @@ const PARTITIONS: i32 = 3;
 /// Produces `n` keyed messages with headers (idempotent producer), numbered from `first`.
 /// Returns (partition, offset) → message number as acknowledged by the broker.
 async fn produce(topic: &str, first: usize, n: usize) -> BTreeMap<(i32, i64), usize> {
-    let producer: FutureProducer = kafka()
-        .config()
-        .set("enable.idempotence", "true")
-        .set("linger.ms", "5")
-        .create()
-        .expect("producer");
+    let producer = kafka().idempotent_producer(&[("linger.ms", "5")]);
     let mut acks = BTreeMap::new();
     let mut pending = Vec::with_capacity(n);
     for i in first..first + n {
