@@ -3,6 +3,7 @@
 # (default ~/.cache/loglake, override with LOGLAKE_CACHE_DIR):
 #   - tansu 0.6.0, a Kafka-protocol broker (built from crates.io once, ~15 CPU minutes; skipped when
 #     the cached binary already reports the pinned version)
+#   - cargo-nextest, when the machine does not have it
 #   - a Python venv with the pinned packages of scripts/requirements-test.txt (moto S3 server, ...)
 # Prints shell `export` lines for the test harness on stdout; progress goes to stderr.
 set -euo pipefail
@@ -26,6 +27,14 @@ else
     --features libsql --root "$TANSU_ROOT" >&2
   rm -rf "$CACHE/tansu-build"
   "$TANSU_BIN" --version >&2
+fi
+
+# --- cargo-nextest (the test runner of scripts/test.sh) --------------------------------------------
+if cargo nextest --version >/dev/null 2>&1; then
+  log "cargo-nextest: $(cargo nextest --version 2>/dev/null | head -1)"
+else
+  log "installing cargo-nextest (one-off)..."
+  cargo install cargo-nextest --locked >&2
 fi
 
 # --- Python venv (moto S3 server and friends) -----------------------------------------------------

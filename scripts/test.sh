@@ -17,8 +17,15 @@ eval "$(scripts/install-test-deps.sh)"
 echo "Kafka broker: $("$LOGLAKE_TANSU_BIN" --version) (sqlite storage)"
 echo "S3 server:    moto $("$LOGLAKE_TEST_VENV/bin/python" -c 'import moto; print(moto.__version__)') (server mode)"
 
-# One target dir for the whole run: clippy, the test build and the test run share it.
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
+# One target dir for the whole run: clippy, the test build and the test run share it. It lives
+# in the cache outside the clone, one per toolchain, so a later run (CI on a fresh clone of the
+# same machine) rebuilds only what changed; cargo's fingerprints decide what that is. A fresh
+# machine starts it empty. LOGLAKE_CACHE_DIR or CARGO_TARGET_DIR move it.
+CACHE="${LOGLAKE_CACHE_DIR:-$HOME/.cache/loglake}"
+TOOLCHAIN_KEY="$(rustc -V | sha256sum | cut -c1-12)"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$CACHE/target-$TOOLCHAIN_KEY}"
+mkdir -p "$CARGO_TARGET_DIR"
+echo "target dir:   $CARGO_TARGET_DIR"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
 phase "cargo fmt --check"
@@ -43,7 +50,10 @@ cargo clippy --locked --workspace --all-targets -- -D warnings
 phase "building the loglake binary and the tests"
 cargo build --locked --workspace --all-targets
 
-phase "running tests"
-cargo test --locked --workspace
+# cargo-nextest: one process per test (each integration test gets its own broker and S3
+# server), the heavy ones alone on the machine (.config/nextest.toml). The workspace has no
+# doctests (`cargo test --doc` would find none), so nextest runs every test there is.
+phase "running tests (cargo nextest)"
+cargo nextest run --locked --workspace --no-fail-fast
 
 phase "done"

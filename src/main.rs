@@ -85,9 +85,16 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("loglake: error: {}", error_text(&e));
-            ExitCode::from(1)
+            ExitCode::from(exit_code(&e))
         }
     }
+}
+
+/// The exit code of a failed subcommand: the stage error's own mapping (archive: 2 for
+/// configuration, 4 for a stall; README, "Operations"), else 1.
+fn exit_code(e: &anyhow::Error) -> u8 {
+    e.downcast_ref::<loglake_archiver::ArchiveError>()
+        .map_or(1, loglake_archiver::ArchiveError::exit_code)
 }
 
 /// The error and its causes joined with ": ", leaving out a cause whose text the message already

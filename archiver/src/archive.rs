@@ -42,6 +42,7 @@ use url::Url;
 use crate::delta::{CommitOutcome, DeltaSink, OffsetAdvance, app_id};
 use crate::error::ArchiveError;
 use crate::metrics::Metrics;
+use crate::watch::{PartView, PartitionWait, StallWatch};
 use crate::writer::{ClosedFile, PartitionKey, RollPolicy, WriterSet, budget_victims};
 
 /// A record that failed to decode, its raw payload and Kafka timestamp (ms).
@@ -99,8 +100,12 @@ pub struct ArchiveConfig {
     pub batch_bytes: u64,
     /// Set to stop (SIGTERM): flush and commit, then return.
     pub shutdown: Arc<AtomicBool>,
-    /// In `--until-end` mode, give up when no partition is assigned within this time.
-    pub assignment_timeout: Duration,
+    /// Static group membership (`group.instance.id`): a restarted member with the same id
+    /// takes its partitions back without a rebalance.
+    pub instance_id: Option<String>,
+    /// No progress for this long: `--until-end` fails ([`ArchiveError::Stalled`]), continuous
+    /// mode turns `/healthz` unhealthy ([`crate::watch`]).
+    pub stall_timeout: Duration,
     /// How long a partition's watermark read may keep failing (retried) before the run fails.
     pub watermark_timeout: Duration,
     /// A row is *late* when its record reached Kafka more than this after the row's event time
@@ -118,6 +123,7 @@ impl std::fmt::Debug for ArchiveConfig {
         f.debug_struct("ArchiveConfig")
             .field("brokers", &self.brokers)
             .field("group", &self.group)
+            .field("instance_id", &self.instance_id)
             .field("tables", &self.tables)
             .field("dlq", &self.dlq)
             .field("until_end", &self.until_end)
@@ -443,6 +449,10 @@ pub struct Archiver {
     report: ArchiveReport,
     last_commit: Instant,
     assigned_once: bool,
+    watch: StallWatch,
+    progress: crate::progress::Reporter,
+    /// The reason `/healthz` is unhealthy (continuous mode), as last reported.
+    stalled: Option<String>,
 }
 
 fn kafka_err(context: &str) -> impl FnOnce(KafkaError) -> ArchiveError + '_ {
@@ -456,13 +466,35 @@ fn kafka_err(context: &str) -> impl FnOnce(KafkaError) -> ArchiveError + '_ {
 /// [`ArchiveConfig::watermark_timeout`], retried.
 const WATERMARK_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The archiver's fetch settings for librdkafka (before `-X` properties): offsets only from the
-/// tables (no auto commit), and a bounded prefetch. The archive bench's fetch-only stage uses
-/// them too, so it measures the fetch the archiver does.
+/// `session.timeout.ms`: a member killed without leaving the group (SIGKILL, OOM kill, a lost
+/// node) holds its partitions until the coordinator has not heard from it for this long; then
+/// the group rebalances and a restarted archiver gets them. librdkafka's default is 45 s; 15 s
+/// bounds a same-group restart (README, "Operations") and is within every broker's default
+/// `group.min/max.session.timeout.ms` (6 s .. 30 min).
+pub const DEFAULT_SESSION_TIMEOUT_MS: u32 = 15_000;
+/// `heartbeat.interval.ms`: a third of the session timeout, as Kafka recommends.
+pub const DEFAULT_HEARTBEAT_INTERVAL_MS: u32 = 3_000;
+/// `max.poll.interval.ms`: the archive loop polls at least every 200 ms except while a commit
+/// uploads and commits (bounded by the store's retries); 5 min, librdkafka's default.
+pub const DEFAULT_MAX_POLL_INTERVAL_MS: u32 = 300_000;
+
+/// The archiver's fetch settings for librdkafka (before `-X` properties, which override them):
+/// offsets only from the tables (no auto commit), a bounded prefetch, and the group timeouts
+/// above. The archive bench's fetch-only stage uses them too, so it measures the fetch the
+/// archiver does.
 pub fn consumer_config(brokers: &str, group: &str) -> ClientConfig {
     let mut cc = ClientConfig::new();
     cc.set("bootstrap.servers", brokers)
         .set("group.id", group)
+        .set("session.timeout.ms", DEFAULT_SESSION_TIMEOUT_MS.to_string())
+        .set(
+            "heartbeat.interval.ms",
+            DEFAULT_HEARTBEAT_INTERVAL_MS.to_string(),
+        )
+        .set(
+            "max.poll.interval.ms",
+            DEFAULT_MAX_POLL_INTERVAL_MS.to_string(),
+        )
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
@@ -687,6 +719,9 @@ impl Archiver {
             "client.id",
             format!("loglake-archiver-{}", env!("CARGO_PKG_VERSION")),
         );
+        if let Some(id) = &cfg.instance_id {
+            cc.set("group.instance.id", id);
+        }
         for (k, v) in &cfg.kafka_properties {
             cc.set(k, v);
         }
@@ -702,6 +737,9 @@ impl Archiver {
         consumer
             .subscribe(&topics)
             .map_err(kafka_err("subscribe"))?;
+        let stall_timeout = cfg.stall_timeout;
+        let until_end = cfg.until_end;
+        let table_names = cfg.tables.iter().map(|t| t.name.clone()).collect();
         Ok(Archiver {
             cfg,
             handle,
@@ -713,19 +751,26 @@ impl Archiver {
             report: ArchiveReport::default(),
             last_commit: Instant::now(),
             assigned_once: false,
+            watch: StallWatch::new(stall_timeout),
+            progress: crate::progress::Reporter::new(until_end, table_names),
+            stalled: None,
         })
     }
 
     /// Runs until `--until-end` is reached or shutdown is requested; commits before returning.
     pub fn run(mut self) -> Result<ArchiveReport, ArchiveError> {
-        let started = Instant::now();
-        let result = self.run_loop(started);
-        // Copy what we need out of librdkafka structures before the consumer is dropped.
-        let report = self.report.clone();
-        result.map(|_| report)
+        self.run_to_end()
     }
 
-    fn run_loop(&mut self, started: Instant) -> Result<(), ArchiveError> {
+    /// Runs until `--until-end` is reached or shutdown is requested, leaving the consumer open:
+    /// dropping the archiver afterwards closes it (leaves the group), which can block while
+    /// the broker does not answer ([`crate::run_archiver`] bounds that wait).
+    pub fn run_to_end(&mut self) -> Result<ArchiveReport, ArchiveError> {
+        let result = self.run_loop();
+        result.map(|_| self.report.clone())
+    }
+
+    fn run_loop(&mut self) -> Result<(), ArchiveError> {
         let max_batch_bytes = self.cfg.batch_bytes.max(1);
         loop {
             if self.cfg.shutdown.load(Ordering::Relaxed) {
@@ -778,28 +823,151 @@ impl Archiver {
             let age_due = self.last_commit.elapsed() >= self.cfg.policy.max_file_age;
             if age_due && self.dirty() {
                 self.commit_all()?;
+                self.watch.progressed(Instant::now());
             }
             self.enforce_budget()?;
             self.cfg.metrics.set_buffered(self.buffered_bytes());
             self.update_lag();
 
-            if self.cfg.until_end {
-                if self.assigned_once
-                    && !self.parts.is_empty()
-                    && self.parts.values().all(PartState::done)
-                {
-                    self.commit_all()?;
-                    return Ok(());
-                }
-                if !self.assigned_once && started.elapsed() > self.cfg.assignment_timeout {
-                    return Err(ArchiveError::Config(format!(
-                        "no partition of {:?} was assigned within {:?} (do the topics exist? is the group {} busy?)",
-                        self.topic_table.keys().collect::<Vec<_>>(),
-                        self.cfg.assignment_timeout,
-                        self.cfg.group
-                    )));
-                }
+            if self.cfg.until_end
+                && self.assigned_once
+                && !self.parts.is_empty()
+                && self.parts.values().all(PartState::done)
+            {
+                self.commit_all()?;
+                self.progress.finish();
+                return Ok(());
             }
+            self.watch_tick()?;
+        }
+    }
+
+    /// The assigned partitions as the watchdog and the progress reporter see them.
+    fn part_views(&self) -> Vec<PartView> {
+        let wm = match self.consumer.context().watermarks.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        self.parts
+            .iter()
+            .map(|((t, p), s)| PartView {
+                topic: t.clone(),
+                partition: *p,
+                table: s.table,
+                next: s.next,
+                end: s.end,
+                high: wm.get(&(t.clone(), *p)).map(|w| w.1),
+            })
+            .collect()
+    }
+
+    /// One look of the no-progress watchdog ([`crate::watch`]) and the progress reporter.
+    fn watch_tick(&mut self) -> Result<(), ArchiveError> {
+        let now = Instant::now();
+        let views = self.part_views();
+        self.progress.tick(now, &views, &self.cfg.metrics);
+        let waited = self.watch.observe(now, self.cfg.until_end, &views);
+        let stalled = self.watch.is_stalled(waited);
+        if self.cfg.until_end {
+            if stalled {
+                return Err(self.stall_error(&views, waited.unwrap_or_default()));
+            }
+            return Ok(());
+        }
+        let reason = stalled.then(|| {
+            let lagging: Vec<String> = views
+                .iter()
+                .filter(|v| v.behind())
+                .map(|v| wait_line(v).to_string())
+                .collect();
+            format!(
+                "no partition progressed for {} while behind: {}",
+                humantime::format_duration(self.watch.timeout()),
+                lagging.join("; ")
+            )
+        });
+        if reason.is_some() != self.stalled.is_some() {
+            match &reason {
+                Some(r) => tracing::error!(group = %self.cfg.group, "stalled: {r}"),
+                None => tracing::info!(group = %self.cfg.group, "progressing again"),
+            }
+            self.cfg.metrics.set_stalled(reason.clone());
+        }
+        self.stalled = reason;
+        Ok(())
+    }
+
+    /// The `--until-end` stall error: every partition of the topics, where it is, whether this
+    /// member holds it.
+    fn stall_error(&self, views: &[PartView], waited: Duration) -> ArchiveError {
+        let mut lines: Vec<PartitionWait> =
+            views.iter().filter(|v| v.behind()).map(wait_line).collect();
+        let mut unassigned: Vec<(String, i32)> = Vec::new();
+        let mut metadata_error = None;
+        for topic in self.topic_table.keys() {
+            match self
+                .consumer
+                .fetch_metadata(Some(topic), Duration::from_secs(5))
+            {
+                Ok(md) => {
+                    for t in md.topics().iter().filter(|t| t.name() == topic) {
+                        for p in t.partitions() {
+                            let key = (topic.clone(), p.id());
+                            if !self.parts.contains_key(&key) {
+                                unassigned.push(key);
+                            }
+                        }
+                    }
+                }
+                Err(e) => metadata_error = Some(format!("{topic}: {e}")),
+            }
+        }
+        unassigned.sort();
+        let committed = self
+            .consumer
+            .context()
+            .resolver
+            .resolve(&unassigned)
+            .unwrap_or_default();
+        for (t, p) in &unassigned {
+            let high = self
+                .consumer
+                .fetch_watermarks(t, *p, Duration::from_secs(2))
+                .ok()
+                .map(|w| w.1);
+            lines.push(PartitionWait::Unassigned {
+                topic: t.clone(),
+                partition: *p,
+                committed: committed.get(&(t.clone(), *p)).and_then(|s| s.committed),
+                high,
+            });
+        }
+        let mut hint = String::new();
+        if !unassigned.is_empty() {
+            hint = format!(
+                "A member killed without leaving the group holds its partitions until its session times out \
+                 (session.timeout.ms, {} ms by default); another live member of group {} may hold them. \
+                 A static member (--instance-id) takes its own back at once when it restarts.",
+                DEFAULT_SESSION_TIMEOUT_MS, self.cfg.group
+            );
+        }
+        if let Some(e) = metadata_error {
+            hint.push_str(&format!(
+                " The broker did not answer a metadata request: {e}."
+            ));
+        }
+        if lines.is_empty() {
+            hint.push_str(" No partition of the topics is known (do they exist?).");
+        }
+        ArchiveError::Stalled {
+            group: self.cfg.group.clone(),
+            waited,
+            partitions: lines
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; "),
+            hint: hint.trim().to_string(),
         }
     }
 
@@ -836,6 +1004,13 @@ impl Archiver {
                 GroupEvent::Assigned(list) => {
                     self.report.rebalances += 1;
                     self.assigned_once = true;
+                    if list.is_empty() {
+                        tracing::warn!(
+                            group = %self.cfg.group,
+                            "the group assigned this member no partition: waiting for a rebalance \
+                             (members killed without leaving hold theirs until their session times out)"
+                        );
+                    }
                     // An eager rebalance revokes everything first; drop anything left anyway.
                     self.reset()?;
                     self.parts.clear();
@@ -1318,6 +1493,17 @@ impl Archiver {
         {
             tracing::debug!(error = %e, "committing Kafka offsets (informational) failed");
         }
+    }
+}
+
+/// How the stall error and `/healthz` show one assigned partition.
+fn wait_line(v: &PartView) -> PartitionWait {
+    PartitionWait::Assigned {
+        topic: v.topic.clone(),
+        partition: v.partition,
+        next: v.next,
+        end: v.end,
+        high: v.high,
     }
 }
 

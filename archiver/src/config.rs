@@ -37,6 +37,17 @@ pub struct ArchiveArgs {
     /// Consumer group (partitions are split among archivers of one group).
     #[arg(long, env = "LOGLAKE_GROUP")]
     pub group: Option<String>,
+    /// Static group membership (librdkafka `group.instance.id`): a member restarted with the same
+    /// id (e.g. the pod name) takes its partitions back at once, without a rebalance. Without it
+    /// a killed member's partitions return after its session timeout (15s by default). Each live
+    /// member of a group needs its own id.
+    #[arg(long, env = "LOGLAKE_INSTANCE_ID")]
+    pub instance_id: Option<String>,
+    /// No progress for this long ends an --until-end run with exit code 4 and an error naming
+    /// each partition it waited for; in continuous mode it turns /healthz unhealthy (503) while
+    /// an assigned partition lags (default 5m).
+    #[arg(long, env = "LOGLAKE_STALL_TIMEOUT", value_parser = parse_duration)]
+    pub stall_timeout: Option<Duration>,
     /// Table URI for the single-table form: s3://bucket/prefix/name or a local path.
     #[arg(long, env = "LOGLAKE_TABLE")]
     pub table: Option<String>,
@@ -125,6 +136,8 @@ pub struct ArchiveArgs {
 pub struct FileConfig {
     pub brokers: Option<String>,
     pub group: Option<String>,
+    pub instance_id: Option<String>,
+    pub stall_timeout: Option<String>,
     pub lake: Option<String>,
     pub tables_dir: Option<PathBuf>,
     pub dlq_table: Option<String>,
@@ -421,6 +434,22 @@ impl ArchiveArgs {
             "late_after",
             crate::archive::DEFAULT_LATE_AFTER,
         )?;
+        let stall_timeout = duration_setting(
+            self.stall_timeout,
+            file.stall_timeout.as_deref(),
+            "stall_timeout",
+            crate::watch::DEFAULT_STALL_TIMEOUT,
+        )?;
+        if stall_timeout < Duration::from_secs(1) {
+            return Err(ArchiveError::Config(format!(
+                "--stall-timeout {stall_timeout:?} is below 1s"
+            )));
+        }
+        let instance_id = self
+            .instance_id
+            .clone()
+            .or(file.instance_id.clone())
+            .filter(|s| !s.trim().is_empty());
         let shutdown_timeout = duration_setting(
             self.shutdown_timeout,
             file.shutdown_timeout.as_deref(),
@@ -516,7 +545,8 @@ impl ArchiveArgs {
             batch_records: 20_000,
             batch_bytes,
             shutdown,
-            assignment_timeout: Duration::from_secs(60),
+            instance_id,
+            stall_timeout,
             watermark_timeout,
             late_after,
             shutdown_timeout,

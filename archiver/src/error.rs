@@ -57,6 +57,37 @@ pub enum ArchiveError {
     #[error("Arrow: {0}")]
     Arrow(#[from] arrow::error::ArrowError),
 
+    #[error(
+        "no progress for {} (--stall-timeout) in consumer group {group}; waiting for: {partitions}{}{hint}",
+        humantime::format_duration(*waited),
+        if hint.is_empty() { "" } else { ". " }
+    )]
+    Stalled {
+        group: String,
+        waited: std::time::Duration,
+        /// Each partition the run waited for: assigned or not, position, frozen end.
+        partitions: String,
+        hint: String,
+    },
+
     #[error("{0}")]
     Other(String),
+}
+
+/// Exit codes of `loglake archive` (README, "Operations"): 0 done, 1 failed (retry may help),
+/// 2 bad configuration or usage, 3 shutdown not finished within `--shutdown-timeout`
+/// ([`crate::SHUTDOWN_TIMEOUT_EXIT_CODE`]), 4 stalled (`--until-end` made no progress for
+/// `--stall-timeout`).
+pub const STALLED_EXIT_CODE: u8 = 4;
+pub const CONFIG_EXIT_CODE: u8 = 2;
+
+impl ArchiveError {
+    /// The process exit code for this error.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            ArchiveError::Config(_) => CONFIG_EXIT_CODE,
+            ArchiveError::Stalled { .. } => STALLED_EXIT_CODE,
+            _ => 1,
+        }
+    }
 }

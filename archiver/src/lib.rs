@@ -17,8 +17,10 @@ pub mod delta;
 pub mod error;
 pub mod r#gen;
 pub mod metrics;
+pub mod progress;
 pub mod quickstart;
 pub mod stats;
+pub mod watch;
 pub mod writer;
 
 use std::process::ExitCode;
@@ -48,14 +50,42 @@ pub fn run_archiver(
     rt: &tokio::runtime::Runtime,
 ) -> Result<ArchiveReport, ArchiveError> {
     let handle = rt.handle().clone();
+    let (result_tx, result_rx) = std::sync::mpsc::channel();
+    let (closed_tx, closed_rx) = std::sync::mpsc::channel();
     let worker = std::thread::Builder::new()
         .name("loglake-archiver".into())
-        .spawn(move || Archiver::new(cfg, handle)?.run())
+        .spawn(move || {
+            let mut archiver = match Archiver::new(cfg, handle) {
+                Ok(a) => a,
+                Err(e) => {
+                    let _ = result_tx.send(Err(e));
+                    return;
+                }
+            };
+            let _ = result_tx.send(archiver.run_to_end());
+            // Closing the consumer leaves the group; it waits for the broker.
+            drop(archiver);
+            let _ = closed_tx.send(());
+        })
         .map_err(|e| ArchiveError::Other(format!("spawning archiver thread: {e}")))?;
-    worker
-        .join()
-        .map_err(|_| ArchiveError::Other("archiver thread panicked".into()))?
+    let result = result_rx
+        .recv()
+        .map_err(|_| ArchiveError::Other("archiver thread panicked".into()))?;
+    match closed_rx.recv_timeout(CONSUMER_CLOSE_TIMEOUT) {
+        Ok(()) => {
+            let _ = worker.join();
+        }
+        Err(_) => tracing::warn!(
+            "leaving the consumer group did not finish within {CONSUMER_CLOSE_TIMEOUT:?} (is the broker answering?): exiting anyway; the group drops this member after its session timeout"
+        ),
+    }
+    result
 }
+
+/// How long `loglake archive` waits, after its work is done or failed, for the consumer to
+/// leave the group before exiting anyway: a broker that stopped answering must not keep a
+/// finished (or stalled) run alive.
+pub const CONSUMER_CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Exit code of `loglake archive` when a shutdown did not finish within `--shutdown-timeout`
 /// (or a second signal came).

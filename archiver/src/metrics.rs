@@ -20,6 +20,9 @@ pub struct Metrics {
     buffered: AtomicU64,
     flush_counts: Mutex<[u64; FLUSH_BUCKETS.len() + 1]>,
     flush_sum_us: AtomicU64,
+    /// Why `/healthz` is unhealthy (`None`: healthy).
+    stalled: Mutex<Option<String>>,
+    remaining: Mutex<BTreeMap<String, u64>>,
 }
 
 impl Metrics {
@@ -46,6 +49,27 @@ impl Metrics {
     pub fn clear_lag(&self) {
         if let Ok(mut l) = self.lag.lock() {
             l.clear();
+        }
+    }
+
+    /// Makes `/healthz` answer 503 with `reason` (the archiver stalled), or 200 again (`None`);
+    /// the gauge `loglake_stalled` is 1 while stalled.
+    pub fn set_stalled(&self, reason: Option<String>) {
+        if let Ok(mut s) = self.stalled.lock() {
+            *s = reason;
+        }
+    }
+
+    /// The unhealthy reason, if any.
+    pub fn stalled(&self) -> Option<String> {
+        self.stalled.lock().ok().and_then(|s| s.clone())
+    }
+
+    /// Records left to read in the table's assigned partitions (to the frozen ends in
+    /// `--until-end` mode, to the broker's high watermarks otherwise).
+    pub fn set_records_remaining(&self, table: &str, n: u64) {
+        if let Ok(mut r) = self.remaining.lock() {
+            r.insert(table.to_string(), n);
         }
     }
 
@@ -78,6 +102,16 @@ impl Metrics {
             "# TYPE loglake_buffered_bytes gauge\nloglake_buffered_bytes {}\n",
             self.buffered.load(Ordering::Relaxed)
         ));
+        out.push_str(&format!(
+            "# TYPE loglake_stalled gauge\nloglake_stalled {}\n",
+            u8::from(self.stalled().is_some())
+        ));
+        if let Ok(r) = self.remaining.lock() {
+            out.push_str("# TYPE loglake_records_remaining gauge\n");
+            for (t, v) in r.iter() {
+                out.push_str(&format!("loglake_records_remaining{{table=\"{t}\"}} {v}\n"));
+            }
+        }
         if let Ok(l) = self.lag.lock() {
             out.push_str("# TYPE loglake_consumer_lag gauge\n");
             for ((t, p), v) in l.iter() {
@@ -138,7 +172,10 @@ pub async fn serve(
                 let path = req.split_whitespace().nth(1).unwrap_or("/");
                 let (status, body) = match path {
                     "/metrics" => ("200 OK", metrics.render()),
-                    "/healthz" => ("200 OK", "ok\n".to_string()),
+                    "/healthz" => match metrics.stalled() {
+                        None => ("200 OK", "ok\n".to_string()),
+                        Some(r) => ("503 Service Unavailable", format!("stalled: {r}\n")),
+                    },
                     _ => ("404 Not Found", "not found\n".to_string()),
                 };
                 let resp = format!(

@@ -101,6 +101,29 @@ fn spawn_owned(cmd: Command) -> Result<Child> {
         .context("spawning service")
 }
 
+/// How long a broker or S3 call in the tests may keep failing before the test fails: a loaded
+/// 2-core machine (a build beside the suite, a heavy test) makes single calls time out.
+pub const SERVICE_DEADLINE: Duration = Duration::from_secs(120);
+
+/// Calls `f` until it succeeds or [`SERVICE_DEADLINE`] has passed, pausing 100 ms, 200 ms, …
+/// (at most 5 s) between attempts and logging each failure with `what`. For idempotent calls
+/// only (reads, offset commits of the same offsets).
+pub fn retry<T, E: std::fmt::Display>(what: &str, mut f: impl FnMut() -> Result<T, E>) -> T {
+    let start = Instant::now();
+    let mut pause = Duration::from_millis(100);
+    loop {
+        match f() {
+            Ok(v) => return v,
+            Err(e) if start.elapsed() + pause < SERVICE_DEADLINE => {
+                announce(&format!("{what}: {e}; retrying in {pause:?}"));
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => panic!("{what}: {e} (still failing after {:?})", start.elapsed()),
+        }
+    }
+}
+
 /// A TCP port that was free on 127.0.0.1 a moment ago.
 pub fn free_port() -> Result<u16> {
     let l = TcpListener::bind("127.0.0.1:0").context("binding a free port")?;
@@ -229,14 +252,24 @@ fn start_kafka() -> Result<Kafka> {
             bin.display()
         );
     }
-    let dir = run_dir()?.join("tansu");
-    std::fs::create_dir_all(&dir)?;
+    let (child, addr) = spawn_tansu(&bin, &run_dir()?.join("tansu"))?;
+    Ok(Kafka {
+        brokers: addr,
+        description: format!("{version} (sqlite storage), started by the harness"),
+        _child: Some(std::sync::Mutex::new(child)),
+    })
+}
+
+/// Starts tansu (SQLite storage in `dir`) on a free 127.0.0.1 port and waits until it answers a
+/// metadata request: the child and its `host:port`.
+fn spawn_tansu(bin: &Path, dir: &Path) -> Result<(Child, String)> {
+    std::fs::create_dir_all(dir)?;
     let port = free_port()?;
     let addr = format!("127.0.0.1:{port}");
     let log_path = dir.join("tansu.log");
     let log = std::fs::File::create(&log_path)?;
-    let mut cmd = Command::new(&bin);
-    cmd.current_dir(&dir)
+    let mut cmd = Command::new(bin);
+    cmd.current_dir(dir)
         .arg("broker")
         .arg("--listener-url")
         .arg(format!("tcp://{addr}"))
@@ -270,11 +303,76 @@ fn start_kafka() -> Result<Kafka> {
             Err(e) => bail!("broker at {addr} not ready: {e}; log:\n{}", tail(&log_path)),
         }
     }
-    Ok(Kafka {
-        brokers: addr,
-        description: format!("{version} (sqlite storage), started by the harness"),
-        _child: Some(std::sync::Mutex::new(child)),
-    })
+    Ok((child, addr))
+}
+
+/// A tansu broker of one test's own, which the test may freeze ([`PrivateKafka::pause`]: the
+/// process is stopped, connections stay open and nothing answers, as when packets are dropped)
+/// and thaw again. Killed when dropped. Needs the harness's tansu (not
+/// `LOGLAKE_TEST_KAFKA_BROKERS`): use [`private_kafka`], which says when it cannot.
+pub struct PrivateKafka {
+    pub brokers: String,
+    child: std::sync::Mutex<Child>,
+}
+
+/// A private broker, or `None` (announced) when the suite runs against an external Kafka.
+pub fn private_kafka() -> Result<Option<PrivateKafka>> {
+    if std::env::var_os("LOGLAKE_TEST_KAFKA_BROKERS").is_some() {
+        announce("an external Kafka cannot be paused: skipping the broker-stall part");
+        return Ok(None);
+    }
+    let bin = bin_from_env("LOGLAKE_TANSU_BIN", "tansu-0.6.0/bin/tansu");
+    let dir = run_dir()?.join(unique_name("tansu-private"));
+    let (child, brokers) = spawn_tansu(&bin, &dir)?;
+    Ok(Some(PrivateKafka {
+        brokers,
+        child: std::sync::Mutex::new(child),
+    }))
+}
+
+impl PrivateKafka {
+    fn signal(&self, sig: i32) -> Result<()> {
+        let child = self.child.lock().map_err(|_| anyhow!("poisoned"))?;
+        // SAFETY: kill(2) on our own, not yet reaped, child.
+        if unsafe { libc::kill(child.id() as i32, sig) } != 0 {
+            bail!(
+                "signal {sig} to tansu {}: {}",
+                child.id(),
+                std::io::Error::last_os_error()
+            );
+        }
+        Ok(())
+    }
+
+    /// Freezes the broker (SIGSTOP): it accepts nothing and answers nothing.
+    pub fn pause(&self) -> Result<()> {
+        self.signal(libc::SIGSTOP)
+    }
+
+    /// Thaws it (SIGCONT).
+    pub fn resume(&self) -> Result<()> {
+        self.signal(libc::SIGCONT)
+    }
+
+    pub fn config(&self) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.brokers);
+        c
+    }
+
+    /// Creates `topic` with `partitions` partitions (see [`Kafka::create_topic`]).
+    pub async fn create_topic(&self, topic: &str, partitions: i32) -> Result<()> {
+        create_topic_on(self.config(), topic, partitions).await
+    }
+}
+
+impl Drop for PrivateKafka {
+    fn drop(&mut self) {
+        if let Ok(mut c) = self.child.lock() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
 }
 
 impl Kafka {
@@ -298,44 +396,49 @@ impl Kafka {
 
     /// Creates `topic` with `partitions` partitions and waits until its metadata shows them all.
     pub async fn create_topic(&self, topic: &str, partitions: i32) -> Result<()> {
-        let admin: AdminClient<DefaultClientContext> =
-            self.config().create().context("creating admin client")?;
-        let results = admin
-            .create_topics(
-                &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
-                &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
-            )
-            .await
-            .context("create_topics")?;
-        for r in results {
-            r.map_err(|(t, e)| anyhow!("creating topic {t}: {e}"))?;
-        }
-        let consumer: BaseConsumer = self.config().create()?;
-        let start = Instant::now();
-        loop {
-            // A busy broker (a loaded CI machine) can time a metadata request out: retry until
-            // the deadline rather than fail the test on the first timeout.
-            let n = match consumer.fetch_metadata(Some(topic), Duration::from_secs(5)) {
-                Ok(md) => md
-                    .topics()
-                    .iter()
-                    .find(|t| t.name() == topic)
-                    .map(|t| t.partitions().len())
-                    .unwrap_or(0),
-                Err(e) if start.elapsed() < Duration::from_secs(60) => {
-                    eprintln!("metadata of {topic}: {e}; retrying");
-                    0
-                }
-                Err(e) => return Err(e.into()),
-            };
-            if n == partitions as usize {
-                return Ok(());
+        create_topic_on(self.config(), topic, partitions).await
+    }
+}
+
+/// Creates `topic` on the broker of `config` (see [`Kafka::create_topic`]).
+async fn create_topic_on(config: ClientConfig, topic: &str, partitions: i32) -> Result<()> {
+    let admin: AdminClient<DefaultClientContext> =
+        config.create().context("creating admin client")?;
+    let results = admin
+        .create_topics(
+            &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+        )
+        .await
+        .context("create_topics")?;
+    for r in results {
+        r.map_err(|(t, e)| anyhow!("creating topic {t}: {e}"))?;
+    }
+    let consumer: BaseConsumer = config.create()?;
+    let start = Instant::now();
+    loop {
+        // A busy broker (a loaded CI machine) can time a metadata request out: retry until
+        // the deadline rather than fail the test on the first timeout.
+        let n = match consumer.fetch_metadata(Some(topic), Duration::from_secs(5)) {
+            Ok(md) => md
+                .topics()
+                .iter()
+                .find(|t| t.name() == topic)
+                .map(|t| t.partitions().len())
+                .unwrap_or(0),
+            Err(e) if start.elapsed() < Duration::from_secs(60) => {
+                eprintln!("metadata of {topic}: {e}; retrying");
+                0
             }
-            if start.elapsed() > Duration::from_secs(60) {
-                bail!("topic {topic} shows {n} partitions, expected {partitions}");
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            Err(e) => return Err(e.into()),
+        };
+        if n == partitions as usize {
+            return Ok(());
         }
+        if start.elapsed() > Duration::from_secs(60) {
+            bail!("topic {topic} shows {n} partitions, expected {partitions}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

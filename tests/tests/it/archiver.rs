@@ -127,11 +127,16 @@ pub(crate) struct Audit {
 }
 
 pub(crate) fn audit(topic: &str, table: &str, dlq: &str) -> (Audit, bool) {
+    audit_at(&kafka().brokers, topic, table, dlq)
+}
+
+/// [`audit`] against the broker at `brokers`.
+pub(crate) fn audit_at(brokers: &str, topic: &str, table: &str, dlq: &str) -> (Audit, bool) {
     let out = loglake_cmd()
         .args([
             "audit",
             "--brokers",
-            &kafka().brokers,
+            brokers,
             "--topic",
             topic,
             "--table",
@@ -535,7 +540,7 @@ async fn audit_fails_and_names_the_offsets_when_records_are_not_archived() {
 }
 
 /// The latest version of the table at `url`, -1 while it does not exist.
-async fn table_version(url: &str) -> i64 {
+pub(crate) async fn table_version(url: &str) -> i64 {
     deltalake::aws::register_handlers(None);
     match DeltaTable::try_from_url_with_storage_options(
         Url::parse(url).expect("url"),
@@ -568,9 +573,9 @@ async fn crash_loop_with_sigkill_loses_and_duplicates_nothing() {
         }
         i
     });
-    // Offsets come from the table (never from Kafka's group offsets), so every incarnation may
-    // use a fresh group: a killed member would otherwise hold its partitions until its session
-    // times out.
+    // Every incarnation and the final run use one group, as a restarted pod does. They are one
+    // static member (`--instance-id`, as the pod name on Kubernetes): a restart takes the killed
+    // incarnation's partitions back at once instead of waiting for its session to time out.
     let base_args = vec![
         "archive".to_string(),
         "--brokers".into(),
@@ -587,32 +592,34 @@ async fn crash_loop_with_sigkill_loses_and_duplicates_nothing() {
     let mut rng_state: u64 = 0x9e37_79b9_7f4a_7c15;
     let mut kills = 0;
     let started = Instant::now();
-    // At least 20 kills, and more (up to 60) until the killed incarnations have committed 5
+    // At least 20 kills, and more (up to 40) until the killed incarnations have committed 5
     // times: on a loaded machine a start (assignment, watermarks) can take most of a window, and
     // the loop must exercise recovery from committed state, not just startup.
     let mut versions_before_final = -1;
-    while kills < 20 || (versions_before_final < 5 && kills < 60) {
+    while kills < 20 || (versions_before_final < 5 && kills < 40) {
         let mut child = loglake_cmd()
             .args(&base_args)
             .args([
                 "--roll-interval",
                 "300ms",
                 "--group",
-                &format!("{group}-{kills}"),
+                &group,
+                "--instance-id",
+                "archiver-0",
             ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn archiver");
-        // xorshift: a kill 1..5 s after start (a start — group join, assignment, watermarks —
-        // takes 1–3 s on a loaded 2-core machine, so some kills land before, some after commits)
+        // xorshift: a kill some seconds after start, so some land before, some after commits.
         rng_state ^= rng_state << 13;
         rng_state ^= rng_state >> 7;
         rng_state ^= rng_state << 17;
-        // past the first 20 kills the machine is too slow for 1–5 s windows to reach commits:
-        // give the remaining incarnations 3–7 s
-        let floor = if kills >= 20 { 3000 } else { 1000 };
-        let after = Duration::from_millis(floor + rng_state % 4000);
+        // A static member gets its assignment ~6 s after its start on tansu 0.6.0 (it adds 3 s
+        // to both JoinGroup and SyncGroup): 1–11 s windows land before and after commits; past
+        // the first 20 kills, 7–11 s until the killed incarnations have committed 5 times.
+        let floor = if kills >= 20 { 7000 } else { 1000 };
+        let after = Duration::from_millis(floor + rng_state % (11_000 - floor));
         tokio::time::sleep(after).await;
         // SIGKILL: no flush, no graceful anything.
         unsafe {
@@ -637,8 +644,13 @@ async fn crash_loop_with_sigkill_loses_and_duplicates_nothing() {
     assert!(produced > 0);
     // A final batch run to the end.
     let mut args: Vec<&str> = base_args[1..].iter().map(String::as_str).collect();
-    let final_group = format!("{group}-final");
-    args.extend(["--until-end", "--group", &final_group]);
+    args.extend([
+        "--until-end",
+        "--group",
+        &group,
+        "--instance-id",
+        "archiver-0",
+    ]);
     run_archive_blocking(args.iter().map(|s| s.to_string()).collect()).await;
     let (a, ok) = audit(&topic, &table, &dlq);
     assert_eq!(

@@ -9,7 +9,7 @@ use rdkafka::message::{Header, Headers, OwnedHeaders};
 use rdkafka::producer::FutureRecord;
 use rdkafka::{Offset, TopicPartitionList};
 
-use loglake_tests::{kafka, unique_name};
+use loglake_tests::{kafka, retry, unique_name};
 
 const PARTITIONS: i32 = 3;
 
@@ -90,14 +90,12 @@ fn consume(topic: &str, group: &str, expect: usize) -> BTreeMap<(i32, i64), usiz
         let po = (msg.partition(), msg.offset());
         assert!(seen.insert(po, n).is_none(), "{po:?} delivered twice");
         if seen.len() % 1000 == 0 {
-            consumer
-                .commit_message(&msg, CommitMode::Sync)
-                .expect("commit");
+            retry("commit", || consumer.commit_message(&msg, CommitMode::Sync));
         }
     }
-    consumer
-        .commit_consumer_state(CommitMode::Sync)
-        .expect("final commit");
+    retry("final commit", || {
+        consumer.commit_consumer_state(CommitMode::Sync)
+    });
     seen
 }
 
@@ -114,9 +112,9 @@ fn committed(topic: &str, group: &str) -> BTreeMap<i32, i64> {
         tpl.add_partition(topic, p);
     }
     let out = {
-        let c = consumer
-            .committed_offsets(tpl, Duration::from_secs(10))
-            .expect("committed");
+        let c = retry("committed offsets", || {
+            consumer.committed_offsets(tpl.clone(), Duration::from_secs(10))
+        });
         c.elements()
             .iter()
             .map(|e| match e.offset() {

@@ -9,4 +9,5 @@ mod generator;
 mod kafka_smoke;
 mod quickstart;
 mod readers;
+mod restart;
 mod s3_smoke;

@@ -15,7 +15,7 @@ use object_store::{ObjectStore, ObjectStoreExt};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 
 use crate::archiver::{query_i64, run_archive_blocking};
-use loglake_tests::{kafka, loglake_cmd, s3, unique_name};
+use loglake_tests::{kafka, loglake_cmd, retry, s3, unique_name};
 
 /// The aggregates each reader computes (tests/python/readers.py's `AGG`, in loglake's dialect).
 const AGG: &str = "SELECT count(*), count(DISTINCT pod), count(DISTINCT namespace), \
@@ -71,15 +71,15 @@ async fn download(prefix: &str, dir: &Path) -> usize {
 /// Sum of every offset the broker holds for `topic` (partitions start at offset 0).
 fn offsets_sum(topic: &str) -> (u64, u64) {
     let consumer: BaseConsumer = kafka().config().create().expect("client");
-    let md = consumer
-        .fetch_metadata(Some(topic), std::time::Duration::from_secs(10))
-        .expect("metadata");
+    let md = retry("metadata", || {
+        consumer.fetch_metadata(Some(topic), std::time::Duration::from_secs(10))
+    });
     let parts: Vec<i32> = md.topics()[0].partitions().iter().map(|p| p.id()).collect();
     let (mut n, mut sum) = (0u64, 0u64);
     for p in parts {
-        let (low, high) = consumer
-            .fetch_watermarks(topic, p, std::time::Duration::from_secs(10))
-            .expect("watermarks");
+        let (low, high) = retry("watermarks", || {
+            consumer.fetch_watermarks(topic, p, std::time::Duration::from_secs(10))
+        });
         assert_eq!(low, 0, "partition {p} starts at {low}");
         let high = high as u64;
         n += high;
