@@ -5,7 +5,7 @@
 //! (I2–I4) for the invariants; the code that enforces them is marked `// I2`, `// I3`, `// I4`.
 //!
 //! Offsets (per table, topic, partition), all kept as Delta `txn` actions:
-//! - `W` (app id [`app_id`]): every record with offset < W has been committed (as a row of the
+//! - `W` (app id [`app_id`](loglake_lake::app_id)): every record with offset < W has been committed (as a row of the
 //!   table or a dead letter). A record is written to the table only if its offset ≥ W.
 //! - `R` (app id + `:resume`): where to seek on start, ≤ W; below W only when a CRI/docker partial
 //!   line was still buffered at commit time, so its fragments are read again to rebuild it.
@@ -25,6 +25,7 @@ use arrow::array::{
 use arrow::compute::filter_record_batch;
 use arrow::datatypes::SchemaRef;
 use deltalake::kernel::Add;
+use loglake_lake::{CommitOutcome, DeltaSink, OffsetAdvance, read_offsets, resume_app_id};
 use loglake_schemas::{
     DecoderOptions, RawRecord, RecordError, TableKind, decoder_for, table_schema,
 };
@@ -39,15 +40,12 @@ use rdkafka::types::RDKafkaRespErr;
 use tokio::runtime::Handle;
 use url::Url;
 
-use crate::delta::{CommitOutcome, DeltaSink, OffsetAdvance, app_id};
 use crate::error::ArchiveError;
 use crate::metrics::Metrics;
 use crate::writer::{ClosedFile, PartitionKey, RollPolicy, WriterSet, budget_victims};
 
 /// A record that failed to decode, its raw payload and Kafka timestamp (ms).
 type DeadLetter = (RecordError, Option<Vec<u8>>, Option<i64>);
-/// (W, R) txn versions of one partition.
-type TxnPair = (Option<i64>, Option<i64>);
 /// Kafka headers of one record, borrowed.
 type HeaderList<'a> = Vec<(&'a str, Option<&'a [u8]>)>;
 /// A table's URL and the partitions to read offsets for.
@@ -214,7 +212,7 @@ impl OffsetResolver {
                 }
             }
             for (name, (url, ps)) in by_table {
-                let versions = read_txns(name, url, &self.storage_options, &ps, true).await?;
+                let versions = read_offsets(name, url, &self.storage_options, &ps, true).await?;
                 for (k, (w, r)) in versions {
                     let e = out.entry(k).or_default();
                     e.committed = w;
@@ -222,7 +220,7 @@ impl OffsetResolver {
                 }
             }
             if let Some((name, url)) = &self.dlq {
-                let versions = read_txns(name, url, &self.storage_options, parts, false).await?;
+                let versions = read_offsets(name, url, &self.storage_options, parts, false).await?;
                 for (k, (d, _)) in versions {
                     out.entry(k).or_default().dead_letters = d;
                 }
@@ -230,53 +228,6 @@ impl OffsetResolver {
             Ok(out)
         })
     }
-}
-
-/// Reads (W, R) txn versions for `parts` from the table at `url` (absent table → none).
-async fn read_txns(
-    name: &str,
-    url: &Url,
-    options: &HashMap<String, String>,
-    parts: &[(String, i32)],
-    with_resume: bool,
-) -> Result<HashMap<(String, i32), TxnPair>, ArchiveError> {
-    crate::delta::register_object_stores();
-    let err = |source| ArchiveError::Delta {
-        table: name.to_string(),
-        source,
-    };
-    let table =
-        deltalake::DeltaTable::try_from_url_with_storage_options(url.clone(), options.clone())
-            .await
-            .map_err(err)?;
-    let mut out = HashMap::new();
-    if table.version().is_none() {
-        for k in parts {
-            out.insert(k.clone(), (None, None));
-        }
-        return Ok(out);
-    }
-    let snapshot = table.snapshot().map_err(err)?;
-    let log_store = table.log_store();
-    for (t, p) in parts {
-        let w = snapshot
-            .transaction_version(log_store.as_ref(), app_id(name, t, *p))
-            .await
-            .map_err(err)?;
-        let r = if with_resume {
-            snapshot
-                .transaction_version(
-                    log_store.as_ref(),
-                    format!("{}:resume", app_id(name, t, *p)),
-                )
-                .await
-                .map_err(err)?
-        } else {
-            None
-        };
-        out.insert((t.clone(), *p), (w, r));
-    }
-    Ok(out)
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -1219,7 +1170,7 @@ impl Archiver {
                 });
                 let pending = self.tables[ti].decoder.pending_min_offset(t, *p);
                 let r = pending.map_or(s.next, |o| o.min(s.next));
-                resumes.push((format!("{}:resume", app_id(&name, t, *p)), r));
+                resumes.push((resume_app_id(&name, t, *p), r));
             }
             let adds = std::mem::take(&mut self.tables[ti].pending);
             let t = &mut self.tables[ti];

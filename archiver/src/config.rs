@@ -2,7 +2,8 @@
 //!
 //! S3 settings come from the standard `AWS_*` variables (`AWS_ENDPOINT_URL`, `AWS_REGION`,
 //! `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, `AWS_ALLOW_HTTP`), which a
-//! `[storage]` table in the file can override. Secrets are never logged or printed.
+//! `[storage]` table in the file can override (`loglake_lake::storage`). Secrets are never
+//! logged or printed.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -11,13 +12,13 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
+use loglake_lake::table_url;
 use loglake_schemas::{
     DECODER_NAMES, DecoderOptions, TableDef, TableKind, check_partition_by, load_table_dir,
 };
 use serde::{Deserialize, Deserializer};
 
 use crate::archive::{ArchiveConfig, TableTarget};
-use crate::delta::table_url;
 use crate::error::ArchiveError;
 use crate::metrics::Metrics;
 use crate::writer::RollPolicy;
@@ -320,22 +321,6 @@ pub fn single_table_partition_by(
     Ok(partition_by)
 }
 
-/// The AWS_* storage options from the environment, overridden by the file's `[storage]`.
-pub fn storage_options(file: &HashMap<String, String>) -> HashMap<String, String> {
-    let mut out: HashMap<String, String> = std::env::vars()
-        .filter(|(k, _)| k.starts_with("AWS_"))
-        .collect();
-    for (k, v) in file {
-        out.insert(k.clone(), v.clone());
-    }
-    if out.contains_key("AWS_ENDPOINT_URL") && !out.contains_key("AWS_VIRTUAL_HOSTED_STYLE_REQUEST")
-    {
-        // Custom endpoints (MinIO, moto, Ceph…) want path-style addressing.
-        out.insert("AWS_VIRTUAL_HOSTED_STYLE_REQUEST".into(), "false".into());
-    }
-    out
-}
-
 impl ArchiveArgs {
     /// Resolves flags, environment, file and defaults into a run configuration.
     pub fn resolve(
@@ -355,16 +340,8 @@ impl ArchiveArgs {
             .clone()
             .or(file.group.clone())
             .unwrap_or_else(|| "loglake-archiver".into());
-        let storage = storage_options(&file.storage.0);
-        if storage
-            .get("AWS_S3_ALLOW_UNSAFE_RENAME")
-            .is_some_and(|v| v == "true")
-            || storage.contains_key("AWS_S3_LOCKING_PROVIDER")
-        {
-            return Err(ArchiveError::Config(
-                "AWS_S3_ALLOW_UNSAFE_RENAME / AWS_S3_LOCKING_PROVIDER are not supported: loglake commits with put-if-absent only".into(),
-            ));
-        }
+        // AWS_S3_ALLOW_UNSAFE_RENAME / AWS_S3_LOCKING_PROVIDER are refused (DESIGN.md I1).
+        let storage = loglake_lake::writer_storage_options(&file.storage.0)?;
         let mut policy = RollPolicy::default();
         let bytes_opt =
             |flag: Option<u64>, file: &Option<String>| -> Result<Option<u64>, ArchiveError> {

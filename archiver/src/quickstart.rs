@@ -14,13 +14,13 @@ use std::time::Duration;
 
 use deltalake::DeltaTable;
 use deltalake::datafusion::prelude::SessionContext;
+use loglake_lake::table_url;
 use rdkafka::ClientConfig;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
 use crate::archive::{ArchiveConfig, TableTarget};
-use crate::delta::table_url;
 use crate::error::ArchiveError;
 use crate::writer::RollPolicy;
 
