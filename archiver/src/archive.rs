@@ -60,6 +60,9 @@ pub struct TableTarget {
     pub decoder: String,
     pub partition_by: Vec<String>,
     pub bloom_filter_columns: Vec<String>,
+    /// Roll this table's files at this size instead of the run's `--target-file-size` (the
+    /// table definition's `target_file_size_bytes`; see `RollPolicy::for_table`).
+    pub target_file_bytes: Option<u64>,
     /// Copy the fields of JSON messages into `attrs` too (the table option of that name).
     pub json_message_attrs: bool,
 }
@@ -566,7 +569,7 @@ impl Archiver {
             let writers = WriterSet::new(
                 schema.clone(),
                 &t.partition_by,
-                cfg.policy.clone(),
+                cfg.policy.for_table(t),
                 &t.bloom_filter_columns,
             )?;
             let sink = handle.block_on(DeltaSink::open_or_create(
@@ -1399,6 +1402,7 @@ mod tests {
                 decoder: "fluentbit".into(),
                 partition_by: vec!["dt".into(), "hour".into()],
                 bloom_filter_columns: Vec::new(),
+                target_file_bytes: None,
                 json_message_attrs,
             };
             let mut d = target.decoder(&DecoderOptions::default()).expect("decoder");

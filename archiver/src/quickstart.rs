@@ -290,6 +290,7 @@ pub fn run(args: QuickstartArgs) -> Result<std::process::ExitCode, ArchiveError>
             decoder: decoder.into(),
             partition_by: vec!["dt".into(), "hour".into()],
             bloom_filter_columns: vec!["trace_id".into()],
+            target_file_bytes: None,
             json_message_attrs: false,
         })
     };

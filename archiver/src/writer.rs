@@ -30,6 +30,7 @@ use parquet::file::properties::WriterProperties;
 use crate::error::ArchiveError;
 
 /// When to close files. Defaults follow the archiver issue: ~128 MB files, 5 minutes latency.
+/// A table's definition sets its own target size ([`RollPolicy::for_table`]).
 #[derive(Debug, Clone)]
 pub struct RollPolicy {
     /// Close a file once its encoded size reaches this many bytes.
@@ -49,6 +50,18 @@ impl Default for RollPolicy {
             max_file_age: Duration::from_secs(300),
             memory_budget_bytes: 1 << 30,
             row_group_bytes: loglake_lake::files::DEFAULT_ROW_GROUP_BYTES,
+        }
+    }
+}
+
+impl RollPolicy {
+    /// The policy of one table's files: this one, with the table's own target size if it has
+    /// one (`TableTarget::target_file_bytes`, from its definition unless `--target-file-size`
+    /// or the file's `target_file_size` was given).
+    pub fn for_table(&self, table: &crate::archive::TableTarget) -> RollPolicy {
+        RollPolicy {
+            target_file_bytes: table.target_file_bytes.unwrap_or(self.target_file_bytes),
+            ..self.clone()
         }
     }
 }
