@@ -5,7 +5,7 @@
 //! (I2–I4) for the invariants; the code that enforces them is marked `// I2`, `// I3`, `// I4`.
 //!
 //! Offsets (per table, topic, partition), all kept as Delta `txn` actions:
-//! - `W` (app id [`app_id`]): every record with offset < W has been committed (as a row of the
+//! - `W` (app id [`app_id`](loglake_lake::app_id)): every record with offset < W has been committed (as a row of the
 //!   table or a dead letter). A record is written to the table only if its offset ≥ W.
 //! - `R` (app id + `:resume`): where to seek on start, ≤ W; below W only when a CRI/docker partial
 //!   line was still buffered at commit time, so its fragments are read again to rebuild it.
@@ -25,6 +25,7 @@ use arrow::array::{
 use arrow::compute::filter_record_batch;
 use arrow::datatypes::SchemaRef;
 use deltalake::kernel::Add;
+use loglake_lake::{CommitOutcome, DeltaSink, OffsetAdvance, read_offsets, resume_app_id};
 use loglake_schemas::{
     DecoderOptions, RawRecord, RecordError, TableKind, decoder_for, table_schema,
 };
@@ -39,7 +40,6 @@ use rdkafka::types::RDKafkaRespErr;
 use tokio::runtime::Handle;
 use url::Url;
 
-use crate::delta::{CommitOutcome, DeltaSink, OffsetAdvance, app_id};
 use crate::error::ArchiveError;
 use crate::metrics::Metrics;
 use crate::watch::{PartView, PartitionWait, StallWatch};
@@ -47,8 +47,6 @@ use crate::writer::{ClosedFile, PartitionKey, RollPolicy, WriterSet, budget_vict
 
 /// A record that failed to decode, its raw payload and Kafka timestamp (ms).
 type DeadLetter = (RecordError, Option<Vec<u8>>, Option<i64>);
-/// (W, R) txn versions of one partition.
-type TxnPair = (Option<i64>, Option<i64>);
 /// Kafka headers of one record, borrowed.
 type HeaderList<'a> = Vec<(&'a str, Option<&'a [u8]>)>;
 /// A table's URL and the partitions to read offsets for.
@@ -63,6 +61,9 @@ pub struct TableTarget {
     pub decoder: String,
     pub partition_by: Vec<String>,
     pub bloom_filter_columns: Vec<String>,
+    /// Roll this table's files at this size instead of the run's `--target-file-size` (the
+    /// table definition's `target_file_size_bytes`; see `RollPolicy::for_table`).
+    pub target_file_bytes: Option<u64>,
     /// Copy the fields of JSON messages into `attrs` too (the table option of that name).
     pub json_message_attrs: bool,
 }
@@ -220,7 +221,7 @@ impl OffsetResolver {
                 }
             }
             for (name, (url, ps)) in by_table {
-                let versions = read_txns(name, url, &self.storage_options, &ps, true).await?;
+                let versions = read_offsets(name, url, &self.storage_options, &ps, true).await?;
                 for (k, (w, r)) in versions {
                     let e = out.entry(k).or_default();
                     e.committed = w;
@@ -228,7 +229,7 @@ impl OffsetResolver {
                 }
             }
             if let Some((name, url)) = &self.dlq {
-                let versions = read_txns(name, url, &self.storage_options, parts, false).await?;
+                let versions = read_offsets(name, url, &self.storage_options, parts, false).await?;
                 for (k, (d, _)) in versions {
                     out.entry(k).or_default().dead_letters = d;
                 }
@@ -236,53 +237,6 @@ impl OffsetResolver {
             Ok(out)
         })
     }
-}
-
-/// Reads (W, R) txn versions for `parts` from the table at `url` (absent table → none).
-async fn read_txns(
-    name: &str,
-    url: &Url,
-    options: &HashMap<String, String>,
-    parts: &[(String, i32)],
-    with_resume: bool,
-) -> Result<HashMap<(String, i32), TxnPair>, ArchiveError> {
-    crate::delta::register_object_stores();
-    let err = |source| ArchiveError::Delta {
-        table: name.to_string(),
-        source,
-    };
-    let table =
-        deltalake::DeltaTable::try_from_url_with_storage_options(url.clone(), options.clone())
-            .await
-            .map_err(err)?;
-    let mut out = HashMap::new();
-    if table.version().is_none() {
-        for k in parts {
-            out.insert(k.clone(), (None, None));
-        }
-        return Ok(out);
-    }
-    let snapshot = table.snapshot().map_err(err)?;
-    let log_store = table.log_store();
-    for (t, p) in parts {
-        let w = snapshot
-            .transaction_version(log_store.as_ref(), app_id(name, t, *p))
-            .await
-            .map_err(err)?;
-        let r = if with_resume {
-            snapshot
-                .transaction_version(
-                    log_store.as_ref(),
-                    format!("{}:resume", app_id(name, t, *p)),
-                )
-                .await
-                .map_err(err)?
-        } else {
-            None
-        };
-        out.insert((t.clone(), *p), (w, r));
-    }
-    Ok(out)
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -647,7 +601,7 @@ impl Archiver {
             let writers = WriterSet::new(
                 schema.clone(),
                 &t.partition_by,
-                cfg.policy.clone(),
+                cfg.policy.for_table(t),
                 &t.bloom_filter_columns,
             )?;
             let sink = handle.block_on(DeltaSink::open_or_create(
@@ -1394,7 +1348,7 @@ impl Archiver {
                 });
                 let pending = self.tables[ti].decoder.pending_min_offset(t, *p);
                 let r = pending.map_or(s.next, |o| o.min(s.next));
-                resumes.push((format!("{}:resume", app_id(&name, t, *p)), r));
+                resumes.push((resume_app_id(&name, t, *p), r));
             }
             let adds = std::mem::take(&mut self.tables[ti].pending);
             let t = &mut self.tables[ti];
@@ -1634,6 +1588,7 @@ mod tests {
                 decoder: "fluentbit".into(),
                 partition_by: vec!["dt".into(), "hour".into()],
                 bloom_filter_columns: Vec::new(),
+                target_file_bytes: None,
                 json_message_attrs,
             };
             let mut d = target.decoder(&DecoderOptions::default()).expect("decoder");

@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use arrow::array::{Array, AsArray};
 use arrow::datatypes::{Int32Type, Int64Type};
-use deltalake::DeltaTable;
 use deltalake::datafusion::prelude::SessionContext;
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -196,15 +195,12 @@ async fn scan_table(
     with_fragments: bool,
     cov: &mut Coverage,
 ) -> Result<u64, ArchiveError> {
-    crate::delta::register_object_stores();
     let name = url.to_string();
     let err = |source| ArchiveError::Delta {
         table: name.clone(),
         source,
     };
-    let table = DeltaTable::try_from_url_with_storage_options(url.clone(), storage_options.clone())
-        .await
-        .map_err(err)?;
+    let table = loglake_lake::open_table(&name, url, storage_options).await?;
     if table.version().is_none() {
         return Ok(0);
     }
@@ -269,12 +265,12 @@ pub async fn audit(
         .await
         .map_err(|e| ArchiveError::Other(e.to_string()))??;
     let mut cov = Coverage::new(&wm);
-    let url = crate::delta::table_url(&args.table)?;
+    let url = loglake_lake::table_url(&args.table)?;
     let rows = scan_table(&url, storage_options, &args.topic, true, &mut cov).await?;
     let dead_letters = match &args.dlq_table {
         Some(d) => {
             scan_table(
-                &crate::delta::table_url(d)?,
+                &loglake_lake::table_url(d)?,
                 storage_options,
                 &args.topic,
                 false,

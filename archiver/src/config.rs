@@ -2,7 +2,8 @@
 //!
 //! S3 settings come from the standard `AWS_*` variables (`AWS_ENDPOINT_URL`, `AWS_REGION`,
 //! `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, `AWS_ALLOW_HTTP`), which a
-//! `[storage]` table in the file can override. Secrets are never logged or printed.
+//! `[storage]` table in the file can override (`loglake_lake::storage`). Secrets are never
+//! logged or printed.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -11,13 +12,13 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
+use loglake_lake::table_url;
 use loglake_schemas::{
     DECODER_NAMES, DecoderOptions, TableDef, TableKind, check_partition_by, load_table_dir,
 };
 use serde::{Deserialize, Deserializer};
 
 use crate::archive::{ArchiveConfig, TableTarget};
-use crate::delta::table_url;
 use crate::error::ArchiveError;
 use crate::metrics::Metrics;
 use crate::writer::RollPolicy;
@@ -91,7 +92,9 @@ pub struct ArchiveArgs {
     /// Folder of table definitions (TOML) for the multi-table form.
     #[arg(long, env = "LOGLAKE_TABLES_DIR")]
     pub tables_dir: Option<PathBuf>,
-    /// Roll files at this size (e.g. 128MB).
+    /// Roll files at this size (e.g. 128MB). Default: each table definition's
+    /// `target_file_size_bytes` in the multi-table form, 128MB otherwise; given here, in
+    /// LOGLAKE_TARGET_FILE_SIZE or in the file, it applies to every table.
     #[arg(long, env = "LOGLAKE_TARGET_FILE_SIZE", value_parser = parse_bytes)]
     pub target_file_size: Option<u64>,
     /// Commit at least this often (e.g. 5m, 30s).
@@ -333,22 +336,6 @@ pub fn single_table_partition_by(
     Ok(partition_by)
 }
 
-/// The AWS_* storage options from the environment, overridden by the file's `[storage]`.
-pub fn storage_options(file: &HashMap<String, String>) -> HashMap<String, String> {
-    let mut out: HashMap<String, String> = std::env::vars()
-        .filter(|(k, _)| k.starts_with("AWS_"))
-        .collect();
-    for (k, v) in file {
-        out.insert(k.clone(), v.clone());
-    }
-    if out.contains_key("AWS_ENDPOINT_URL") && !out.contains_key("AWS_VIRTUAL_HOSTED_STYLE_REQUEST")
-    {
-        // Custom endpoints (MinIO, moto, Ceph…) want path-style addressing.
-        out.insert("AWS_VIRTUAL_HOSTED_STYLE_REQUEST".into(), "false".into());
-    }
-    out
-}
-
 impl ArchiveArgs {
     /// Resolves flags, environment, file and defaults into a run configuration.
     pub fn resolve(
@@ -368,16 +355,8 @@ impl ArchiveArgs {
             .clone()
             .or(file.group.clone())
             .unwrap_or_else(|| "loglake-archiver".into());
-        let storage = storage_options(&file.storage.0);
-        if storage
-            .get("AWS_S3_ALLOW_UNSAFE_RENAME")
-            .is_some_and(|v| v == "true")
-            || storage.contains_key("AWS_S3_LOCKING_PROVIDER")
-        {
-            return Err(ArchiveError::Config(
-                "AWS_S3_ALLOW_UNSAFE_RENAME / AWS_S3_LOCKING_PROVIDER are not supported: loglake commits with put-if-absent only".into(),
-            ));
-        }
+        // AWS_S3_ALLOW_UNSAFE_RENAME / AWS_S3_LOCKING_PROVIDER are refused (DESIGN.md I1).
+        let storage = loglake_lake::writer_storage_options(&file.storage.0)?;
         let mut policy = RollPolicy::default();
         let bytes_opt =
             |flag: Option<u64>, file: &Option<String>| -> Result<Option<u64>, ArchiveError> {
@@ -387,7 +366,10 @@ impl ArchiveArgs {
                     _ => Ok(None),
                 }
             };
-        if let Some(v) = bytes_opt(self.target_file_size, &file.target_file_size)? {
+        // Given (flag, environment or file), it applies to every table; otherwise each table
+        // definition's `target_file_size_bytes` does (`RollPolicy::for_table`).
+        let target_file_size = bytes_opt(self.target_file_size, &file.target_file_size)?;
+        if let Some(v) = target_file_size {
             policy.target_file_bytes = v;
         }
         if let Some(v) = bytes_opt(self.memory_budget, &file.memory_budget)? {
@@ -481,6 +463,7 @@ impl ArchiveArgs {
                 decoder,
                 partition_by,
                 bloom_filter_columns: Vec::new(),
+                target_file_bytes: None,
                 json_message_attrs: self.json_message_attrs,
             });
         } else {
@@ -516,6 +499,9 @@ impl ArchiveArgs {
                     decoder: d.decoder.clone(),
                     partition_by: d.partition_by.clone(),
                     bloom_filter_columns: d.bloom_filter_columns.clone(),
+                    target_file_bytes: target_file_size
+                        .is_none()
+                        .then_some(d.target_file_size_bytes),
                     json_message_attrs: d.json_message_attrs,
                 });
             }
@@ -769,6 +755,92 @@ mod tests {
         assert!(e.contains("late_after") && e.contains("soon"), "{e}");
     }
 
+    /// Each table of the multi-table form rolls its files at its definition's
+    /// `target_file_size_bytes`; a size given by flag, environment (see
+    /// `precedence_is_flag_then_env_then_file_then_default`) or file applies to every table.
+    #[test]
+    fn tables_roll_at_their_definitions_target_size_unless_one_is_given() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let defs = dir.path().join("tables");
+        std::fs::create_dir_all(&defs).expect("mkdir");
+        std::fs::write(
+            defs.join("a.toml"),
+            "name = \"a\"\ntopics = [\"ta\"]\ndecoder = \"fluentbit\"\n\
+             target_file_size_bytes = 2097152\n",
+        )
+        .expect("write");
+        std::fs::write(
+            defs.join("b.toml"),
+            "name = \"b\"\ntopics = [\"tb\"]\ndecoder = \"k8s-audit\"\n",
+        )
+        .expect("write");
+        let cfg = dir.path().join("archive.toml");
+        let lake = dir.path().join("lake").to_string_lossy().into_owned();
+        let resolve = |file: &str, flag: Option<u64>| {
+            std::fs::write(&cfg, file).expect("write");
+            let (c, _) = ArchiveArgs {
+                config: Some(cfg.clone()),
+                brokers: Some("k:9092".into()),
+                lake: Some(lake.clone()),
+                tables_dir: Some(defs.clone()),
+                target_file_size: flag,
+                ..Default::default()
+            }
+            .resolve(Arc::default(), Arc::default())
+            .expect("resolve");
+            let mut sizes: Vec<(String, u64)> = c
+                .tables
+                .iter()
+                .map(|t| (t.name.clone(), c.policy.for_table(t).target_file_bytes))
+                .collect();
+            sizes.sort();
+            sizes
+        };
+        let both = |a: u64, b: u64| vec![("a".to_string(), a), ("b".to_string(), b)];
+        // each definition's own size (b has none: the definitions' default, 256 MiB)
+        assert_eq!(
+            resolve("", None),
+            both(2 << 20, loglake_schemas::DEFAULT_TARGET_FILE_SIZE_BYTES)
+        );
+        // the file's target_file_size applies to every table
+        assert_eq!(
+            resolve("target_file_size = \"64MB\"\n", None),
+            both(64 << 20, 64 << 20)
+        );
+        // the flag (or LOGLAKE_TARGET_FILE_SIZE, which clap reads into it) beats the file
+        assert_eq!(
+            resolve("target_file_size = \"64MB\"\n", Some(8 << 20)),
+            both(8 << 20, 8 << 20)
+        );
+        assert_eq!(resolve("", Some(8 << 20)), both(8 << 20, 8 << 20));
+        // the dead-letter table and the single-table form: the run's size, or the default
+        let dlq = TableTarget {
+            name: "dead_letters".into(),
+            url: url::Url::parse("file:///tmp/dlq/").expect("url"),
+            topics: Vec::new(),
+            decoder: "fluentbit".into(),
+            partition_by: Vec::new(),
+            bloom_filter_columns: Vec::new(),
+            target_file_bytes: None,
+            json_message_attrs: false,
+        };
+        assert_eq!(
+            RollPolicy::default().for_table(&dlq).target_file_bytes,
+            128 << 20
+        );
+        let table = dir.path().join("t");
+        let single = |flag: Option<u64>| {
+            let args = ArchiveArgs {
+                target_file_size: flag,
+                ..Default::default()
+            };
+            let c = resolve_single_table(&cfg, "", &table, args).expect("resolve");
+            c.policy.for_table(&c.tables[0]).target_file_bytes
+        };
+        assert_eq!(single(None), 128 << 20);
+        assert_eq!(single(Some(3 << 20)), 3 << 20);
+    }
+
     #[test]
     fn unknown_file_keys_are_rejected_with_the_path() {
         let dir = tempfile::tempdir().expect("tmp");
@@ -839,6 +911,7 @@ mod tests {
                     "topics": t.topics,
                     "decoder": t.decoder,
                     "partition_by": t.partition_by,
+                    "target_file_size": c.policy.for_table(t).target_file_bytes,
                 })).collect::<Vec<_>>(),
                 "storage": c.storage_options,
                 "debug": format!("{c:?}"),
@@ -1005,6 +1078,49 @@ mod tests {
         let v = cli(&with_file, &[("LOGLAKE_MEMORY_BUDGET", "12XB")]);
         let e = error_of(&v).expect("bad env value");
         assert!(e.contains("12XB") && e.contains("memory-budget"), "{e}");
+    }
+
+    /// Flag > LOGLAKE_TARGET_FILE_SIZE > file > each table definition's size, through the real
+    /// command line.
+    #[test]
+    fn the_target_file_size_precedence_reaches_every_table() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let defs = dir.path().join("tables");
+        std::fs::create_dir_all(&defs).expect("mkdir");
+        std::fs::write(
+            defs.join("a.toml"),
+            "name = \"a\"\ntopics = [\"ta\"]\ndecoder = \"fluentbit\"\n\
+             target_file_size_bytes = 2097152\n",
+        )
+        .expect("write");
+        let cfg = dir.path().join("archive.toml");
+        std::fs::write(&cfg, "target_file_size = \"32MB\"\n").expect("write");
+        let lake = dir.path().join("lake").to_string_lossy().into_owned();
+        let (defs, cfg) = (defs.to_string_lossy(), cfg.to_string_lossy());
+        let base = [
+            "--brokers",
+            "k:9092",
+            "--lake",
+            &lake,
+            "--tables-dir",
+            &defs,
+        ];
+        let size = |v: &serde_json::Value| {
+            assert_eq!(error_of(v), None, "{v}");
+            v["tables"][0]["target_file_size"].as_u64()
+        };
+        let env = [("LOGLAKE_TARGET_FILE_SIZE", "16MB")];
+        let with_file: Vec<&str> = base.iter().copied().chain(["--config", &cfg]).collect();
+        let with_flag: Vec<&str> = with_file
+            .iter()
+            .copied()
+            .chain(["--target-file-size", "4MB"])
+            .collect();
+        assert_eq!(size(&cli(&base, &[])), Some(2 << 20));
+        assert_eq!(size(&cli(&with_file, &[])), Some(32 << 20));
+        assert_eq!(size(&cli(&with_file, &env)), Some(16 << 20));
+        assert_eq!(size(&cli(&base, &env)), Some(16 << 20));
+        assert_eq!(size(&cli(&with_flag, &env)), Some(4 << 20));
     }
 
     #[test]

@@ -22,20 +22,10 @@ pub enum ArchiveError {
         source: deltalake::DeltaTableError,
     },
 
-    #[error("Delta table {table}: uploading {path}: {source}")]
-    Upload {
-        table: String,
-        path: String,
-        #[source]
-        source: object_store::Error,
-    },
-
-    #[error("Delta table {table}: commit failed after {attempts} attempts: {reason}")]
-    CommitRetriesExhausted {
-        table: String,
-        attempts: u32,
-        reason: String,
-    },
+    /// Opening, uploading to or committing to a table (`loglake-lake`); it names the table, its
+    /// URL and the version or path concerned.
+    #[error(transparent)]
+    Lake(#[from] loglake_lake::LakeError),
 
     #[error(
         "Delta table {table}: offsets of {topic}[{partition}] are at {found:?} in the table, expected {expected:?}: another archiver owns this partition"

@@ -7,19 +7,18 @@
 //!
 //! Layout: [`config`] (flags > env > file > defaults), [`archive`] (the loop and the offset
 //! protocol), [`writer`] (partitioned Parquet writers under a byte budget, pure roll/flush
-//! planning), [`delta`] (table creation, uploads, the commit protocol), [`stats`] (Delta file
-//! statistics from Parquet footers), [`audit`], [`metrics`], [`quickstart`].
+//! planning), [`audit`], [`metrics`], [`quickstart`]. Table creation, uploads, the commit
+//! protocol, storage options, the Parquet settings and Delta file statistics are shared with
+//! the other stages in `loglake-lake`.
 
 pub mod archive;
 pub mod audit;
 pub mod config;
-pub mod delta;
 pub mod error;
 pub mod r#gen;
 pub mod metrics;
 pub mod progress;
 pub mod quickstart;
-pub mod stats;
 pub mod watch;
 pub mod writer;
 
@@ -106,7 +105,7 @@ pub fn run(args: ArchiveArgs) -> Result<ExitCode, ArchiveError> {
     }
     for url in cfg.tables.iter().map(|t| &t.url).chain(cfg.dlq.iter()) {
         if url.scheme() == "s3" && !args.allow_unsafe_store {
-            rt.block_on(delta::check_put_if_absent(url, &cfg.storage_options))?;
+            rt.block_on(loglake_lake::check_put_if_absent(url, &cfg.storage_options))?;
         }
     }
     {
@@ -151,7 +150,7 @@ pub fn run(args: ArchiveArgs) -> Result<ExitCode, ArchiveError> {
 /// `loglake audit`: prints one JSON object; exit code 1 when anything is missing or duplicated.
 pub fn run_audit(args: AuditArgs) -> Result<ExitCode, ArchiveError> {
     let rt = runtime()?;
-    let opts = config::storage_options(&Default::default());
+    let opts = loglake_lake::storage_options(&Default::default());
     let report = rt.block_on(audit::audit(&args, &opts))?;
     println!("{}", serde_json::to_string(&report).unwrap_or_default());
     Ok(if report.ok() {

@@ -14,13 +14,13 @@ use std::time::Duration;
 
 use deltalake::DeltaTable;
 use deltalake::datafusion::prelude::SessionContext;
+use loglake_lake::table_url;
 use rdkafka::ClientConfig;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
 use crate::archive::{ArchiveConfig, TableTarget};
-use crate::delta::table_url;
 use crate::error::ArchiveError;
 use crate::writer::RollPolicy;
 
@@ -290,6 +290,7 @@ pub fn run(args: QuickstartArgs) -> Result<std::process::ExitCode, ArchiveError>
             decoder: decoder.into(),
             partition_by: vec!["dt".into(), "hour".into()],
             bloom_filter_columns: vec!["trace_id".into()],
+            target_file_bytes: None,
             json_message_attrs: false,
         })
     };

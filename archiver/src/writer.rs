@@ -18,18 +18,19 @@ use std::time::{Duration, Instant};
 
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, UInt32Array};
 use arrow::compute::{concat_batches, take_record_batch};
-use arrow::datatypes::{DataType, Date32Type, Field, Int32Type, Int64Type, Schema, SchemaRef};
+use arrow::datatypes::{DataType, Date32Type, Int32Type, Int64Type, SchemaRef};
 use arrow::row::{Row, RowConverter, SortField};
 use chrono::NaiveDate;
+use loglake_lake::DataFile;
+use loglake_lake::files::{FileSettings, is_delta_length_encoded, writer_properties};
 use parquet::arrow::{ArrowSchemaConverter, ArrowWriter};
-use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::file::metadata::ParquetMetaData;
-use parquet::file::properties::{EnabledStatistics, WriterProperties, WriterVersion};
-use parquet::schema::types::ColumnPath;
+use parquet::file::properties::WriterProperties;
 
 use crate::error::ArchiveError;
 
 /// When to close files. Defaults follow the archiver issue: ~128 MB files, 5 minutes latency.
+/// A table's definition sets its own target size ([`RollPolicy::for_table`]).
 #[derive(Debug, Clone)]
 pub struct RollPolicy {
     /// Close a file once its encoded size reaches this many bytes.
@@ -48,7 +49,19 @@ impl Default for RollPolicy {
             target_file_bytes: 128 << 20,
             max_file_age: Duration::from_secs(300),
             memory_budget_bytes: 1 << 30,
-            row_group_bytes: 64 << 20,
+            row_group_bytes: loglake_lake::files::DEFAULT_ROW_GROUP_BYTES,
+        }
+    }
+}
+
+impl RollPolicy {
+    /// The policy of one table's files: this one, with the table's own target size if it has
+    /// one (`TableTarget::target_file_bytes`, from its definition unless `--target-file-size`
+    /// or the file's `target_file_size` was given).
+    pub fn for_table(&self, table: &crate::archive::TableTarget) -> RollPolicy {
+        RollPolicy {
+            target_file_bytes: table.target_file_bytes.unwrap_or(self.target_file_bytes),
+            ..self.clone()
         }
     }
 }
@@ -93,6 +106,17 @@ pub struct ClosedFile {
     pub rows: u64,
 }
 
+impl From<ClosedFile> for DataFile {
+    fn from(f: ClosedFile) -> DataFile {
+        DataFile {
+            path: f.path,
+            bytes: f.bytes,
+            partition_values: f.partition_values,
+            metadata: f.metadata,
+        }
+    }
+}
+
 /// A partition's rows stay Arrow batches (no Parquet writer) until they take this many bytes:
 /// about where a writer's fixed cost ([`WRITER_BYTES_PER_LEAF`]) is repaid by its encoding.
 pub const BUFFER_BYTES: u64 = 4 << 20;
@@ -112,7 +136,7 @@ const BATCH_BYTES_PER_COLUMN: u64 = 256;
 /// for 1 MiB pages). Measured ≈ 3.3 MiB for a writer of the 20-leaf container schema.
 const WRITER_BYTES_PER_LEAF: u64 = 192 << 10;
 
-/// What a [`DELTA_LENGTH_ENCODED`] column's writer keeps beyond [`WRITER_BYTES_PER_LEAF`]:
+/// What a `DELTA_LENGTH_BYTE_ARRAY` column's writer ([`is_delta_length_encoded`]) keeps beyond [`WRITER_BYTES_PER_LEAF`]:
 /// parquet's `DELTA_LENGTH_BYTE_ARRAY` encoder clears its page buffer after each page but keeps
 /// the capacity, which `memory_size` does not report. A page is cut at the first 1,024-value
 /// mini-batch past the 1 MiB page limit, so for values under 1 KB the buffer stays below 2 MiB
@@ -194,101 +218,6 @@ pub struct WriterSet {
     open: HashMap<PartitionKey, OpenFile>,
 }
 
-/// Columns with many distinct values, where dictionary encoding only costs.
-const NO_DICTIONARY: &[&str] = &[
-    "message",
-    "trace_id",
-    "span_id",
-    "kafka_offset",
-    "ts",
-    "ingest_ts",
-];
-
-/// Integer and timestamp columns whose values in a file are close to each other (event and
-/// ingest times, offsets of a few Kafka partitions): `DELTA_BINARY_PACKED` stores the small
-/// differences in a few bits instead of 8 bytes per value for zstd to squeeze.
-const DELTA_ENCODED: &[&str] = &["ts", "ingest_ts", "kafka_offset"];
-
-/// String columns without a dictionary, written `DELTA_LENGTH_BYTE_ARRAY`: the lengths go
-/// delta-packed into their own run and the bytes follow back to back, so zstd sees only text
-/// (`PLAIN` puts a 4-byte length before every value, which zstd cannot squeeze out of random
-/// ids). Measured on a 600 MB payload (BENCHMARKS.md, session 10): `trace_id` 3.48 -> 3.20 MB,
-/// `message` 34.70 -> 34.47 MB. Every reader we check (Spark 3.3+, DuckDB, delta-rs, polars)
-/// decodes it.
-const DELTA_LENGTH_ENCODED: &[&str] = &["message", "trace_id", "span_id"];
-
-fn delta_length_encoded(f: &Field) -> bool {
-    DELTA_LENGTH_ENCODED.contains(&f.name().as_str())
-        && matches!(f.data_type(), DataType::Utf8 | DataType::Binary)
-}
-
-/// Free-text columns without min/max statistics: every value is distinct, so the bounds prune
-/// nothing, and computing them compares every string (≈ 2 % of the archiver's CPU).
-const NO_STATISTICS: &[&str] = &["message"];
-
-/// Parquet settings for archived logs: zstd, page-level statistics and page index, dictionary
-/// encoding for low-cardinality columns, row groups cut by bytes.
-pub fn writer_properties(
-    schema: &Schema,
-    policy: &RollPolicy,
-    bloom_columns: &[String],
-) -> WriterProperties {
-    let mut b = WriterProperties::builder()
-        .set_writer_version(WriterVersion::PARQUET_1_0)
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).unwrap_or_default()))
-        .set_statistics_enabled(EnabledStatistics::Page)
-        .set_max_row_group_bytes(Some(policy.row_group_bytes))
-        .set_max_row_group_row_count(Some(1 << 20))
-        .set_dictionary_enabled(true)
-        .set_created_by(format!("loglake {}", env!("CARGO_PKG_VERSION")));
-    for f in schema.fields() {
-        if NO_DICTIONARY.contains(&f.name().as_str()) {
-            b = b.set_column_dictionary_enabled(ColumnPath::from(f.name().as_str()), false);
-        }
-        if DELTA_ENCODED.contains(&f.name().as_str())
-            && matches!(f.data_type(), DataType::Int64 | DataType::Timestamp(..))
-        {
-            b = b.set_column_encoding(
-                ColumnPath::from(f.name().as_str()),
-                Encoding::DELTA_BINARY_PACKED,
-            );
-        }
-        if delta_length_encoded(f) {
-            b = b.set_column_encoding(
-                ColumnPath::from(f.name().as_str()),
-                Encoding::DELTA_LENGTH_BYTE_ARRAY,
-            );
-        }
-        if NO_STATISTICS.contains(&f.name().as_str()) {
-            b = b.set_column_statistics_enabled(
-                ColumnPath::from(f.name().as_str()),
-                EnabledStatistics::None,
-            );
-        }
-        // Map columns (labels, attrs): min/max of their keys and values prune nothing (no
-        // reader pushes `attrs['k'] = v` into Parquet statistics, Delta's stats leave maps out)
-        // and computing them compares every string.
-        if let DataType::Map(entries, _) = f.data_type()
-            && let DataType::Struct(kv) = entries.data_type()
-        {
-            for leaf in kv.iter() {
-                b = b.set_column_statistics_enabled(
-                    ColumnPath::new(vec![
-                        f.name().clone(),
-                        entries.name().clone(),
-                        leaf.name().clone(),
-                    ]),
-                    EnabledStatistics::None,
-                );
-            }
-        }
-        if bloom_columns.iter().any(|c| c == f.name()) {
-            b = b.set_column_bloom_filter_enabled(ColumnPath::from(f.name().as_str()), true);
-        }
-    }
-    b.build()
-}
-
 impl WriterSet {
     pub fn new(
         table_schema: SchemaRef,
@@ -307,14 +236,19 @@ impl WriterSet {
             .filter(|i| !partition_idx.contains(i))
             .collect();
         let file_schema = Arc::new(table_schema.project(&file_idx)?);
-        let props = writer_properties(&file_schema, &policy, bloom_columns);
+        let settings = FileSettings {
+            bloom_filter_columns: bloom_columns.to_vec(),
+            row_group_bytes: policy.row_group_bytes,
+            bloom_filter_ndv: None,
+        };
+        let props = writer_properties(&file_schema, &settings);
         let leaves = ArrowSchemaConverter::new()
             .convert(&file_schema)?
             .num_columns() as u64;
         let delta_length_leaves = file_schema
             .fields()
             .iter()
-            .filter(|f| delta_length_encoded(f))
+            .filter(|f| is_delta_length_encoded(f))
             .count() as u64;
         Ok(WriterSet {
             table_schema,
@@ -574,6 +508,7 @@ fn partition_key(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use arrow::datatypes::{Field, Schema};
     use proptest::prelude::*;
 
     #[test]
@@ -659,125 +594,6 @@ mod tests {
             partition_groups(&b, &[]).expect("groups"),
             vec![(vec![], vec![0, 1, 2, 3, 4, 5])]
         );
-    }
-
-    /// The container schema's settings: times and offsets delta-encoded, free text without a
-    /// dictionary, and the file reads back with the same values.
-    #[test]
-    fn container_columns_get_their_encodings() {
-        use arrow::array::{Int64Array, TimestampMicrosecondArray};
-        use loglake_schemas::{TableKind, table_schema};
-        use parquet::file::reader::{FileReader, SerializedFileReader};
-        let schema = table_schema(TableKind::Container);
-        let n = 1000;
-        let cols: Vec<ArrayRef> = schema
-            .fields()
-            .iter()
-            .map(|f| match f.name().as_str() {
-                "ts" | "ingest_ts" => Arc::new(
-                    TimestampMicrosecondArray::from_iter_values(
-                        (0..n).map(|i| 1_714_557_600_000_000 + i * 1_237),
-                    )
-                    .with_timezone("UTC"),
-                ) as ArrayRef,
-                "kafka_offset" => Arc::new(Int64Array::from_iter_values(5_000..5_000 + n)),
-                "message" => Arc::new(arrow::array::StringArray::from_iter_values(
-                    (0..n).map(|i| format!("GET /api/v1/items/{i} 200 {}ms", i % 97)),
-                )),
-                "trace_id" => {
-                    Arc::new(arrow::array::StringArray::from_iter((0..n).map(|i| {
-                        (i % 4 != 0).then(|| format!("{:032x}", i * 0x9e37_79b9))
-                    })))
-                }
-                _ => arrow::array::new_null_array(f.data_type(), n as usize),
-            })
-            .collect();
-        // NOT NULL columns the loop above left null get a constant
-        let cols: Vec<ArrayRef> = schema
-            .fields()
-            .iter()
-            .zip(cols)
-            .map(|(f, a)| {
-                if f.is_nullable() || a.null_count() == 0 {
-                    return a;
-                }
-                match f.data_type() {
-                    DataType::Utf8 => {
-                        Arc::new(arrow::array::StringArray::from(vec!["t"; n as usize])) as ArrayRef
-                    }
-                    DataType::Int32 => {
-                        Arc::new(arrow::array::Int32Array::from(vec![1; n as usize]))
-                    }
-                    DataType::Date32 => {
-                        Arc::new(arrow::array::Date32Array::from(vec![19_844; n as usize]))
-                    }
-                    DataType::Map(..) => {
-                        let mut m = arrow::array::MapBuilder::new(
-                            Some(arrow::array::MapFieldNames {
-                                entry: "key_value".into(),
-                                key: "key".into(),
-                                value: "value".into(),
-                            }),
-                            arrow::array::StringBuilder::new(),
-                            arrow::array::StringBuilder::new(),
-                        );
-                        for _ in 0..n {
-                            m.append(true).expect("map");
-                        }
-                        Arc::new(m.finish())
-                    }
-                    other => panic!("no test value for {other}"),
-                }
-            })
-            .collect();
-        let batch = RecordBatch::try_new(schema.clone(), cols).expect("batch");
-        let props = writer_properties(&schema, &RollPolicy::default(), &[]);
-        let mut w = ArrowWriter::try_new(Vec::new(), schema.clone(), Some(props)).expect("writer");
-        w.write(&batch).expect("write");
-        let mut file = tempfile::tempfile().expect("tmp");
-        std::io::Write::write_all(&mut file, &w.into_inner().expect("finish")).expect("write");
-        let reader = SerializedFileReader::new(file.try_clone().expect("dup")).expect("footer");
-        let rg = reader.metadata().row_group(0);
-        let encodings = |name: &str| -> Vec<Encoding> {
-            rg.columns()
-                .iter()
-                .find(|c| c.column_path().string() == name)
-                .map(|c| c.encodings().collect())
-                .unwrap_or_else(|| panic!("no column {name}"))
-        };
-        for c in ["ts", "ingest_ts", "kafka_offset"] {
-            assert!(
-                encodings(c).contains(&Encoding::DELTA_BINARY_PACKED),
-                "{c}: {:?}",
-                encodings(c)
-            );
-        }
-        for c in ["message", "trace_id"] {
-            assert!(
-                encodings(c).contains(&Encoding::DELTA_LENGTH_BYTE_ARRAY),
-                "{c}: {:?}",
-                encodings(c)
-            );
-            assert!(!encodings(c).contains(&Encoding::RLE_DICTIONARY));
-            assert!(
-                !encodings(c).contains(&Encoding::PLAIN),
-                "{c}: {:?}",
-                encodings(c)
-            );
-        }
-        assert!(encodings("namespace").contains(&Encoding::RLE_DICTIONARY));
-        let back: Vec<RecordBatch> =
-            parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
-                .expect("parquet")
-                .build()
-                .expect("reader")
-                .map(|b| b.expect("batch"))
-                .collect();
-        let back = concat_batches(&schema, &back).expect("concat");
-        assert_eq!(back.column_by_name("ts"), batch.column_by_name("ts"));
-        for c in ["kafka_offset", "message", "trace_id"] {
-            assert_eq!(back.column_by_name(c), batch.column_by_name(c), "{c}");
-        }
     }
 
     #[test]

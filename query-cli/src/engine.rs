@@ -80,7 +80,7 @@ pub const CATALOG: &str = "loglake";
 impl Engine {
     /// Build the session and discover the lake's tables.
     pub async fn new(opts: EngineOptions) -> Result<Engine> {
-        deltalake::aws::register_handlers(None);
+        loglake_lake::register_object_stores();
         let cores = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(2);

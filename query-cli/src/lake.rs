@@ -14,12 +14,10 @@ use datafusion::logical_expr::dml::InsertOp;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType};
 use datafusion::physical_plan::ExecutionPlan;
 use deltalake::DeltaTableBuilder;
+use loglake_lake::LakeError;
 use object_store::ObjectStore;
 use object_store::path::Path as ObjPath;
 use url::Url;
-
-/// How deep below `--lake` discovery looks for `_delta_log` folders.
-pub const MAX_DISCOVERY_DEPTH: usize = 6;
 
 /// Which snapshot of a Delta table to read.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -30,186 +28,36 @@ pub enum TimeTravel {
     Timestamp(String),
 }
 
-/// `AWS_*` environment variables, passed to deltalake/object_store as storage options (the same
-/// names the archiver uses).
+/// Storage options for reading the lake: the `AWS_*` environment variables, resolved as every
+/// stage resolves them (`loglake_lake::storage`). `loglake query` has no `[storage]` file.
 pub fn storage_options() -> HashMap<String, String> {
-    std::env::vars()
-        .filter(|(k, _)| k.starts_with("AWS_"))
-        .collect()
+    loglake_lake::storage_options(&HashMap::new())
 }
 
-/// Turn a user path or URL into a URL (relative local paths are resolved against the cwd).
+/// A lake error as a DataFusion error: a bad location is a planning error, the rest external.
+pub fn lake_error(e: LakeError) -> DataFusionError {
+    match e {
+        LakeError::Location { .. } => DataFusionError::Plan(e.to_string()),
+        e => DataFusionError::External(Box::new(e)),
+    }
+}
+
+/// Turn a user path or URL into a URL (relative local paths are resolved against the cwd;
+/// nothing is created).
 pub fn to_url(location: &str) -> Result<Url> {
-    if location.contains("://") {
-        return Url::parse(location)
-            .map_err(|e| DataFusionError::Plan(format!("invalid URL {location:?}: {e}")));
-    }
-    let p = std::path::Path::new(location);
-    let abs = if p.is_absolute() {
-        p.to_path_buf()
-    } else {
-        std::env::current_dir()
-            .map_err(|e| DataFusionError::External(Box::new(e)))?
-            .join(p)
-    };
-    let abs = abs.canonicalize().unwrap_or(abs);
-    Url::from_directory_path(&abs)
-        .map_err(|_| DataFusionError::Plan(format!("invalid path {location:?}")))
+    loglake_lake::location_url(location, false).map_err(lake_error)
 }
 
-fn dir_url(mut u: Url) -> Url {
-    if !u.path().ends_with('/') {
-        let p = format!("{}/", u.path());
-        u.set_path(&p);
-    }
-    u
-}
-
-/// Find every Delta table (a folder holding `_delta_log/`) under `root`. Returns name -> URL,
-/// where the name is the table's folder name; when two tables share a folder name both are
-/// named by their relative path with `/` replaced by `_`.
+/// Every Delta table under the lake root `root` (name → URL; see `loglake_lake::discover`).
 pub async fn discover(root: &Url) -> Result<BTreeMap<String, Url>> {
-    let root = dir_url(root.clone());
-    let rels: Vec<String> = if root.scheme() == "file" {
-        let base = root
-            .to_file_path()
-            .map_err(|_| DataFusionError::Plan(format!("invalid lake path {root}")))?;
-        tokio::task::spawn_blocking(move || discover_local(&base))
-            .await
-            .map_err(|e| DataFusionError::External(Box::new(e)))??
-    } else {
-        let (store, prefix) = object_store_for(&root)?;
-        discover_store(store.as_ref(), &prefix).await?
-    };
-    let mut by_leaf: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for rel in rels {
-        let leaf = rel
-            .trim_end_matches('/')
-            .rsplit('/')
-            .next()
-            .unwrap_or("")
-            .to_string();
-        let leaf = if leaf.is_empty() {
-            root_name(&root)
-        } else {
-            leaf
-        };
-        by_leaf.entry(leaf).or_default().push(rel);
-    }
-    let mut out = BTreeMap::new();
-    for (leaf, rels) in by_leaf {
-        for rel in &rels {
-            let name = if rels.len() == 1 {
-                leaf.clone()
-            } else {
-                rel.trim_end_matches('/').replace('/', "_")
-            };
-            let url = if rel.is_empty() {
-                root.clone()
-            } else {
-                root.join(&format!("{}/", rel.trim_end_matches('/')))
-                    .map_err(|e| DataFusionError::Plan(format!("bad table path {rel}: {e}")))?
-            };
-            out.insert(name, url);
-        }
-    }
-    Ok(out)
-}
-
-fn root_name(root: &Url) -> String {
-    root.path()
-        .trim_end_matches('/')
-        .rsplit('/')
-        .next()
-        .unwrap_or("lake")
-        .to_string()
-}
-
-fn discover_local(base: &std::path::Path) -> Result<Vec<String>> {
-    let mut out = Vec::new();
-    let mut stack = vec![(base.to_path_buf(), String::new(), 0usize)];
-    while let Some((dir, rel, depth)) = stack.pop() {
-        if dir.join("_delta_log").is_dir() {
-            out.push(rel);
-            continue;
-        }
-        if depth >= MAX_DISCOVERY_DEPTH {
-            continue;
-        }
-        let rd = match std::fs::read_dir(&dir) {
-            Ok(rd) => rd,
-            Err(e) if depth == 0 => {
-                return Err(DataFusionError::Plan(format!(
-                    "cannot read lake {}: {e}",
-                    dir.display()
-                )));
-            }
-            Err(_) => continue,
-        };
-        for entry in rd.flatten() {
-            let Ok(ft) = entry.file_type() else { continue };
-            let name = entry.file_name().to_string_lossy().to_string();
-            if !ft.is_dir() || name.starts_with('.') || name.starts_with('_') || name.contains('=')
-            {
-                // hidden, `_delta_log`-like and Hive partition folders hold no tables
-                continue;
-            }
-            let r = if rel.is_empty() {
-                name.clone()
-            } else {
-                format!("{rel}/{name}")
-            };
-            stack.push((entry.path(), r, depth + 1));
-        }
-    }
-    out.sort();
-    Ok(out)
-}
-
-async fn discover_store(store: &dyn ObjectStore, prefix: &ObjPath) -> Result<Vec<String>> {
-    let mut out = Vec::new();
-    let mut stack: Vec<(ObjPath, String, usize)> = vec![(prefix.clone(), String::new(), 0)];
-    while let Some((p, rel, depth)) = stack.pop() {
-        let listing = store
-            .list_with_delimiter(Some(&p))
-            .await
-            .map_err(|e| DataFusionError::ObjectStore(Box::new(e)))?;
-        let children: Vec<ObjPath> = listing.common_prefixes;
-        if children.iter().any(|c| c.filename() == Some("_delta_log")) {
-            out.push(rel);
-            continue;
-        }
-        if depth >= MAX_DISCOVERY_DEPTH {
-            continue;
-        }
-        for c in children {
-            let Some(name) = c.filename().map(str::to_string) else {
-                continue;
-            };
-            if name.starts_with('.') || name.starts_with('_') || name.contains('=') {
-                continue;
-            }
-            let r = if rel.is_empty() {
-                name.clone()
-            } else {
-                format!("{rel}/{name}")
-            };
-            stack.push((c, r, depth + 1));
-        }
-    }
-    out.sort();
-    Ok(out)
+    loglake_lake::discover(root, &storage_options())
+        .await
+        .map_err(lake_error)
 }
 
 /// An object store for an `s3://bucket/prefix` URL configured from `AWS_*` variables.
 pub fn object_store_for(url: &Url) -> Result<(Arc<dyn ObjectStore>, ObjPath)> {
-    let opts: Vec<(String, String)> = storage_options()
-        .into_iter()
-        .map(|(k, v)| (k.to_ascii_lowercase(), v))
-        .collect();
-    let (store, path) = object_store::parse_url_opts(url, opts)
-        .map_err(|e| DataFusionError::ObjectStore(Box::new(e)))?;
-    Ok((Arc::from(store), path))
+    loglake_lake::object_store_for(url, &storage_options()).map_err(lake_error)
 }
 
 /// Open a Delta table at `url` at the requested snapshot and return a provider registered with

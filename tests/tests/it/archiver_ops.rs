@@ -331,7 +331,7 @@ async fn rewrite_once(url: &Url, stats: &RewriteStats) -> bool {
         partition_values: files[0].partition_values_map(),
         modification_time: chrono_now_ms(),
         data_change: false,
-        stats: Some(loglake_archiver::stats::delta_stats(&schema, &metadata).to_string()),
+        stats: Some(loglake_lake::delta_stats(&schema, &metadata).to_string()),
         tags: None,
         deletion_vector: None,
         base_row_id: None,
@@ -862,7 +862,7 @@ async fn an_archiver_whose_offsets_another_writer_advanced_drops_its_buffer() {
         .clone();
     let version = CommitBuilder::default()
         .with_actions(vec![Action::Txn(Transaction::new_with_last_update(
-            loglake_archiver::delta::app_id(&table_name, &topic, 0),
+            loglake_lake::app_id(&table_name, &topic, 0),
             TAKEN,
             Some(chrono_now_ms()),
         ))])

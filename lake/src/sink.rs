@@ -1,5 +1,5 @@
-//! A Delta table the archiver appends to: created on first use, files uploaded through the
-//! table's object store, and commits that carry the Kafka offsets as `txn` actions.
+//! A Delta table a stage appends to: created on first use, files uploaded through the table's
+//! object store, and commits that carry the Kafka offsets as `txn` actions.
 //!
 //! Exactly-once (DESIGN.md I2, I3) is enforced in [`DeltaSink::commit`]:
 //! 1. re-read the latest table version;
@@ -13,7 +13,7 @@
 //! so step 2 passes and the append simply lands on top of it.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Once};
+use std::sync::Arc;
 use std::time::Duration;
 
 use arrow::datatypes::SchemaRef;
@@ -23,39 +23,12 @@ use deltalake::kernel::{Action, Add, StructType, Transaction};
 use deltalake::protocol::{DeltaOperation, OutputMode};
 use deltalake::{DeltaTable, DeltaTableError};
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use parquet::file::metadata::ParquetMetaData;
 use url::Url;
 
-use crate::error::ArchiveError;
-use crate::stats::delta_stats;
-use crate::writer::ClosedFile;
-
-/// Resolves a table location (`s3://bucket/prefix`, `file:///abs`, or a local path) to a URL.
-pub fn table_url(location: &str) -> Result<Url, ArchiveError> {
-    if location.contains("://") {
-        return Url::parse(location)
-            .map_err(|e| ArchiveError::Config(format!("table URI {location}: {e}")));
-    }
-    let path = std::path::Path::new(location);
-    std::fs::create_dir_all(path)
-        .map_err(|e| ArchiveError::Config(format!("creating {location}: {e}")))?;
-    let abs = path
-        .canonicalize()
-        .map_err(|e| ArchiveError::Config(format!("resolving {location}: {e}")))?;
-    Url::from_directory_path(&abs)
-        .map_err(|_| ArchiveError::Config(format!("bad table path {location}")))
-}
-
-/// Registers deltalake's S3 support (once per process).
-pub fn register_object_stores() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| deltalake::aws::register_handlers(None));
-}
-
-/// The txn app id under which the archiver records the next offset to read of one Kafka
-/// partition for one table.
-pub fn app_id(table: &str, topic: &str, partition: i32) -> String {
-    format!("loglake-archiver:{table}:{topic}:{partition}")
-}
+use crate::error::LakeError;
+use crate::stats::add_action;
+use crate::table::{app_id, delta_error, evolve_schema, open_table};
 
 /// The end offset (exclusive) committed for one Kafka partition, before and after a commit.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,6 +53,17 @@ pub enum CommitOutcome {
     },
 }
 
+/// A finished Parquet file, in memory, ready to upload.
+pub struct DataFile {
+    /// Path relative to the table root, e.g. `dt=2024-01-01/hour=07/part-….zstd.parquet`.
+    pub path: String,
+    pub bytes: Vec<u8>,
+    /// Delta partition values (column → serialized value, `None` for null).
+    pub partition_values: Vec<(String, Option<String>)>,
+    /// The footer the writer returned (the source of the Add's statistics).
+    pub metadata: ParquetMetaData,
+}
+
 pub struct DeltaSink {
     name: String,
     url: Url,
@@ -92,7 +76,8 @@ pub struct DeltaSink {
 impl DeltaSink {
     /// Opens the table at `url`, creating it with `schema` partitioned by `partition_by` if it
     /// does not exist. Protocol stays at reader 1 / writer 2 (no deletion vectors, no
-    /// timestampNtz) so Spark, Trino, DuckDB and delta-rs all read it.
+    /// timestampNtz) so Spark, Trino, DuckDB and delta-rs all read it. `file_schema` (the schema
+    /// without the partition columns) is what the uploaded files hold.
     pub async fn open_or_create(
         name: &str,
         url: &Url,
@@ -100,19 +85,12 @@ impl DeltaSink {
         schema: &SchemaRef,
         partition_by: &[String],
         file_schema: SchemaRef,
-    ) -> Result<Self, ArchiveError> {
-        register_object_stores();
-        let err = |source| ArchiveError::Delta {
-            table: name.to_string(),
-            source,
-        };
-        let mut table =
-            DeltaTable::try_from_url_with_storage_options(url.clone(), storage_options.clone())
-                .await
-                .map_err(err)?;
+    ) -> Result<Self, LakeError> {
+        let err = delta_error(name, url);
+        let mut table = open_table(name, url, storage_options).await?;
         if table.version().is_none() {
             let columns: StructType = StructType::try_from_arrow(schema.as_ref())?;
-            // Version 0 only, no retry: when another archiver creates the table at the same
+            // Version 0 only, no retry: when another writer creates the table at the same
             // time, deltalake would otherwise either fail ("already exists", if it saw theirs) or
             // commit a second CREATE TABLE at version 1 over theirs (if it lost the race for 0).
             let created = table
@@ -126,13 +104,8 @@ impl DeltaSink {
             match created {
                 Ok(t) => table = t,
                 Err(e) => {
-                    // Another archiver created it first: use theirs.
-                    table = DeltaTable::try_from_url_with_storage_options(
-                        url.clone(),
-                        storage_options.clone(),
-                    )
-                    .await
-                    .map_err(err)?;
+                    // Another writer created it first: use theirs.
+                    table = open_table(name, url, storage_options).await?;
                     if table.version().is_none() {
                         return Err(err(e));
                     }
@@ -145,17 +118,16 @@ impl DeltaSink {
         // values its metadata does not declare.
         let have = table
             .snapshot()
-            .map_err(err)?
+            .map_err(&err)?
             .metadata()
             .partition_columns();
         if have != partition_by {
-            return Err(ArchiveError::Config(format!(
-                "table {name} ({url}) is partitioned by [{}], not [{}] as configured: \
-                 a table keeps the partition columns it was created with (configure those, or \
-                 archive into a new table)",
-                have.join(", "),
-                partition_by.join(", ")
-            )));
+            return Err(LakeError::PartitionColumns {
+                table: name.to_string(),
+                url: url.to_string(),
+                found: have.to_vec(),
+                configured: partition_by.to_vec(),
+            });
         }
         let table = evolve_schema(name, table, url, schema).await?;
         let store = table.log_store().object_store(None);
@@ -185,29 +157,21 @@ impl DeltaSink {
         &self.table
     }
 
-    fn err(&self, source: DeltaTableError) -> ArchiveError {
-        ArchiveError::Delta {
-            table: self.name.clone(),
-            source,
-        }
+    fn err(&self, source: DeltaTableError) -> LakeError {
+        delta_error(&self.name, &self.url)(source)
     }
 
     /// Re-reads the latest version of the table.
-    pub async fn refresh(&mut self) -> Result<(), ArchiveError> {
-        self.table
-            .update_incremental(None)
-            .await
-            .map_err(|e| ArchiveError::Delta {
-                table: self.name.clone(),
-                source: e,
-            })
+    pub async fn refresh(&mut self) -> Result<(), LakeError> {
+        let err = delta_error(&self.name, &self.url);
+        self.table.update_incremental(None).await.map_err(err)
     }
 
     /// The committed next-offset of each (topic, partition), from the table's txn actions.
     pub async fn committed_offsets(
         &self,
         parts: &[(String, i32)],
-    ) -> Result<HashMap<(String, i32), Option<i64>>, ArchiveError> {
+    ) -> Result<HashMap<(String, i32), Option<i64>>, LakeError> {
         let snapshot = self.table.snapshot().map_err(|e| self.err(e))?;
         let log_store = self.table.log_store();
         let mut out = HashMap::new();
@@ -221,33 +185,29 @@ impl DeltaSink {
         Ok(out)
     }
 
-    /// Uploads a closed file (one PUT; files are bounded by the roll size) and returns its Add.
-    pub async fn upload(&self, file: ClosedFile) -> Result<Add, ArchiveError> {
+    /// Uploads a finished file (one PUT; files are bounded by the roll size) and returns its Add
+    /// (`dataChange=true`, statistics from the file's footer).
+    pub async fn upload(&self, file: impl Into<DataFile>) -> Result<Add, LakeError> {
+        let file = file.into();
         let size = file.bytes.len() as i64;
         let path = object_store::path::Path::from(file.path.as_str());
         self.store
             .put(&path, PutPayload::from(file.bytes))
             .await
-            .map_err(|source| ArchiveError::Upload {
+            .map_err(|source| LakeError::Store {
                 table: self.name.clone(),
+                url: self.url.to_string(),
                 path: file.path.clone(),
-                source,
+                source: Box::new(source),
             })?;
-        let stats = delta_stats(&self.file_schema, &file.metadata);
-        let modification_time = chrono::Utc::now().timestamp_millis();
-        Ok(Add {
-            path: file.path,
+        Ok(add_action(
+            &self.file_schema,
+            file.path,
             size,
-            partition_values: file.partition_values.into_iter().collect(),
-            modification_time,
-            data_change: true,
-            stats: Some(stats.to_string()),
-            tags: None,
-            deletion_vector: None,
-            base_row_id: None,
-            default_row_commit_version: None,
-            clustering_provider: None,
-        })
+            file.partition_values,
+            &file.metadata,
+            true,
+        ))
     }
 
     /// Best-effort removal of files that were uploaded but will not be committed.
@@ -260,6 +220,56 @@ impl DeltaSink {
         }
     }
 
+    /// The partitions of `offsets` whose committed txn version is no longer the one this writer
+    /// started from (read from the current snapshot), with the version found.
+    async fn conflicts(
+        &self,
+        offsets: &[OffsetAdvance],
+    ) -> Result<Vec<(String, i32, Option<i64>)>, LakeError> {
+        let parts: Vec<(String, i32)> = offsets
+            .iter()
+            .map(|o| (o.topic.clone(), o.partition))
+            .collect();
+        let current = self.committed_offsets(&parts).await?;
+        Ok(offsets
+            .iter()
+            .filter_map(|o| {
+                let found = current
+                    .get(&(o.topic.clone(), o.partition))
+                    .copied()
+                    .flatten();
+                (found != o.from).then(|| (o.topic.clone(), o.partition, found))
+            })
+            .collect())
+    }
+
+    /// The actions of one commit: the files, then a txn per partition (its new end offset), then
+    /// the `extra` txn versions, all stamped `now`.
+    fn actions(
+        &self,
+        adds: &[Add],
+        offsets: &[OffsetAdvance],
+        extra: &[(String, i64)],
+    ) -> Vec<Action> {
+        let now = chrono::Utc::now().timestamp_millis();
+        let mut actions: Vec<Action> = adds.iter().cloned().map(Action::Add).collect();
+        for o in offsets {
+            actions.push(Action::Txn(Transaction::new_with_last_update(
+                app_id(&self.name, &o.topic, o.partition),
+                o.to,
+                Some(now),
+            )));
+        }
+        for (id, v) in extra {
+            actions.push(Action::Txn(Transaction::new_with_last_update(
+                id.clone(),
+                *v,
+                Some(now),
+            )));
+        }
+        actions
+    }
+
     /// Commits `adds` together with the new end offsets (see the module docs for the protocol),
     /// plus `extra` txn versions that are recorded but not checked (resume points).
     pub async fn commit(
@@ -267,53 +277,25 @@ impl DeltaSink {
         adds: Vec<Add>,
         offsets: &[OffsetAdvance],
         extra: Vec<(String, i64)>,
-    ) -> Result<CommitOutcome, ArchiveError> {
+    ) -> Result<CommitOutcome, LakeError> {
         let mut attempts = 0u32;
         let mut backoff = Duration::from_millis(50);
         loop {
             attempts += 1;
             self.refresh().await?;
-            let parts: Vec<(String, i32)> = offsets
-                .iter()
-                .map(|o| (o.topic.clone(), o.partition))
-                .collect();
-            let current = self.committed_offsets(&parts).await?;
-            let conflicts: Vec<(String, i32, Option<i64>)> = offsets
-                .iter()
-                .filter_map(|o| {
-                    let found = current
-                        .get(&(o.topic.clone(), o.partition))
-                        .copied()
-                        .flatten();
-                    (found != o.from).then(|| (o.topic.clone(), o.partition, found))
-                })
-                .collect();
+            let conflicts = self.conflicts(offsets).await?;
             if !conflicts.is_empty() {
                 return Ok(CommitOutcome::Conflict {
                     partitions: conflicts,
                 });
             }
-            let now = chrono::Utc::now().timestamp_millis();
-            let mut actions: Vec<Action> = adds.iter().cloned().map(Action::Add).collect();
-            for o in offsets {
-                actions.push(Action::Txn(Transaction::new_with_last_update(
-                    app_id(&self.name, &o.topic, o.partition),
-                    o.to,
-                    Some(now),
-                )));
-            }
-            for (id, v) in &extra {
-                actions.push(Action::Txn(Transaction::new_with_last_update(
-                    id.clone(),
-                    *v,
-                    Some(now),
-                )));
-            }
+            let actions = self.actions(&adds, offsets, &extra);
             let snapshot = self.table.snapshot().map_err(|e| self.err(e))?;
+            let version = snapshot.version() + 1;
             let operation = DeltaOperation::StreamingUpdate {
                 output_mode: OutputMode::Append,
                 query_id: format!("loglake-archiver:{}", self.name),
-                epoch_id: snapshot.version() as i64 + 1,
+                epoch_id: version as i64,
             };
             let result = CommitBuilder::default()
                 .with_actions(actions)
@@ -332,13 +314,22 @@ impl DeltaSink {
                     backoff = (backoff * 2).min(Duration::from_secs(2));
                 }
                 Err(e) if is_lost_race(&e) => {
-                    return Err(ArchiveError::CommitRetriesExhausted {
+                    return Err(LakeError::CommitRetriesExhausted {
                         table: self.name.clone(),
+                        url: self.url.to_string(),
+                        version,
                         attempts,
                         reason: e.to_string(),
                     });
                 }
-                Err(e) => return Err(self.err(e)),
+                Err(source) => {
+                    return Err(LakeError::Commit {
+                        table: self.name.clone(),
+                        url: self.url.to_string(),
+                        version,
+                        source: Box::new(source),
+                    });
+                }
             }
         }
     }
@@ -358,152 +349,13 @@ fn is_lost_race(e: &DeltaTableError) -> bool {
     }
 }
 
-/// Refuses stores that do not enforce put-if-absent: two PUTs with `If-None-Match: *` on a probe
-/// object under `_delta_log/`; the second must fail. Without this, two concurrent commits of the
-/// same version could both "succeed" and one would be silently lost.
-pub async fn check_put_if_absent(
-    url: &Url,
-    storage_options: &HashMap<String, String>,
-) -> Result<(), ArchiveError> {
-    use object_store::{PutMode, PutOptions};
-    register_object_stores();
-    let name = url.to_string();
-    let table = DeltaTable::try_from_url_with_storage_options(url.clone(), storage_options.clone())
-        .await
-        .map_err(|source| ArchiveError::Delta {
-            table: name.clone(),
-            source,
-        })?;
-    let store = table.log_store().object_store(None);
-    let probe = object_store::path::Path::from(format!(
-        "_delta_log/_loglake_put_if_absent_probe_{}",
-        uuid::Uuid::new_v4()
-    ));
-    let opts = || PutOptions {
-        mode: PutMode::Create,
-        ..Default::default()
-    };
-    store
-        .put_opts(&probe, PutPayload::from_static(b"1"), opts())
-        .await
-        .map_err(|source| ArchiveError::Upload {
-            table: name.clone(),
-            path: probe.to_string(),
-            source,
-        })?;
-    let second = store
-        .put_opts(&probe, PutPayload::from_static(b"2"), opts())
-        .await;
-    let _ = store.delete(&probe).await;
-    match second {
-        Err(object_store::Error::AlreadyExists { .. })
-        | Err(object_store::Error::Precondition { .. }) => Ok(()),
-        Ok(_) => Err(ArchiveError::Config(format!(
-            "{name}: the S3 store accepted a second If-None-Match create of the same object, so it does not enforce put-if-absent; \
-             concurrent Delta commits could be lost. Use a store that does (AWS S3, MinIO, moto), or pass --allow-unsafe-store \
-             if exactly one writer ever touches these tables."
-        ))),
-        Err(e) => Err(ArchiveError::Upload {
-            table: name,
-            path: probe.to_string(),
-            source: e,
-        }),
-    }
-}
-
-/// The columns of `schema` that the table's Delta schema lacks (by name).
-pub fn missing_columns(table_columns: &[String], schema: &SchemaRef) -> Vec<String> {
-    schema
-        .fields()
-        .iter()
-        .filter(|f| !table_columns.iter().any(|c| c == f.name()))
-        .map(|f| f.name().clone())
-        .collect()
-}
-
-/// Brings a table created by an older loglake up to the current schema: nullable columns the
-/// table lacks are added with one `ADD COLUMNS` commit (older files read them as null). A
-/// missing NOT NULL column cannot be added to existing data: that is an error naming it. Two
-/// archivers evolving the same table at once: the loser re-reads the table and finds the
-/// columns there.
-async fn evolve_schema(
-    name: &str,
-    mut table: DeltaTable,
-    url: &Url,
-    schema: &SchemaRef,
-) -> Result<DeltaTable, ArchiveError> {
-    const ATTEMPTS: u32 = 5;
-    let err = |source| ArchiveError::Delta {
-        table: name.to_string(),
-        source,
-    };
-    let mut attempt = 1;
-    loop {
-        let have: Vec<String> = table
-            .snapshot()
-            .map_err(err)?
-            .schema()
-            .fields()
-            .map(|f| f.name().to_string())
-            .collect();
-        let missing = missing_columns(&have, schema);
-        if missing.is_empty() {
-            return Ok(table);
-        }
-        let mut fields = Vec::new();
-        for m in &missing {
-            let f = schema.field_with_name(m)?;
-            if !f.is_nullable() {
-                return Err(ArchiveError::Config(format!(
-                    "table {name} ({url}) lacks the NOT NULL column {m} of loglake's schema; \
-                     it cannot be added to existing data: archive into a new table"
-                )));
-            }
-            fields.push(f.clone());
-        }
-        let columns: StructType =
-            StructType::try_from_arrow(&arrow::datatypes::Schema::new(fields))?;
-        tracing::info!(table = %name, columns = ?missing, "adding the columns of a newer schema");
-        match table
-            .clone()
-            .add_columns()
-            .with_fields(columns.fields().cloned().collect::<Vec<_>>())
-            .with_commit_properties(CommitProperties::default().with_max_retries(0))
-            .await
-        {
-            Ok(t) => return Ok(t),
-            // The last attempt's error is deltalake's own, with its version and cause.
-            Err(e) if attempt >= ATTEMPTS => return Err(err(e)),
-            Err(e) => {
-                tracing::info!(table = %name, attempt, error = %e,
-                    "adding columns failed (most likely raced another writer); re-reading the table");
-                // The losing commit leaves our snapshot stale: re-read the same table and look
-                // again (the winner may have added the columns already).
-                table.load().await.map_err(err)?;
-                attempt += 1;
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::location::table_url;
+    use crate::table::missing_columns;
     use arrow::datatypes::Schema;
     use loglake_schemas::{TableKind, table_schema};
-
-    #[test]
-    fn missing_columns_by_name() {
-        let schema = table_schema(TableKind::Container);
-        let all: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
-        assert!(missing_columns(&all, &schema).is_empty());
-        let old: Vec<String> = all
-            .iter()
-            .filter(|c| !matches!(c.as_str(), "image" | "pod_uid"))
-            .cloned()
-            .collect();
-        assert_eq!(missing_columns(&old, &schema), ["pod_uid", "image"]);
-    }
 
     #[tokio::test]
     async fn an_existing_table_must_be_opened_with_its_own_partition_columns() {

@@ -1,4 +1,4 @@
-//! Delta `add.stats` from a Parquet footer.
+//! Delta `add.stats` from a Parquet footer, and the `add` action of a written file.
 //!
 //! Readers (delta-rs, Spark, DuckDB, Trino) skip files with these statistics, so they must never
 //! be narrower than the data: a min above a real value or a max below one silently drops rows.
@@ -15,6 +15,7 @@
 
 use arrow::datatypes::{DataType, Schema, TimeUnit};
 use chrono::{DateTime, NaiveDate};
+use deltalake::kernel::Add;
 use parquet::file::metadata::ParquetMetaData;
 use parquet::file::statistics::Statistics;
 use serde_json::{Map, Value, json};
@@ -94,6 +95,34 @@ pub fn delta_stats(file_schema: &Schema, meta: &ParquetMetaData) -> Value {
         "maxValues": max_values,
         "nullCount": null_count,
     })
+}
+
+/// The Delta `add` action of a file written with `file_schema` and uploaded to `path` (relative
+/// to the table root, `size` bytes): partition values as given, statistics from its footer
+/// ([`delta_stats`]), modification time now. `data_change` is true for appends and false for
+/// rewrites of the same rows (compaction).
+pub fn add_action(
+    file_schema: &Schema,
+    path: String,
+    size: i64,
+    partition_values: Vec<(String, Option<String>)>,
+    metadata: &ParquetMetaData,
+    data_change: bool,
+) -> Add {
+    let stats = delta_stats(file_schema, metadata);
+    Add {
+        path,
+        size,
+        partition_values: partition_values.into_iter().collect(),
+        modification_time: chrono::Utc::now().timestamp_millis(),
+        data_change,
+        stats: Some(stats.to_string()),
+        tags: None,
+        deletion_vector: None,
+        base_row_id: None,
+        default_row_commit_version: None,
+        clustering_provider: None,
+    }
 }
 
 fn is_stat_type(t: &DataType) -> bool {
@@ -256,5 +285,41 @@ mod tests {
             "long strings get no min/max"
         );
         assert_eq!(s["nullCount"]["long"], json!(0));
+    }
+
+    #[test]
+    fn an_add_action_carries_the_footers_statistics() {
+        let schema = Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, false)]));
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![Arc::new(Int64Array::from(vec![7, 3, 9])) as ArrayRef],
+        )
+        .expect("batch");
+        let meta = write(&[batch], 10);
+        let parts = vec![
+            ("dt".to_string(), Some("2024-05-01".to_string())),
+            ("ns".to_string(), None),
+        ];
+        for data_change in [true, false] {
+            let add = add_action(
+                &schema,
+                "dt=2024-05-01/part-1.zstd.parquet".into(),
+                1234,
+                parts.clone(),
+                &meta,
+                data_change,
+            );
+            assert_eq!(add.path, "dt=2024-05-01/part-1.zstd.parquet");
+            assert_eq!(add.size, 1234);
+            assert_eq!(add.data_change, data_change);
+            assert_eq!(add.partition_values.len(), 2);
+            assert_eq!(add.partition_values["dt"].as_deref(), Some("2024-05-01"));
+            assert_eq!(add.partition_values["ns"], None);
+            let stats: Value =
+                serde_json::from_str(add.stats.as_deref().expect("stats")).expect("stats JSON");
+            assert_eq!(stats, delta_stats(&schema, &meta));
+            assert_eq!(stats["minValues"]["n"], json!(3));
+            assert!(add.deletion_vector.is_none() && add.tags.is_none());
+        }
     }
 }
