@@ -19,7 +19,7 @@ use serde::{Deserialize, Deserializer};
 use crate::archive::{ArchiveConfig, TableTarget};
 use crate::delta::table_url;
 use crate::error::ArchiveError;
-use crate::metrics::Metrics;
+use crate::metrics::ArchiverMetrics;
 use crate::writer::RollPolicy;
 
 /// `loglake archive`: consume Kafka log topics into Delta tables, exactly once.
@@ -110,7 +110,8 @@ pub struct ArchiveArgs {
     /// Cluster name for records whose envelope carries none.
     #[arg(long, env = "LOGLAKE_CLUSTER")]
     pub cluster: Option<String>,
-    /// Serve Prometheus /metrics and /healthz on this address (e.g. 0.0.0.0:9464).
+    /// Serve /metrics (OpenMetrics text, for Prometheus) and /healthz on this address (e.g.
+    /// 0.0.0.0:9464).
     #[arg(long, env = "LOGLAKE_METRICS_ADDR")]
     pub metrics_addr: Option<SocketAddr>,
     /// Allow an S3 store that does not enforce put-if-absent (unsafe with concurrent writers).
@@ -341,7 +342,7 @@ impl ArchiveArgs {
     pub fn resolve(
         &self,
         shutdown: Arc<AtomicBool>,
-        metrics: Arc<Metrics>,
+        metrics: Arc<ArchiverMetrics>,
     ) -> Result<(ArchiveConfig, Option<SocketAddr>), ArchiveError> {
         let file: FileConfig = match &self.config {
             Some(p) => read_file_config(p)?,
