@@ -41,7 +41,7 @@ use tokio::runtime::Handle;
 use url::Url;
 
 use crate::error::ArchiveError;
-use crate::metrics::Metrics;
+use crate::metrics::ArchiverMetrics;
 use crate::watch::{PartView, PartitionWait, StallWatch};
 use crate::writer::{ClosedFile, PartitionKey, RollPolicy, WriterSet, budget_victims};
 
@@ -115,7 +115,7 @@ pub struct ArchiveConfig {
     /// After SIGTERM/SIGINT, how long the flush and commit may take before the process exits
     /// without them (`loglake archive` only; see `run` in lib.rs).
     pub shutdown_timeout: Duration,
-    pub metrics: Arc<Metrics>,
+    pub metrics: Arc<ArchiverMetrics>,
 }
 
 impl std::fmt::Debug for ArchiveConfig {
@@ -780,7 +780,7 @@ impl Archiver {
                 self.watch.progressed(Instant::now());
             }
             self.enforce_budget()?;
-            self.cfg.metrics.set_buffered(self.buffered_bytes());
+            self.cfg.metrics.buffered_bytes.set(self.buffered_bytes());
             self.update_lag();
 
             if self.cfg.until_end
@@ -845,7 +845,15 @@ impl Archiver {
                 Some(r) => tracing::error!(group = %self.cfg.group, "stalled: {r}"),
                 None => tracing::info!(group = %self.cfg.group, "progressing again"),
             }
-            self.cfg.metrics.set_stalled(reason.clone());
+            self.cfg.metrics.set_stalled(reason.is_some());
+            match &reason {
+                Some(r) => self
+                    .cfg
+                    .metrics
+                    .health()
+                    .set_unhealthy(format!("stalled: {r}")),
+                None => self.cfg.metrics.health().set_healthy(),
+            }
         }
         self.stalled = reason;
         Ok(())
@@ -949,7 +957,7 @@ impl Archiver {
             match e {
                 GroupEvent::Revoked => {
                     self.report.rebalances += 1;
-                    self.cfg.metrics.inc("loglake_rebalances_total", 1);
+                    self.cfg.metrics.rebalances.inc();
                     tracing::info!("partitions revoked: dropping uncommitted buffers");
                     self.reset()?;
                     self.parts.clear();
@@ -1048,13 +1056,11 @@ impl Archiver {
             per_table[ps.table].push(m);
         }
         let accepted: usize = per_table.iter().map(Vec::len).sum();
+        self.cfg.metrics.records_in.inc_by(accepted as u64);
         self.cfg
             .metrics
-            .inc("loglake_records_in_total", accepted as u64);
-        self.cfg.metrics.inc(
-            "loglake_bytes_in_total",
-            self.report.bytes_in - bytes_before,
-        );
+            .bytes_in
+            .inc_by(self.report.bytes_in - bytes_before);
         for (ti, msgs) in per_table.into_iter().enumerate() {
             if msgs.is_empty() {
                 continue;
@@ -1103,7 +1109,7 @@ impl Archiver {
         );
         if late > 0 {
             self.report.late_rows += late;
-            self.cfg.metrics.inc("loglake_late_rows_total", late);
+            self.cfg.metrics.late_rows.inc_by(late);
         }
         let mut headroom = self.headroom();
         let closed = self.tables[ti].writers.write(&batch, &mut headroom)?;
@@ -1187,9 +1193,7 @@ impl Archiver {
             return Ok(());
         }
         self.report.dead_letters += bad.len() as u64;
-        self.cfg
-            .metrics
-            .inc("loglake_dead_letters_total", bad.len() as u64);
+        self.cfg.metrics.dead_letters.inc_by(bad.len() as u64);
         let mut headroom = self.headroom();
         let Some(dlq) = &mut self.dlq else {
             let (e, _, _) = &bad[0];
@@ -1243,7 +1247,7 @@ impl Archiver {
             }
         }
         for v in budget_victims(&sizes, budget, budget / 4 * 3) {
-            self.cfg.metrics.inc("loglake_budget_flushes_total", 1);
+            self.cfg.metrics.budget_flushes.inc();
             match &owners[v] {
                 (Some(i), key) => {
                     if let Some(f) = self.tables[*i].writers.close(key)? {
@@ -1310,10 +1314,11 @@ impl Archiver {
             match outcome {
                 CommitOutcome::Committed { version, .. } => {
                     self.report.commits += 1;
-                    self.cfg.metrics.inc("loglake_commits_total", 1);
+                    self.cfg.metrics.commits.inc();
                     self.cfg
                         .metrics
-                        .inc("loglake_dead_letters_committed_total", d.pending_rows);
+                        .dead_letters_committed
+                        .inc_by(d.pending_rows);
                     tracing::info!(table = %d.sink.name(), version, rows = d.pending_rows, files = adds.len(), "committed dead letters");
                     d.pending_rows = 0;
                     for o in &offsets {
@@ -1360,10 +1365,8 @@ impl Archiver {
                     self.report.commits += 1;
                     self.report.files += adds.len() as u64;
                     self.report.rows_written += t.pending_rows;
-                    self.cfg.metrics.inc("loglake_commits_total", 1);
-                    self.cfg
-                        .metrics
-                        .inc("loglake_rows_written_total", t.pending_rows);
+                    self.cfg.metrics.commits.inc();
+                    self.cfg.metrics.rows_written.inc_by(t.pending_rows);
                     tracing::info!(table = %name, version, attempts, rows = t.pending_rows, files = adds.len(), "committed");
                     t.pending_rows = 0;
                     for (o, (_, r)) in offsets.iter().zip(&resumes) {
@@ -1396,7 +1399,7 @@ impl Archiver {
         partitions: Vec<(String, i32, Option<i64>)>,
     ) -> Result<(), ArchiveError> {
         self.report.conflicts += 1;
-        self.cfg.metrics.inc("loglake_offset_conflicts_total", 1);
+        self.cfg.metrics.offset_conflicts.inc();
         tracing::warn!(table = %table, ?partitions, "offsets moved under us: another archiver owns these partitions; dropping buffers and re-reading offsets");
         self.reset()?;
         let keys: Vec<(String, i32)> = self.parts.keys().cloned().collect();
@@ -1475,12 +1478,12 @@ fn upload(
     handle: &Handle,
     sink: &DeltaSink,
     f: ClosedFile,
-    metrics: &Metrics,
+    metrics: &ArchiverMetrics,
 ) -> Result<Add, ArchiveError> {
     let bytes = f.bytes.len() as u64;
     let add = handle.block_on(sink.upload(f))?;
-    metrics.inc("loglake_files_written_total", 1);
-    metrics.inc("loglake_bytes_written_total", bytes);
+    metrics.files_written.inc();
+    metrics.bytes_written.inc_by(bytes);
     Ok(add)
 }
 

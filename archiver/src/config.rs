@@ -20,7 +20,7 @@ use serde::{Deserialize, Deserializer};
 
 use crate::archive::{ArchiveConfig, TableTarget};
 use crate::error::ArchiveError;
-use crate::metrics::Metrics;
+use crate::metrics::ArchiverMetrics;
 use crate::writer::RollPolicy;
 
 /// `loglake archive`: consume Kafka log topics into Delta tables, exactly once.
@@ -124,7 +124,8 @@ pub struct ArchiveArgs {
     /// Cluster name for records whose envelope carries none.
     #[arg(long, env = "LOGLAKE_CLUSTER")]
     pub cluster: Option<String>,
-    /// Serve Prometheus /metrics and /healthz on this address (e.g. 0.0.0.0:9464).
+    /// Serve /metrics (OpenMetrics text, for Prometheus) and /healthz on this address (e.g.
+    /// 0.0.0.0:9464).
     #[arg(long, env = "LOGLAKE_METRICS_ADDR")]
     pub metrics_addr: Option<SocketAddr>,
     /// Allow an S3 store that does not enforce put-if-absent (unsafe with concurrent writers).
@@ -341,7 +342,7 @@ impl ArchiveArgs {
     pub fn resolve(
         &self,
         shutdown: Arc<AtomicBool>,
-        metrics: Arc<Metrics>,
+        metrics: Arc<ArchiverMetrics>,
     ) -> Result<(ArchiveConfig, Option<SocketAddr>), ArchiveError> {
         let file: FileConfig = match &self.config {
             Some(p) => read_file_config(p)?,
@@ -755,13 +756,10 @@ mod tests {
         assert!(e.contains("late_after") && e.contains("soon"), "{e}");
     }
 
-    /// Each table of the multi-table form rolls its files at its definition's
-    /// `target_file_size_bytes`; a size given by flag, environment (see
-    /// `precedence_is_flag_then_env_then_file_then_default`) or file applies to every table.
-    #[test]
-    fn tables_roll_at_their_definitions_target_size_unless_one_is_given() {
-        let dir = tempfile::tempdir().expect("tmp");
-        let defs = dir.path().join("tables");
+    /// A folder of table definitions holding table `a` (topic `ta`, fluentbit) whose files roll
+    /// at 2 MiB.
+    fn table_a_with_2mib_files(dir: &Path) -> PathBuf {
+        let defs = dir.join("tables");
         std::fs::create_dir_all(&defs).expect("mkdir");
         std::fs::write(
             defs.join("a.toml"),
@@ -769,6 +767,16 @@ mod tests {
              target_file_size_bytes = 2097152\n",
         )
         .expect("write");
+        defs
+    }
+
+    /// Each table of the multi-table form rolls its files at its definition's
+    /// `target_file_size_bytes`; a size given by flag, environment (see
+    /// `precedence_is_flag_then_env_then_file_then_default`) or file applies to every table.
+    #[test]
+    fn tables_roll_at_their_definitions_target_size_unless_one_is_given() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let defs = table_a_with_2mib_files(dir.path());
         std::fs::write(
             defs.join("b.toml"),
             "name = \"b\"\ntopics = [\"tb\"]\ndecoder = \"k8s-audit\"\n",
@@ -1085,14 +1093,7 @@ mod tests {
     #[test]
     fn the_target_file_size_precedence_reaches_every_table() {
         let dir = tempfile::tempdir().expect("tmp");
-        let defs = dir.path().join("tables");
-        std::fs::create_dir_all(&defs).expect("mkdir");
-        std::fs::write(
-            defs.join("a.toml"),
-            "name = \"a\"\ntopics = [\"ta\"]\ndecoder = \"fluentbit\"\n\
-             target_file_size_bytes = 2097152\n",
-        )
-        .expect("write");
+        let defs = table_a_with_2mib_files(dir.path());
         let cfg = dir.path().join("archive.toml");
         std::fs::write(&cfg, "target_file_size = \"32MB\"\n").expect("write");
         let lake = dir.path().join("lake").to_string_lossy().into_owned();

@@ -94,13 +94,16 @@ pub const SHUTDOWN_TIMEOUT_EXIT_CODE: i32 = 3;
 pub fn run(args: ArchiveArgs) -> Result<ExitCode, ArchiveError> {
     let rt = runtime()?;
     let shutdown = Arc::new(AtomicBool::new(false));
-    let metrics = Arc::new(metrics::Metrics::default());
-    let (cfg, metrics_addr) = args.resolve(shutdown.clone(), metrics.clone())?;
+    let telemetry = Arc::new(metrics::Telemetry::new());
+    let metrics = Arc::new(metrics::ArchiverMetrics::new(telemetry.health()));
+    telemetry.register(&*metrics);
+    let (cfg, metrics_addr) = args.resolve(shutdown.clone(), metrics)?;
     tracing::info!(config = ?cfg, "starting archiver");
     if let Some(addr) = metrics_addr {
+        // The error names the address.
         let local = rt
-            .block_on(metrics::serve(addr, metrics.clone()))
-            .map_err(|e| ArchiveError::Config(format!("binding metrics address {addr}: {e}")))?;
+            .block_on(telemetry.serve(addr))
+            .map_err(|e| ArchiveError::Config(e.to_string()))?;
         tracing::info!(%local, "serving /metrics and /healthz");
     }
     for url in cfg.tables.iter().map(|t| &t.url).chain(cfg.dlq.iter()) {

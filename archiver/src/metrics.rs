@@ -1,190 +1,594 @@
-//! Prometheus metrics (text exposition format) and the `/metrics` + `/healthz` endpoint.
+//! Metrics (OpenMetrics text through `prometheus-client`) and the `/metrics` + `/healthz`
+//! endpoint (hyper, on the tokio runtime).
 //!
-//! Counters and gauges live behind short-lived mutexes (never held across an `.await`).
+//! A [`Telemetry`] owns the process's [`Registry`] and its [`Health`]. Each stage keeps its
+//! metrics in one typed struct ([`ArchiverMetrics`] here; the compactor and the nightly runner
+//! add theirs) and registers it with [`Telemetry::register`]; [`Telemetry::serve`] answers
+//!
+//! - `GET /metrics`: every registered metric, content type [`OPENMETRICS_CONTENT_TYPE`];
+//! - `GET /healthz`: `200 ok`, or `503` with the reason given to [`Health::set_unhealthy`];
+//! - anything else: `404`.
+//!
+//! The metrics are atomics (prometheus-client's `Counter`, `Gauge`, `Family`, `Histogram`):
+//! updating one takes no lock the HTTP task could hold across an `.await`.
 
-use std::collections::BTreeMap;
+use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{CONTENT_TYPE, HeaderValue};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// The content type of `/metrics`: what `prometheus_client::encoding::text::encode` writes.
+pub const OPENMETRICS_CONTENT_TYPE: &str =
+    "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// Upper bounds (seconds) of the flush-latency histogram buckets.
-const FLUSH_BUCKETS: [f64; 10] = [0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
+pub const FLUSH_BUCKETS: [f64; 10] = [0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
 
-#[derive(Default)]
-pub struct Metrics {
-    counters: Mutex<BTreeMap<&'static str, u64>>,
-    lag: Mutex<BTreeMap<(String, i32), i64>>,
-    buffered: AtomicU64,
-    flush_counts: Mutex<[u64; FLUSH_BUCKETS.len() + 1]>,
-    flush_sum_us: AtomicU64,
-    /// Why `/healthz` is unhealthy (`None`: healthy).
-    stalled: Mutex<Option<String>>,
-    remaining: Mutex<BTreeMap<String, u64>>,
+/// How long a client may take to send its request head (a stuck client holds no more than its
+/// own connection task).
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Whether the process is healthy, shared by everything that can make `/healthz` fail. Clones
+/// share one state. The last `set_unhealthy` or `set_healthy` wins.
+#[derive(Clone, Debug, Default)]
+pub struct Health(Arc<Mutex<Option<String>>>);
+
+impl Health {
+    /// `/healthz` answers `503` with `reason` (and a newline) until [`Health::set_healthy`].
+    pub fn set_unhealthy(&self, reason: impl Into<String>) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason.into());
+    }
+
+    /// `/healthz` answers `200 ok` again.
+    pub fn set_healthy(&self) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    /// `None` when healthy, else the reason given to [`Health::set_unhealthy`].
+    pub fn unhealthy_reason(&self) -> Option<String> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
 }
 
-impl Metrics {
-    pub fn inc(&self, name: &'static str, by: u64) {
-        if let Ok(mut c) = self.counters.lock() {
-            *c.entry(name).or_insert(0) += by;
+/// A stage's metrics struct: registers each of its metrics (handles sharing their values) into
+/// the process's registry.
+pub trait StageMetrics {
+    fn register(&self, registry: &mut Registry);
+}
+
+/// The process's metrics registry and health, and the HTTP endpoint that exposes them.
+#[derive(Debug, Default)]
+pub struct Telemetry {
+    registry: RwLock<Registry>,
+    health: Health,
+}
+
+impl Telemetry {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The health `/healthz` reports (a clone shares the state).
+    pub fn health(&self) -> Health {
+        self.health.clone()
+    }
+
+    /// Adds a stage's metrics to `/metrics` (also after [`Telemetry::serve`] started).
+    pub fn register(&self, stage: &impl StageMetrics) {
+        stage.register(&mut self.registry.write().unwrap_or_else(|p| p.into_inner()));
+    }
+
+    /// The OpenMetrics text exposition of every registered metric, ending in `# EOF`.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        let registry = self.registry.read().unwrap_or_else(|p| p.into_inner());
+        // Writing into a String cannot fail; the encoders of the metrics used here do not either.
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &registry) {
+            tracing::error!("encoding metrics: {e}");
+        }
+        out
+    }
+
+    /// The answer to one request (routing only; no I/O).
+    fn respond(&self, method: &Method, path: &str) -> Response<Full<Bytes>> {
+        let (status, content_type, body) = match (method, path) {
+            (&Method::GET, "/metrics") => (StatusCode::OK, OPENMETRICS_CONTENT_TYPE, self.encode()),
+            (&Method::GET, "/healthz") => match self.health.unhealthy_reason() {
+                None => (StatusCode::OK, "text/plain; charset=utf-8", "ok\n".into()),
+                Some(why) => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain; charset=utf-8",
+                    format!("{why}\n"),
+                ),
+            },
+            _ => (
+                StatusCode::NOT_FOUND,
+                "text/plain; charset=utf-8",
+                "not found\n".into(),
+            ),
+        };
+        let mut resp = Response::new(Full::new(Bytes::from(body)));
+        *resp.status_mut() = status;
+        resp.headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+        resp
+    }
+
+    /// Binds `addr` and serves `/metrics` and `/healthz` (HTTP/1.1) on the current tokio runtime
+    /// until it shuts down. Returns the bound address (`addr` may have port 0); a binding error
+    /// names `addr`.
+    pub async fn serve(self: Arc<Self>, addr: SocketAddr) -> std::io::Result<SocketAddr> {
+        let with_addr = |e: std::io::Error| {
+            std::io::Error::new(e.kind(), format!("binding metrics address {addr}: {e}"))
+        };
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(with_addr)?;
+        let local = listener.local_addr().map_err(with_addr)?;
+        tokio::spawn(async move {
+            loop {
+                let stream = match listener.accept().await {
+                    Ok((stream, _)) => stream,
+                    Err(e) => {
+                        // Out of file descriptors and the like: do not spin.
+                        tracing::warn!(%local, "metrics endpoint: accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                };
+                let telemetry = self.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |req: Request<Incoming>| {
+                        let resp = telemetry.respond(req.method(), req.uri().path());
+                        async move { Ok::<_, Infallible>(resp) }
+                    });
+                    let served = http1::Builder::new()
+                        .timer(TokioTimer::new())
+                        .header_read_timeout(HEADER_READ_TIMEOUT)
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                    if let Err(e) = served {
+                        tracing::debug!("metrics endpoint: connection: {e}");
+                    }
+                });
+            }
+        });
+        Ok(local)
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PartitionLabels {
+    topic: String,
+    partition: i32,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TableLabels {
+    table: String,
+}
+
+/// A gauge of a count or a byte size.
+type U64Gauge = Gauge<u64, AtomicU64>;
+
+/// The archiver's metrics (`loglake archive`). Counters are exposed with a `_total` suffix
+/// (OpenMetrics): the field `commits` is `loglake_commits_total`.
+#[derive(Debug)]
+pub struct ArchiverMetrics {
+    /// Kafka records accepted for decoding (`loglake_records_in_total`).
+    pub records_in: Counter,
+    /// Payload bytes of those records (`loglake_bytes_in_total`).
+    pub bytes_in: Counter,
+    /// Parquet files uploaded (`loglake_files_written_total`).
+    pub files_written: Counter,
+    /// Bytes of those files (`loglake_bytes_written_total`).
+    pub bytes_written: Counter,
+    /// Rows committed to the data tables (`loglake_rows_written_total`).
+    pub rows_written: Counter,
+    /// Delta commits, data and dead-letter tables (`loglake_commits_total`).
+    pub commits: Counter,
+    /// Partition revocations and assignments (`loglake_rebalances_total`).
+    pub rebalances: Counter,
+    /// Rows whose Kafka time is more than `--late-after` after their event time
+    /// (`loglake_late_rows_total`).
+    pub late_rows: Counter,
+    /// Open files closed early by the memory budget (`loglake_budget_flushes_total`).
+    pub budget_flushes: Counter,
+    /// Commits refused because another writer advanced our partitions' offsets
+    /// (`loglake_offset_conflicts_total`).
+    pub offset_conflicts: Counter,
+    /// Records that failed to decode (`loglake_dead_letters_total`).
+    pub dead_letters: Counter,
+    /// Dead letters committed to the dead-letter table (`loglake_dead_letters_committed_total`).
+    pub dead_letters_committed: Counter,
+    /// Bytes held by open files and buffers (`loglake_buffered_bytes`).
+    pub buffered_bytes: U64Gauge,
+    /// Per assigned (topic, partition): high watermark minus committed offset
+    /// (`loglake_consumer_lag{topic,partition}`).
+    consumer_lag: Family<PartitionLabels, Gauge>,
+    /// Seconds from the start of a commit round to its end (`loglake_flush_seconds`).
+    flush_seconds: Histogram,
+    /// 1 while the archiver is stalled, else 0 (`loglake_stalled`).
+    stalled: Gauge,
+    /// Per table: records still to archive (`loglake_records_remaining{table}`).
+    records_remaining: Family<TableLabels, U64Gauge>,
+    health: Health,
+}
+
+impl Default for ArchiverMetrics {
+    /// Metrics with a health of their own (nothing serves them): for runs without an endpoint.
+    fn default() -> Self {
+        Self::new(Health::default())
+    }
+}
+
+impl ArchiverMetrics {
+    /// The archiver's metrics, reporting into `health` (usually [`Telemetry::health`]).
+    pub fn new(health: Health) -> Self {
+        Self {
+            records_in: Counter::default(),
+            bytes_in: Counter::default(),
+            files_written: Counter::default(),
+            bytes_written: Counter::default(),
+            rows_written: Counter::default(),
+            commits: Counter::default(),
+            rebalances: Counter::default(),
+            late_rows: Counter::default(),
+            budget_flushes: Counter::default(),
+            offset_conflicts: Counter::default(),
+            dead_letters: Counter::default(),
+            dead_letters_committed: Counter::default(),
+            buffered_bytes: U64Gauge::default(),
+            consumer_lag: Family::default(),
+            flush_seconds: Histogram::new(FLUSH_BUCKETS),
+            stalled: Gauge::default(),
+            records_remaining: Family::default(),
+            health,
         }
     }
 
-    pub fn get(&self, name: &str) -> u64 {
-        self.counters
-            .lock()
-            .map(|c| c.get(name).copied().unwrap_or(0))
-            .unwrap_or(0)
+    /// The health `/healthz` reports: the consumer loop makes it unhealthy with
+    /// `metrics.health().set_unhealthy(reason)` (e.g. together with `set_stalled(true)`) and
+    /// healthy again with `set_healthy()`.
+    pub fn health(&self) -> &Health {
+        &self.health
     }
 
+    /// Sets `loglake_consumer_lag{topic,partition}`.
     pub fn set_lag(&self, topic: &str, partition: i32, lag: i64) {
-        if let Ok(mut l) = self.lag.lock() {
-            l.insert((topic.to_string(), partition), lag);
-        }
+        self.consumer_lag
+            .get_or_create(&PartitionLabels {
+                topic: topic.to_string(),
+                partition,
+            })
+            .set(lag);
     }
 
     /// Forgets every partition's lag (on a rebalance: the partitions may now be someone else's).
     pub fn clear_lag(&self) {
-        if let Ok(mut l) = self.lag.lock() {
-            l.clear();
-        }
+        self.consumer_lag.clear();
     }
 
-    /// Makes `/healthz` answer 503 with `reason` (the archiver stalled), or 200 again (`None`);
-    /// the gauge `loglake_stalled` is 1 while stalled.
-    pub fn set_stalled(&self, reason: Option<String>) {
-        if let Ok(mut s) = self.stalled.lock() {
-            *s = reason;
-        }
-    }
-
-    /// The unhealthy reason, if any.
-    pub fn stalled(&self) -> Option<String> {
-        self.stalled.lock().ok().and_then(|s| s.clone())
-    }
-
-    /// Records left to read in the table's assigned partitions (to the frozen ends in
-    /// `--until-end` mode, to the broker's high watermarks otherwise).
-    pub fn set_records_remaining(&self, table: &str, n: u64) {
-        if let Ok(mut r) = self.remaining.lock() {
-            r.insert(table.to_string(), n);
-        }
-    }
-
-    pub fn set_buffered(&self, bytes: u64) {
-        self.buffered.store(bytes, Ordering::Relaxed);
-    }
-
+    /// Counts one commit round's duration in `loglake_flush_seconds`.
     pub fn observe_flush(&self, d: Duration) {
-        let s = d.as_secs_f64();
-        let i = FLUSH_BUCKETS
-            .iter()
-            .position(|&b| s <= b)
-            .unwrap_or(FLUSH_BUCKETS.len());
-        if let Ok(mut c) = self.flush_counts.lock() {
-            c[i] += 1;
-        }
-        self.flush_sum_us
-            .fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+        self.flush_seconds.observe(d.as_secs_f64());
     }
 
-    /// The Prometheus text exposition of every metric.
-    pub fn render(&self) -> String {
-        let mut out = String::new();
-        if let Ok(c) = self.counters.lock() {
-            for (name, v) in c.iter() {
-                out.push_str(&format!("# TYPE {name} counter\n{name} {v}\n"));
-            }
-        }
-        out.push_str(&format!(
-            "# TYPE loglake_buffered_bytes gauge\nloglake_buffered_bytes {}\n",
-            self.buffered.load(Ordering::Relaxed)
-        ));
-        out.push_str(&format!(
-            "# TYPE loglake_stalled gauge\nloglake_stalled {}\n",
-            u8::from(self.stalled().is_some())
-        ));
-        if let Ok(r) = self.remaining.lock() {
-            out.push_str("# TYPE loglake_records_remaining gauge\n");
-            for (t, v) in r.iter() {
-                out.push_str(&format!("loglake_records_remaining{{table=\"{t}\"}} {v}\n"));
-            }
-        }
-        if let Ok(l) = self.lag.lock() {
-            out.push_str("# TYPE loglake_consumer_lag gauge\n");
-            for ((t, p), v) in l.iter() {
-                out.push_str(&format!(
-                    "loglake_consumer_lag{{topic=\"{t}\",partition=\"{p}\"}} {v}\n"
-                ));
-            }
-        }
-        if let Ok(c) = self.flush_counts.lock() {
-            out.push_str("# TYPE loglake_flush_seconds histogram\n");
-            let mut cum = 0;
-            for (i, b) in FLUSH_BUCKETS.iter().enumerate() {
-                cum += c[i];
-                out.push_str(&format!(
-                    "loglake_flush_seconds_bucket{{le=\"{b}\"}} {cum}\n"
-                ));
-            }
-            cum += c[FLUSH_BUCKETS.len()];
-            out.push_str(&format!(
-                "loglake_flush_seconds_bucket{{le=\"+Inf\"}} {cum}\n"
-            ));
-            out.push_str(&format!(
-                "loglake_flush_seconds_sum {}\nloglake_flush_seconds_count {cum}\n",
-                self.flush_sum_us.load(Ordering::Relaxed) as f64 / 1e6
-            ));
-        }
-        out
+    /// Sets `loglake_stalled` to 1 (`true`) or 0: whether the archiver is stalled (makes no
+    /// progress although records are waiting). The gauge only; to fail `/healthz` as well, call
+    /// [`Health::set_unhealthy`] on [`ArchiverMetrics::health`].
+    pub fn set_stalled(&self, stalled: bool) {
+        self.stalled.set(i64::from(stalled));
+    }
+
+    /// Sets `loglake_records_remaining{table}`: how many records of the topics feeding `table`
+    /// are still to be archived (e.g. high watermarks minus committed offsets).
+    pub fn set_records_remaining(&self, table: &str, n: u64) {
+        self.records_remaining
+            .get_or_create(&TableLabels {
+                table: table.to_string(),
+            })
+            .set(n);
     }
 }
 
-/// Serves `GET /metrics` and `GET /healthz` on `addr` until the runtime shuts down.
-pub async fn serve(
-    addr: SocketAddr,
-    metrics: std::sync::Arc<Metrics>,
-) -> std::io::Result<SocketAddr> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    let local = listener.local_addr()?;
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut sock, _)) = listener.accept().await else {
-                continue;
-            };
-            let metrics = metrics.clone();
-            tokio::spawn(async move {
-                // Read until the request line is complete: a client may send it in pieces.
-                let mut buf = [0u8; 2048];
-                let mut n = 0;
-                while n < buf.len() && !buf[..n].contains(&b'\n') {
-                    match tokio::time::timeout(Duration::from_secs(5), sock.read(&mut buf[n..]))
-                        .await
-                    {
-                        Ok(Ok(0)) => break,
-                        Ok(Ok(k)) => n += k,
-                        _ => return,
-                    }
-                }
-                let req = String::from_utf8_lossy(&buf[..n]);
-                let path = req.split_whitespace().nth(1).unwrap_or("/");
-                let (status, body) = match path {
-                    "/metrics" => ("200 OK", metrics.render()),
-                    "/healthz" => match metrics.stalled() {
-                        None => ("200 OK", "ok\n".to_string()),
-                        Some(r) => ("503 Service Unavailable", format!("stalled: {r}\n")),
-                    },
-                    _ => ("404 Not Found", "not found\n".to_string()),
-                };
-                let resp = format!(
-                    "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = sock.write_all(resp.as_bytes()).await;
-            });
+impl StageMetrics for ArchiverMetrics {
+    fn register(&self, r: &mut Registry) {
+        let counters = [
+            (
+                "loglake_records_in",
+                "Kafka records accepted for decoding",
+                &self.records_in,
+            ),
+            (
+                "loglake_bytes_in",
+                "Payload bytes of the Kafka records accepted",
+                &self.bytes_in,
+            ),
+            (
+                "loglake_files_written",
+                "Parquet files uploaded",
+                &self.files_written,
+            ),
+            (
+                "loglake_bytes_written",
+                "Bytes of the Parquet files uploaded",
+                &self.bytes_written,
+            ),
+            (
+                "loglake_rows_written",
+                "Rows committed to the data tables",
+                &self.rows_written,
+            ),
+            (
+                "loglake_commits",
+                "Delta commits (data and dead-letter tables)",
+                &self.commits,
+            ),
+            (
+                "loglake_rebalances",
+                "Partition revocations and assignments",
+                &self.rebalances,
+            ),
+            (
+                "loglake_late_rows",
+                "Rows whose Kafka timestamp is more than --late-after after their event time",
+                &self.late_rows,
+            ),
+            (
+                "loglake_budget_flushes",
+                "Open files closed early by the memory budget",
+                &self.budget_flushes,
+            ),
+            (
+                "loglake_offset_conflicts",
+                "Commits refused because another writer advanced the partitions' offsets",
+                &self.offset_conflicts,
+            ),
+            (
+                "loglake_dead_letters",
+                "Records that failed to decode",
+                &self.dead_letters,
+            ),
+            (
+                "loglake_dead_letters_committed",
+                "Dead letters committed to the dead-letter table",
+                &self.dead_letters_committed,
+            ),
+        ];
+        for (name, help, counter) in counters {
+            r.register(name, help, counter.clone());
         }
-    });
-    Ok(local)
+        r.register(
+            "loglake_buffered_bytes",
+            "Bytes held by open files and buffers",
+            self.buffered_bytes.clone(),
+        );
+        r.register(
+            "loglake_consumer_lag",
+            "High watermark minus committed offset, per assigned partition",
+            self.consumer_lag.clone(),
+        );
+        r.register(
+            "loglake_flush_seconds",
+            "Duration of a commit round (finish files, upload, commit)",
+            self.flush_seconds.clone(),
+        );
+        r.register(
+            "loglake_stalled",
+            "1 while the archiver is stalled, else 0",
+            self.stalled.clone(),
+        );
+        r.register(
+            "loglake_records_remaining",
+            "Records still to archive, per table",
+            self.records_remaining.clone(),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn registered() -> (Arc<Telemetry>, Arc<ArchiverMetrics>) {
+        let t = Arc::new(Telemetry::new());
+        let m = Arc::new(ArchiverMetrics::new(t.health()));
+        t.register(&*m);
+        (t, m)
+    }
+
+    /// The sample lines (not `#` lines) of the exposition.
+    fn samples(text: &str) -> Vec<&str> {
+        text.lines().filter(|l| !l.starts_with('#')).collect()
+    }
+
+    #[test]
+    fn the_exposition_keeps_every_metric_name() {
+        let (t, m) = registered();
+        m.commits.inc();
+        m.commits.inc();
+        m.bytes_in.inc_by(1234);
+        m.buffered_bytes.set(4096);
+        m.set_lag("k8s-logs", 3, 17);
+        m.set_stalled(true);
+        m.set_records_remaining("containers", 99);
+        m.observe_flush(Duration::from_millis(300));
+        let text = t.encode();
+        assert!(text.ends_with("# EOF\n"), "{text}");
+        let lines = samples(&text);
+        for expected in [
+            "loglake_records_in_total 0",
+            "loglake_bytes_in_total 1234",
+            "loglake_files_written_total 0",
+            "loglake_bytes_written_total 0",
+            "loglake_rows_written_total 0",
+            "loglake_commits_total 2",
+            "loglake_rebalances_total 0",
+            "loglake_late_rows_total 0",
+            "loglake_budget_flushes_total 0",
+            "loglake_offset_conflicts_total 0",
+            "loglake_dead_letters_total 0",
+            "loglake_dead_letters_committed_total 0",
+            "loglake_buffered_bytes 4096",
+            "loglake_consumer_lag{topic=\"k8s-logs\",partition=\"3\"} 17",
+            "loglake_flush_seconds_sum 0.3",
+            "loglake_flush_seconds_count 1",
+            "loglake_flush_seconds_bucket{le=\"0.25\"} 0",
+            "loglake_flush_seconds_bucket{le=\"0.5\"} 1",
+            "loglake_flush_seconds_bucket{le=\"60.0\"} 1",
+            "loglake_flush_seconds_bucket{le=\"+Inf\"} 1",
+            "loglake_stalled 1",
+            "loglake_records_remaining{table=\"containers\"} 99",
+        ] {
+            assert!(lines.contains(&expected), "no {expected:?} in\n{text}");
+        }
+        // Exactly the buckets of FLUSH_BUCKETS, plus +Inf.
+        let buckets = lines
+            .iter()
+            .filter(|l| l.starts_with("loglake_flush_seconds_bucket"))
+            .count();
+        assert_eq!(buckets, FLUSH_BUCKETS.len() + 1, "{text}");
+        assert!(text.contains("# TYPE loglake_commits counter\n"), "{text}");
+        assert!(
+            text.contains("# TYPE loglake_flush_seconds histogram\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_rebalance_forgets_the_lag_and_gauges_can_go_back() {
+        let (t, m) = registered();
+        m.set_lag("t", 0, 5);
+        m.set_lag("t", 1, 6);
+        m.clear_lag();
+        m.set_lag("t", 1, 0);
+        m.set_stalled(true);
+        m.set_stalled(false);
+        m.set_records_remaining("a", 10);
+        m.set_records_remaining("a", 0);
+        let text = t.encode();
+        let lines = samples(&text);
+        assert!(!text.contains("partition=\"0\""), "{text}");
+        for expected in [
+            "loglake_consumer_lag{topic=\"t\",partition=\"1\"} 0",
+            "loglake_stalled 0",
+            "loglake_records_remaining{table=\"a\"} 0",
+        ] {
+            assert!(lines.contains(&expected), "no {expected:?} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn healthz_answers_the_health_state_and_flips_back() {
+        let (t, m) = registered();
+        let body = |r: &Response<Full<Bytes>>| {
+            use http_body_util::BodyExt;
+            let b = r.body().clone();
+            let bytes = futures::executor::block_on(b.collect())
+                .expect("infallible")
+                .to_bytes();
+            String::from_utf8(bytes.to_vec()).expect("utf-8")
+        };
+        let r = t.respond(&Method::GET, "/healthz");
+        assert_eq!((r.status(), body(&r).as_str()), (StatusCode::OK, "ok\n"));
+
+        m.set_stalled(true);
+        m.health()
+            .set_unhealthy("stalled: no progress for 10m on containers");
+        let r = t.respond(&Method::GET, "/healthz");
+        assert_eq!(
+            (r.status(), body(&r).as_str()),
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "stalled: no progress for 10m on containers\n"
+            )
+        );
+        // Telemetry's handle and the metrics' share one state.
+        t.health().set_healthy();
+        let r = t.respond(&Method::GET, "/healthz");
+        assert_eq!((r.status(), body(&r).as_str()), (StatusCode::OK, "ok\n"));
+
+        let r = t.respond(&Method::GET, "/metrics");
+        assert_eq!(
+            r.headers()[CONTENT_TYPE],
+            "application/openmetrics-text; version=1.0.0; charset=utf-8"
+        );
+        assert!(body(&r).ends_with("# EOF\n"));
+        assert_eq!(
+            t.respond(&Method::GET, "/nope").status(),
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(
+            t.respond(&Method::POST, "/metrics").status(),
+            StatusCode::NOT_FOUND
+        );
+    }
+
+    /// Over TCP, with hyper's client: the server answers, and a taken address is an error that
+    /// names it.
+    #[tokio::test]
+    async fn the_endpoint_serves_over_http_and_names_an_address_it_cannot_bind() {
+        let (t, m) = registered();
+        m.rows_written.inc_by(7);
+        let addr = t
+            .clone()
+            .serve("127.0.0.1:0".parse().expect("addr"))
+            .await
+            .expect("serve");
+        let get = |path: &'static str| async move {
+            use http_body_util::BodyExt;
+            let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+            let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                .await
+                .expect("handshake");
+            tokio::spawn(conn);
+            let req = Request::get(path)
+                .header(hyper::header::HOST, addr.to_string())
+                .body(http_body_util::Empty::<Bytes>::new())
+                .expect("request");
+            let resp = sender.send_request(req).await.expect("response");
+            let status = resp.status();
+            let ct = resp.headers()[CONTENT_TYPE]
+                .to_str()
+                .expect("ascii")
+                .to_string();
+            let body = resp.into_body().collect().await.expect("body").to_bytes();
+            (status, ct, String::from_utf8(body.to_vec()).expect("utf-8"))
+        };
+        let (status, ct, body) = get("/metrics").await;
+        assert_eq!(
+            (status, ct.as_str()),
+            (StatusCode::OK, OPENMETRICS_CONTENT_TYPE)
+        );
+        assert!(body.contains("\nloglake_rows_written_total 7\n"), "{body}");
+        m.health().set_unhealthy("broken");
+        let (status, _, body) = get("/healthz").await;
+        assert_eq!(
+            (status, body.as_str()),
+            (StatusCode::SERVICE_UNAVAILABLE, "broken\n")
+        );
+        assert_eq!(get("/").await.0, StatusCode::NOT_FOUND);
+
+        let err = t.serve(addr).await.expect_err("address in use");
+        assert!(
+            err.to_string().contains(&addr.to_string()),
+            "error does not name {addr}: {err}"
+        );
+    }
 }

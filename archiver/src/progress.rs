@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::metrics::Metrics;
+use crate::metrics::ArchiverMetrics;
 use crate::watch::{PartView, progress};
 
 /// How often an `--until-end` run logs its progress when stderr is not a terminal.
@@ -48,7 +48,7 @@ impl Reporter {
     }
 
     /// Updates the gauge, the bar, and logs a line per table when [`LOG_EVERY`] has passed.
-    pub fn tick(&mut self, now: Instant, views: &[PartView], metrics: &Metrics) {
+    pub fn tick(&mut self, now: Instant, views: &[PartView], metrics: &ArchiverMetrics) {
         let per_table = progress(views);
         for (i, p) in &per_table {
             metrics.set_records_remaining(self.table_name(*i), p.remaining);

@@ -745,45 +745,318 @@ impl Drop for Proc {
     }
 }
 
-/// `GET path` on `addr` (HTTP/1.1, `Connection: close`): the status code and the body.
-pub fn http_get(addr: &str, path: &str) -> Result<(u16, String)> {
-    use std::io::Read;
-    let mut s = TcpStream::connect(addr).with_context(|| format!("connecting to {addr}"))?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    s.write_all(req.as_bytes())?;
-    let mut resp = String::new();
-    s.read_to_string(&mut resp)?;
-    let (head, body) = resp
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| anyhow!("no header end in {resp:?}"))?;
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| anyhow!("bad status line in {head:?}"))?;
-    Ok((status, body.to_string()))
+/// A response of [`http_get`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpResponse {
+    pub status: u16,
+    /// The `Content-Type` header, if any.
+    pub content_type: Option<String>,
+    pub body: String,
 }
 
-/// The samples of a Prometheus text exposition: `name{labels}` (exactly as written) → value.
-/// Fails on a sample line that does not parse, so a malformed exposition fails the test.
-pub fn parse_prometheus(text: &str) -> Result<std::collections::BTreeMap<String, f64>> {
-    let mut out = std::collections::BTreeMap::new();
-    for line in text.lines() {
-        if line.is_empty() || line.starts_with('#') {
+/// `GET http://{addr}{path}` (reqwest; no proxy, 10 s timeout).
+pub async fn http_get(addr: &str, path: &str) -> Result<HttpResponse> {
+    // One client for the process. Each test has its own tokio runtime: a pooled connection
+    // would belong to the runtime that opened it, so none is kept.
+    static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
+    let client = match CLIENT.get() {
+        Some(c) => c,
+        None => {
+            let c = reqwest::Client::builder()
+                .no_proxy()
+                .pool_max_idle_per_host(0)
+                .timeout(Duration::from_secs(10))
+                .build()
+                .context("building the HTTP client")?;
+            CLIENT.get_or_init(|| c)
+        }
+    };
+    let url = format!("http://{addr}{path}");
+    let resp = client
+        .get(&url)
+        .send()
+        .await
+        .with_context(|| format!("GET {url}"))?;
+    let status = resp.status().as_u16();
+    let content_type = resp
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    let body = resp
+        .text()
+        .await
+        .with_context(|| format!("GET {url}: reading the body"))?;
+    Ok(HttpResponse {
+        status,
+        content_type,
+        body,
+    })
+}
+
+/// The samples of an OpenMetrics text exposition (what `/metrics` serves):
+/// `name{labels}` (exactly as written) → value.
+///
+/// Strict, so that a malformed exposition fails the test: every line is a `# HELP`, `# TYPE` or
+/// `# UNIT` line or a sample of the metric family declared last (counters: `_total`,
+/// `_created`; histograms: `_bucket`, `_count`, `_sum`, `_created`; ...), label values are
+/// quoted (escapes `\\`, `\"`, `\n`), a sample appears once, and the text ends with `# EOF`
+/// and nothing after it. Timestamps and exemplars (`# {...} value`) are accepted and ignored.
+/// (No maintained Rust crate parses OpenMetrics text: `prometheus-parse` reads the older
+/// Prometheus format without `# EOF`, and skips lines it cannot parse.)
+pub fn parse_openmetrics(text: &str) -> Result<std::collections::BTreeMap<String, f64>> {
+    use std::collections::BTreeMap;
+    let mut out = BTreeMap::new();
+    // The current family: its name and type.
+    let mut family: Option<(String, String)> = None;
+    let mut lines = text.split('\n');
+    let mut eof = false;
+    for line in lines.by_ref() {
+        if line == "# EOF" {
+            eof = true;
+            break;
+        }
+        if let Some(meta) = line.strip_prefix("# ") {
+            let mut parts = meta.splitn(3, ' ');
+            let (kind, name) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+            let rest = parts.next();
+            check_metric_name(name).with_context(|| format!("in {line:?}"))?;
+            match kind {
+                "TYPE" => {
+                    let ty = rest.unwrap_or("");
+                    const TYPES: [&str; 8] = [
+                        "counter",
+                        "gauge",
+                        "histogram",
+                        "gaugehistogram",
+                        "summary",
+                        "info",
+                        "stateset",
+                        "unknown",
+                    ];
+                    if !TYPES.contains(&ty) {
+                        bail!("unknown metric type in {line:?}");
+                    }
+                    family = Some((name.to_string(), ty.to_string()));
+                }
+                "HELP" | "UNIT" => {}
+                _ => bail!("not an OpenMetrics line: {line:?}"),
+            }
             continue;
         }
-        let (key, value) = line
-            .rsplit_once(' ')
-            .ok_or_else(|| anyhow!("bad sample line {line:?}"))?;
-        let v: f64 = match value {
-            "+Inf" => f64::INFINITY,
-            "-Inf" => f64::NEG_INFINITY,
-            v => v
-                .parse()
-                .with_context(|| format!("bad value in sample line {line:?}"))?,
+        let (key, name, value) = parse_sample(line).with_context(|| format!("in {line:?}"))?;
+        let Some((fam, ty)) = &family else {
+            bail!("sample before any # TYPE: {line:?}");
         };
-        out.insert(key.to_string(), v);
+        let suffixes: &[&str] = match ty.as_str() {
+            "counter" => &["_total", "_created"],
+            "histogram" | "gaugehistogram" => {
+                &["_bucket", "_count", "_sum", "_created", "_gcount", "_gsum"]
+            }
+            "summary" => &["", "_count", "_sum", "_created"],
+            "info" => &["_info"],
+            _ => &[""],
+        };
+        if !suffixes
+            .iter()
+            .any(|s| name.strip_suffix(s) == Some(fam.as_str()))
+        {
+            bail!("sample {line:?} is not of the family {fam} ({ty})");
+        }
+        if out.insert(key, value).is_some() {
+            bail!("duplicate sample {line:?}");
+        }
     }
-    Ok(out)
+    if !eof {
+        bail!("no # EOF line at the end of the exposition");
+    }
+    match lines.collect::<Vec<_>>().as_slice() {
+        [] | [""] => Ok(out),
+        rest => bail!("text after # EOF: {rest:?}"),
+    }
+}
+
+fn check_metric_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && !name.starts_with(|c: char| c.is_ascii_digit())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':');
+    if ok {
+        Ok(())
+    } else {
+        bail!("bad metric name {name:?}")
+    }
+}
+
+/// One sample line: (`name{labels}` as written, name, value).
+fn parse_sample(line: &str) -> Result<(String, &str, f64)> {
+    let name_end = line.find(['{', ' ']).ok_or_else(|| anyhow!("no value"))?;
+    let name = &line[..name_end];
+    check_metric_name(name)?;
+    let mut rest = &line[name_end..];
+    if rest.starts_with('{') {
+        // Labels: name="value" pairs separated by commas; a value may hold escaped quotes.
+        let bytes = rest.as_bytes();
+        let mut i = 1;
+        let mut in_value = false;
+        loop {
+            match bytes.get(i) {
+                None => bail!("unterminated label set"),
+                Some(b'\\') if in_value => i += 1,
+                Some(b'"') => in_value = !in_value,
+                Some(b'}') if !in_value => break,
+                _ => {}
+            }
+            i += 1;
+        }
+        check_labels(&rest[1..i])?;
+        rest = &rest[i + 1..];
+    }
+    let rest = rest
+        .strip_prefix(' ')
+        .ok_or_else(|| anyhow!("no space before the value"))?;
+    // `value [timestamp] [# exemplar]`
+    let (sample, exemplar) = match rest.split_once(" # ") {
+        Some((s, e)) => (s, Some(e)),
+        None => (rest, None),
+    };
+    if let Some(e) = exemplar
+        && !e.starts_with('{')
+    {
+        bail!("bad exemplar {e:?}");
+    }
+    let mut fields = sample.split(' ');
+    let value = parse_value(fields.next().unwrap_or(""))?;
+    if let Some(ts) = fields.next() {
+        parse_value(ts).with_context(|| format!("bad timestamp {ts:?}"))?;
+    }
+    if fields.next().is_some() {
+        bail!("more than a value and a timestamp");
+    }
+    Ok((line[..line.len() - rest.len() - 1].to_string(), name, value))
+}
+
+/// `a="x",b="y"`: names valid, values quoted with valid escapes, no duplicate names.
+fn check_labels(labels: &str) -> Result<()> {
+    let mut seen = std::collections::BTreeSet::new();
+    let mut rest = labels;
+    while !rest.is_empty() {
+        let (name, after) = rest
+            .split_once("=\"")
+            .ok_or_else(|| anyhow!("bad label set {labels:?}"))?;
+        check_metric_name(name).with_context(|| format!("label name in {labels:?}"))?;
+        if name.contains(':') || !seen.insert(name) {
+            bail!("bad or repeated label name {name:?}");
+        }
+        let mut chars = after.char_indices();
+        let end = loop {
+            match chars.next() {
+                None => bail!("unterminated label value in {labels:?}"),
+                Some((_, '\\')) => match chars.next() {
+                    Some((_, '\\' | '"' | 'n')) => {}
+                    other => bail!("bad escape {other:?} in {labels:?}"),
+                },
+                Some((i, '"')) => break i,
+                Some(_) => {}
+            }
+        };
+        rest = &after[end + 1..];
+        if !rest.is_empty() {
+            rest = rest
+                .strip_prefix(',')
+                .ok_or_else(|| anyhow!("bad label set {labels:?}"))?;
+        }
+    }
+    Ok(())
+}
+
+fn parse_value(v: &str) -> Result<f64> {
+    Ok(match v {
+        "+Inf" | "Inf" => f64::INFINITY,
+        "-Inf" => f64::NEG_INFINITY,
+        "NaN" => f64::NAN,
+        v if v.is_empty()
+            || v.contains(|c: char| c.is_ascii_alphabetic() && c != 'e' && c != 'E') =>
+        {
+            bail!("bad value {v:?}")
+        }
+        v => v.parse().with_context(|| format!("bad value {v:?}"))?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXPOSITION: &str = "# HELP loglake_commits Delta commits.\n\
+        # TYPE loglake_commits counter\n\
+        loglake_commits_total 2\n\
+        # HELP loglake_consumer_lag Lag.\n\
+        # TYPE loglake_consumer_lag gauge\n\
+        loglake_consumer_lag{topic=\"a \\\"b\\\" {c}, d\",partition=\"3\"} 17\n\
+        # HELP loglake_flush_seconds Flushes.\n\
+        # TYPE loglake_flush_seconds histogram\n\
+        # UNIT loglake_flush_seconds seconds\n\
+        loglake_flush_seconds_sum 0.3\n\
+        loglake_flush_seconds_count 1\n\
+        loglake_flush_seconds_bucket{le=\"0.05\"} 0 1700000000.5\n\
+        loglake_flush_seconds_bucket{le=\"+Inf\"} 1 # {trace_id=\"x\"} 0.3\n\
+        # EOF\n";
+
+    #[test]
+    fn parses_an_openmetrics_exposition() {
+        let m = parse_openmetrics(EXPOSITION).expect("parses");
+        let expected: Vec<(&str, f64)> = vec![
+            ("loglake_commits_total", 2.0),
+            (
+                "loglake_consumer_lag{topic=\"a \\\"b\\\" {c}, d\",partition=\"3\"}",
+                17.0,
+            ),
+            ("loglake_flush_seconds_bucket{le=\"+Inf\"}", 1.0),
+            ("loglake_flush_seconds_bucket{le=\"0.05\"}", 0.0),
+            ("loglake_flush_seconds_count", 1.0),
+            ("loglake_flush_seconds_sum", 0.3),
+        ];
+        let got: Vec<(&str, f64)> = m.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+        assert_eq!(got, expected);
+    }
+
+    #[test]
+    fn refuses_what_is_not_openmetrics() {
+        let without_eof = EXPOSITION.trim_end_matches("# EOF\n");
+        for (what, text) in [
+            ("no # EOF", without_eof.to_string()),
+            ("text after # EOF", format!("{EXPOSITION}x 1\n")),
+            (
+                "a sample of another family",
+                EXPOSITION.replace("loglake_commits_total 2", "loglake_rows_total 2"),
+            ),
+            (
+                "a counter without _total",
+                EXPOSITION.replace("loglake_commits_total 2", "loglake_commits 2"),
+            ),
+            (
+                "a bad value",
+                EXPOSITION.replace("loglake_commits_total 2", "loglake_commits_total two"),
+            ),
+            (
+                "an unquoted label value",
+                EXPOSITION.replace("partition=\"3\"", "partition=3"),
+            ),
+            (
+                "a duplicate sample",
+                EXPOSITION.replace(
+                    "loglake_flush_seconds_count 1\n",
+                    "loglake_flush_seconds_count 1\nloglake_flush_seconds_count 1\n",
+                ),
+            ),
+            ("a plain comment", format!("# hello\n{EXPOSITION}")),
+            ("an empty line", EXPOSITION.replacen('\n', "\n\n", 1)),
+        ] {
+            assert!(
+                parse_openmetrics(&text).is_err(),
+                "accepted {what}:\n{text}"
+            );
+        }
+    }
 }

@@ -413,9 +413,22 @@ fn dated_record(i: usize, epoch_s: f64) -> Vec<u8> {
 }
 
 pub(crate) fn archive_args(topic: &str, group: &str, table: &str, dlq: &str) -> Vec<String> {
+    let mut args = archive_args_at(&kafka().brokers, topic, group, table, dlq);
+    args.push("--until-end".into());
+    args
+}
+
+/// The arguments of a continuous `loglake archive` (no subcommand) of `topic` on `brokers`.
+pub(crate) fn archive_args_at(
+    brokers: &str,
+    topic: &str,
+    group: &str,
+    table: &str,
+    dlq: &str,
+) -> Vec<String> {
     [
         "--brokers",
-        &kafka().brokers,
+        brokers,
         "--topic",
         topic,
         "--group",
@@ -426,7 +439,6 @@ pub(crate) fn archive_args(topic: &str, group: &str, table: &str, dlq: &str) -> 
         "fluentbit",
         "--dlq-table",
         dlq,
-        "--until-end",
     ]
     .iter()
     .map(|s| s.to_string())

@@ -24,7 +24,7 @@ use url::Url;
 
 use crate::archiver::{Audit, audit, fluentbit_record, produce, produce_with, query_i64};
 use loglake_tests::{
-    Proc, announce, free_port, http_get, kafka, loglake_cmd, parse_prometheus, s3, unique_name,
+    Proc, announce, free_port, http_get, kafka, loglake_cmd, parse_openmetrics, s3, unique_name,
 };
 
 // ------------------------------------------------------------------------------------------------
@@ -115,13 +115,9 @@ async fn stop_archiver(name: &str, p: &mut Proc) -> String {
 async fn wait_healthy(p: &mut Proc, addr: &str) {
     let start = Instant::now();
     loop {
-        let a = addr.to_string();
-        match tokio::task::spawn_blocking(move || http_get(&a, "/healthz"))
-            .await
-            .expect("join")
-        {
-            Ok((status, body)) => {
-                assert_eq!((status, body.as_str()), (200, "ok\n"));
+        match http_get(addr, "/healthz").await {
+            Ok(r) => {
+                assert_eq!((r.status, r.body.as_str()), (200, "ok\n"));
                 return;
             }
             Err(e) => {
@@ -189,13 +185,14 @@ async fn metrics_until(
             };
             panic!("the archiver exited while waiting for {what}: {log}");
         }
-        let a = addr.to_string();
-        let (status, body) = tokio::task::spawn_blocking(move || http_get(&a, "/metrics"))
-            .await
-            .expect("join")
-            .expect("GET /metrics");
-        assert_eq!(status, 200, "GET /metrics: {body}");
-        let samples = parse_prometheus(&body).expect("Prometheus text exposition");
+        let r = http_get(addr, "/metrics").await.expect("GET /metrics");
+        let body = r.body;
+        assert_eq!(r.status, 200, "GET /metrics: {body}");
+        assert_eq!(
+            r.content_type.as_deref(),
+            Some("application/openmetrics-text; version=1.0.0; charset=utf-8")
+        );
+        let samples = parse_openmetrics(&body).expect("OpenMetrics text exposition");
         if done(&samples) {
             return (samples, body);
         }

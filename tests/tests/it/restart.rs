@@ -46,24 +46,17 @@ async fn topic_with_records(k: &PrivateKafka) -> String {
 /// `extra`.
 fn archive_on(brokers: &str, topic: &str, group: &str, table: &str, extra: &[&str]) -> Proc {
     let mut c = loglake_cmd();
-    c.args([
-        "archive",
-        "--brokers",
-        brokers,
-        "--topic",
-        topic,
-        "--table",
-        table,
-        "--decoder",
-        "fluentbit",
-        "--dlq-table",
-        &format!("{table}-dlq"),
-        "--group",
-        group,
-    ])
-    .args(extra)
-    .env("NO_COLOR", "1")
-    .env("LOGLAKE_LOG", "warn,loglake_archiver=info");
+    c.arg("archive")
+        .args(crate::archiver::archive_args_at(
+            brokers,
+            topic,
+            group,
+            table,
+            &format!("{table}-dlq"),
+        ))
+        .args(extra)
+        .env("NO_COLOR", "1")
+        .env("LOGLAKE_LOG", "warn,loglake_archiver=info");
     Proc::spawn(c).expect("spawn archiver")
 }
 
@@ -149,35 +142,17 @@ async fn a_run_whose_broker_stops_answering_ends_with_the_stall_error_and_the_ne
     assert!(ok);
 }
 
-/// A continuous archiver of `topic` into `table` in `group`; `instance_id` makes it a static
-/// member.
+/// A continuous archiver of `topic` into `table` in `group` on the shared broker;
+/// `instance_id` makes it a static member.
 fn member(topic: &str, group: &str, table: &str, instance_id: Option<&str>) -> Proc {
-    let mut c = loglake_cmd();
-    c.args([
-        "archive",
-        "--brokers",
-        &kafka().brokers,
-        "--topic",
-        topic,
-        "--group",
-        group,
-        "--table",
-        table,
-        "--decoder",
-        "fluentbit",
-        "--dlq-table",
-        &format!("{table}-dlq"),
-        "--roll-interval",
-        "300ms",
-    ])
-    .args(
+    let mut extra = vec!["--roll-interval", "300ms"];
+    extra.extend(
         instance_id
             .map(|id| ["--instance-id", id])
             .into_iter()
             .flatten(),
-    )
-    .env("LOGLAKE_LOG", "warn");
-    Proc::spawn(c).expect("spawn archiver")
+    );
+    archive_on(&kafka().brokers, topic, group, table, &extra)
 }
 
 /// Starts and SIGKILLs an archiver of `group` 10 times, 1–6 s apart (no LeaveGroup: the killed
@@ -218,6 +193,18 @@ async fn final_run(
         .expect("the final run still runs after 10 min")
 }
 
+/// The final run as the static member `archiver-0`: it must finish.
+async fn finish_as_static_member(topic: &str, group: &str, table: &str) {
+    let started = Instant::now();
+    let args = ["--instance-id", "archiver-0", "--stall-timeout", "90s"];
+    let done = final_run(topic, group, table, &args).await;
+    assert!(done.status.success(), "{}", done.stderr_text());
+    loglake_tests::announce(&format!(
+        "static member archiver-0: final run finished in {:?}",
+        started.elapsed()
+    ));
+}
+
 /// The audit of `table` against `topic` must show every record exactly once.
 fn assert_exactly_once(topic: &str, table: &str, records: u64) {
     let (au, ok) = crate::archiver::audit(topic, table, &format!("{table}-dlq"));
@@ -241,19 +228,7 @@ async fn a_static_member_restarted_after_ten_kills_finishes_exactly_once() {
     let table = s3().unique_url("rejoin");
     let group = unique_name("g");
     kill_ten_members(&topic, &group, &table, Some("archiver-0")).await;
-    let started = Instant::now();
-    let done = final_run(
-        &topic,
-        &group,
-        &table,
-        &["--instance-id", "archiver-0", "--stall-timeout", "90s"],
-    )
-    .await;
-    assert!(done.status.success(), "{}", done.stderr_text());
-    loglake_tests::announce(&format!(
-        "static member after 10 kills: final run finished in {:?}",
-        started.elapsed()
-    ));
+    finish_as_static_member(&topic, &group, &table).await;
     assert_exactly_once(&topic, &table, RECORDS as u64);
 }
 
@@ -291,14 +266,7 @@ async fn a_dynamic_member_after_ten_kills_finishes_or_names_what_it_waits_for() 
             loglake_tests::announce(&format!(
                 "dynamic member after 10 kills: stalled as tansu 0.6.0 does ({error})"
             ));
-            let done = final_run(
-                &topic,
-                &group,
-                &table,
-                &["--instance-id", "archiver-0", "--stall-timeout", "90s"],
-            )
-            .await;
-            assert!(done.status.success(), "{}", done.stderr_text());
+            finish_as_static_member(&topic, &group, &table).await;
         }
         other => panic!("exit code {other:?}, expected 0 or 4:\n{log}"),
     }
