@@ -404,6 +404,10 @@ pub struct Archiver {
     last_commit: Instant,
     assigned_once: bool,
     watch: StallWatch,
+    /// `--until-end`: partitions other members hold → (their table's W, the end this run waits
+    /// for); see [`Archiver::others_done`].
+    others: BTreeMap<(String, i32), (i64, i64)>,
+    last_others_check: Instant,
     progress: crate::progress::Reporter,
     /// The reason `/healthz` is unhealthy (continuous mode), as last reported.
     stalled: Option<String>,
@@ -457,6 +461,10 @@ pub fn consumer_config(brokers: &str, group: &str) -> ClientConfig {
         .set("fetch.message.max.bytes", "1048576");
     cc
 }
+
+/// How often a `--until-end` run whose own partitions are done checks the others' (a metadata
+/// request and a read of the tables' offsets).
+const OTHERS_CHECK_EVERY: Duration = Duration::from_secs(2);
 
 /// Default of `--late-after`: an hour, the partition grain of the log tables — a row later than
 /// that lands in an hour partition that was already complete when its record arrived.
@@ -706,6 +714,10 @@ impl Archiver {
             last_commit: Instant::now(),
             assigned_once: false,
             watch: StallWatch::new(stall_timeout),
+            others: BTreeMap::new(),
+            last_others_check: Instant::now()
+                .checked_sub(OTHERS_CHECK_EVERY)
+                .unwrap_or_else(Instant::now),
             progress: crate::progress::Reporter::new(until_end, table_names),
             stalled: None,
         })
@@ -785,15 +797,73 @@ impl Archiver {
 
             if self.cfg.until_end
                 && self.assigned_once
-                && !self.parts.is_empty()
                 && self.parts.values().all(PartState::done)
+                && self.last_others_check.elapsed() >= OTHERS_CHECK_EVERY
             {
                 self.commit_all()?;
-                self.progress.finish();
-                return Ok(());
+                self.last_others_check = Instant::now();
+                if self.others_done() {
+                    self.progress.finish();
+                    return Ok(());
+                }
             }
             self.watch_tick()?;
         }
+    }
+
+    /// The partitions of the topics that this member does not hold (`Err`: the metadata request
+    /// failed, named by topic).
+    fn unassigned_partitions(&self) -> Result<Vec<(String, i32)>, String> {
+        let mut out = Vec::new();
+        for topic in self.topic_table.keys() {
+            let md = self
+                .consumer
+                .fetch_metadata(Some(topic), Duration::from_secs(5))
+                .map_err(|e| format!("{topic}: {e}"))?;
+            for t in md.topics().iter().filter(|t| t.name() == topic) {
+                for p in t.partitions() {
+                    let key = (topic.clone(), p.id());
+                    if !self.parts.contains_key(&key) {
+                        out.push(key);
+                    }
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// `--until-end` is done only when every partition of the topics is archived to its end:
+    /// those this member does not hold too (I2: the tables say how far, W). Their ends are the
+    /// high watermarks when this run first looked. A member holding nothing waits for the
+    /// others' commits; the stall watch sees their W move ([`Archiver::part_views`]), and names
+    /// them if it does not.
+    fn others_done(&mut self) -> bool {
+        let Ok(unassigned) = self.unassigned_partitions() else {
+            return false;
+        };
+        for (t, p) in &unassigned {
+            let key = (t.clone(), *p);
+            if !self.others.contains_key(&key) {
+                match self
+                    .consumer
+                    .fetch_watermarks(t, *p, Duration::from_secs(5))
+                {
+                    Ok((_, high)) => {
+                        self.others.insert(key, (i64::MIN, high));
+                    }
+                    Err(_) => return false,
+                }
+            }
+        }
+        self.others.retain(|k, _| unassigned.contains(k));
+        let Ok(starts) = self.consumer.context().resolver.resolve(&unassigned) else {
+            return false;
+        };
+        for (k, (w, _)) in self.others.iter_mut() {
+            *w = starts.get(k).and_then(|s| s.committed).unwrap_or(0);
+        }
+        self.others.values().all(|(w, end)| w >= end)
     }
 
     /// The assigned partitions as the watchdog and the progress reporter see them.
@@ -802,7 +872,8 @@ impl Archiver {
             Ok(g) => g,
             Err(p) => p.into_inner(),
         };
-        self.parts
+        let mut views: Vec<PartView> = self
+            .parts
             .iter()
             .map(|((t, p), s)| PartView {
                 topic: t.clone(),
@@ -812,7 +883,22 @@ impl Archiver {
                 end: s.end,
                 high: wm.get(&(t.clone(), *p)).map(|w| w.1),
             })
-            .collect()
+            .collect();
+        // Partitions of other members that an --until-end run waits for: their table's W.
+        for ((t, p), (w, end)) in &self.others {
+            if *w == i64::MIN || self.parts.contains_key(&(t.clone(), *p)) {
+                continue;
+            }
+            views.push(PartView {
+                topic: t.clone(),
+                partition: *p,
+                table: self.topic_table.get(t).copied().unwrap_or(0),
+                next: *w,
+                end: Some(*end),
+                high: None,
+            });
+        }
+        views
     }
 
     /// One look of the no-progress watchdog ([`crate::watch`]) and the progress reporter.
@@ -862,8 +948,11 @@ impl Archiver {
     /// The `--until-end` stall error: every partition of the topics, where it is, whether this
     /// member holds it.
     fn stall_error(&self, views: &[PartView], waited: Duration) -> ArchiveError {
-        let mut lines: Vec<PartitionWait> =
-            views.iter().filter(|v| v.behind()).map(wait_line).collect();
+        let mut lines: Vec<PartitionWait> = views
+            .iter()
+            .filter(|v| v.behind() && self.parts.contains_key(&(v.topic.clone(), v.partition)))
+            .map(wait_line)
+            .collect();
         let mut unassigned: Vec<(String, i32)> = Vec::new();
         let mut metadata_error = None;
         for topic in self.topic_table.keys() {

@@ -654,16 +654,8 @@ async fn crash_loop_with_sigkill_loses_and_duplicates_nothing() {
         "crash loop: {kills} SIGKILLs, table version {versions_before_final} before the final run"
     ));
     assert!(produced > 0);
-    // A final batch run to the end.
-    let mut args: Vec<&str> = base_args[1..].iter().map(String::as_str).collect();
-    args.extend([
-        "--until-end",
-        "--group",
-        &group,
-        "--instance-id",
-        "archiver-0",
-    ]);
-    run_archive_blocking(args.iter().map(|s| s.to_string()).collect()).await;
+    // A final batch run to the end, as the same static member.
+    crate::restart::finish_after_kills(&topic, &group, &table, true).await;
     let (a, ok) = audit(&topic, &table, &dlq);
     assert_eq!(
         a.expected, produced,
