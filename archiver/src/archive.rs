@@ -408,6 +408,7 @@ pub struct Archiver {
     /// for); see [`Archiver::others_done`].
     others: BTreeMap<(String, i32), (i64, i64)>,
     last_others_check: Instant,
+    last_watch: Instant,
     progress: crate::progress::Reporter,
     /// The reason `/healthz` is unhealthy (continuous mode), as last reported.
     stalled: Option<String>,
@@ -461,6 +462,10 @@ pub fn consumer_config(brokers: &str, group: &str) -> ClientConfig {
         .set("fetch.message.max.bytes", "1048576");
     cc
 }
+
+/// How often the loop looks at its progress ([`Archiver::watch_tick`]); the stall timeout is at
+/// least a second.
+const WATCH_EVERY: Duration = Duration::from_millis(500);
 
 /// How often a `--until-end` run whose own partitions are done checks the others' (a metadata
 /// request and a read of the tables' offsets).
@@ -715,6 +720,9 @@ impl Archiver {
             assigned_once: false,
             watch: StallWatch::new(stall_timeout),
             others: BTreeMap::new(),
+            last_watch: Instant::now()
+                .checked_sub(WATCH_EVERY)
+                .unwrap_or_else(Instant::now),
             last_others_check: Instant::now()
                 .checked_sub(OTHERS_CHECK_EVERY)
                 .unwrap_or_else(Instant::now),
@@ -902,8 +910,14 @@ impl Archiver {
     }
 
     /// One look of the no-progress watchdog ([`crate::watch`]) and the progress reporter.
+    /// At most once per [`WATCH_EVERY`]: the loop turns every poll batch, and the views clone
+    /// a key per assigned partition (thousands with a wide fan-out).
     fn watch_tick(&mut self) -> Result<(), ArchiveError> {
         let now = Instant::now();
+        if now.saturating_duration_since(self.last_watch) < WATCH_EVERY {
+            return Ok(());
+        }
+        self.last_watch = now;
         let views = self.part_views();
         self.progress.tick(now, &views, &self.cfg.metrics);
         let waited = self.watch.observe(now, self.cfg.until_end, &views);

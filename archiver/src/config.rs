@@ -297,6 +297,23 @@ fn duration_setting(
     }
 }
 
+/// A [`duration_setting`] that must be at least a second (`flag` names it in the error).
+fn timeout_setting(
+    flag: Option<Duration>,
+    file: Option<&str>,
+    key: &str,
+    default: Duration,
+    flag_name: &str,
+) -> Result<Duration, ArchiveError> {
+    let d = duration_setting(flag, file, key, default)?;
+    if d < Duration::from_secs(1) {
+        return Err(ArchiveError::Config(format!(
+            "{flag_name} {d:?} is below 1s"
+        )));
+    }
+    Ok(d)
+}
+
 /// The partition columns of the single-table form: `dt`, `hour`, then the `--partition-by`
 /// columns; when those name `dt` or `hour` themselves, they are the whole list, in their order.
 /// Validated against the schema of `decoder`'s table ([`check_partition_by`]).
@@ -399,17 +416,13 @@ impl ArchiveArgs {
             )));
         }
 
-        let watermark_timeout = duration_setting(
+        let watermark_timeout = timeout_setting(
             self.watermark_timeout,
             file.watermark_timeout.as_deref(),
             "watermark_timeout",
             crate::archive::DEFAULT_WATERMARK_TIMEOUT,
+            "--watermark-timeout",
         )?;
-        if watermark_timeout < Duration::from_secs(1) {
-            return Err(ArchiveError::Config(format!(
-                "--watermark-timeout {watermark_timeout:?} is below 1s"
-            )));
-        }
 
         let late_after = duration_setting(
             self.late_after,
@@ -417,17 +430,13 @@ impl ArchiveArgs {
             "late_after",
             crate::archive::DEFAULT_LATE_AFTER,
         )?;
-        let stall_timeout = duration_setting(
+        let stall_timeout = timeout_setting(
             self.stall_timeout,
             file.stall_timeout.as_deref(),
             "stall_timeout",
             crate::watch::DEFAULT_STALL_TIMEOUT,
+            "--stall-timeout",
         )?;
-        if stall_timeout < Duration::from_secs(1) {
-            return Err(ArchiveError::Config(format!(
-                "--stall-timeout {stall_timeout:?} is below 1s"
-            )));
-        }
         let instance_id = self
             .instance_id
             .clone()
