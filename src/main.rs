@@ -35,6 +35,11 @@ enum Command {
     Gen(loglake_archiver::GenArgs),
     /// Archive bundled real logs from an embedded Kafka into a local lake and query them.
     Quickstart(loglake_archiver::QuickstartArgs),
+    /// Rewrite the small files of closed partitions into large files sorted by the table's keys,
+    /// with bloom filters; then checkpoint the table and clean its log.
+    Compact(Box<loglake_compactor::CompactArgs>),
+    /// Write a Delta checkpoint of a table and remove its expired log files.
+    Checkpoint(loglake_compactor::CheckpointArgs),
     /// SQL over the whole lake: every Delta table as a table, log functions, correlation.
     Query(Box<loglake_query::QueryArgs>),
     /// Print version information of loglake and its storage stack.
@@ -45,8 +50,7 @@ enum Command {
 /// a table that does not exist yet is opened (`No files in log segment`), which the archiver
 /// does on purpose before creating it; that line stays off unless the filter names the kernel.
 fn log_filter(env: Option<&str>) -> String {
-    const DEFAULT: &str =
-        "warn,buoyant_kernel=off,loglake=info,loglake_archiver=info,loglake_query=info";
+    const DEFAULT: &str = "warn,buoyant_kernel=off,loglake=info,loglake_archiver=info,loglake_compactor=info,loglake_query=info";
     match env.map(str::trim) {
         None | Some("") => DEFAULT.to_string(),
         Some(s) if s.contains("buoyant_kernel") => s.to_string(),
@@ -75,6 +79,8 @@ fn main() -> ExitCode {
         Command::Audit(args) => loglake_archiver::run_audit(args).map_err(Into::into),
         Command::Gen(args) => loglake_archiver::run_gen(args).map_err(Into::into),
         Command::Quickstart(args) => loglake_archiver::quickstart::run(args).map_err(Into::into),
+        Command::Compact(args) => loglake_compactor::run_compact(*args).map_err(Into::into),
+        Command::Checkpoint(args) => loglake_compactor::run_checkpoint(args).map_err(Into::into),
         Command::Query(args) => loglake_query::run(*args),
         Command::Version => {
             println!("loglake {}", env!("CARGO_PKG_VERSION"));
@@ -93,6 +99,9 @@ fn main() -> ExitCode {
 /// The exit code of a failed subcommand: the stage error's own mapping (archive: 2 for
 /// configuration, 4 for a stall; README, "Operations"), else 1.
 fn exit_code(e: &anyhow::Error) -> u8 {
+    if let Some(c) = e.downcast_ref::<loglake_compactor::CompactError>() {
+        return c.exit_code();
+    }
     e.downcast_ref::<loglake_archiver::ArchiveError>()
         .map_or(1, loglake_archiver::ArchiveError::exit_code)
 }

@@ -23,6 +23,7 @@ pub mod sink;
 pub mod stats;
 pub mod storage;
 pub mod table;
+pub mod units;
 
 pub use error::LakeError;
 pub use files::{FileSettings, table_writer_properties, writer_properties};

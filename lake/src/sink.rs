@@ -297,9 +297,8 @@ impl DeltaSink {
                 query_id: format!("loglake-archiver:{}", self.name),
                 epoch_id: version as i64,
             };
-            let result = CommitBuilder::default()
+            let result = CommitBuilder::from(no_log_maintenance().with_max_retries(0))
                 .with_actions(actions)
-                .with_max_retries(0)
                 .build(Some(snapshot), self.table.log_store(), operation)
                 .await;
             match result {
@@ -335,7 +334,19 @@ impl DeltaSink {
     }
 }
 
-fn is_lost_race(e: &DeltaTableError) -> bool {
+/// Commit properties of a writer that leaves the log to maintenance (DESIGN.md I7): no
+/// checkpoint and no expired-log cleanup after the commit. deltalake's default cleans the log
+/// after every commit (a LIST of `_delta_log` each time) unless the table disables it;
+/// `loglake compact` and `loglake checkpoint` do both, under the table's lease.
+pub fn no_log_maintenance() -> CommitProperties {
+    CommitProperties::default()
+        .with_create_checkpoint(false)
+        .with_cleanup_expired_logs(Some(false))
+}
+
+/// Whether a commit failed because another writer committed that version first (retry on the
+/// latest version).
+pub fn is_lost_race(e: &DeltaTableError) -> bool {
     use deltalake::kernel::transaction::TransactionError;
     match e {
         DeltaTableError::VersionAlreadyExists(_) => true,

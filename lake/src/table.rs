@@ -11,7 +11,6 @@ use arrow::datatypes::SchemaRef;
 use deltalake::DeltaTable;
 use deltalake::kernel::StructType;
 use deltalake::kernel::engine::arrow_conversion::TryFromArrow;
-use deltalake::kernel::transaction::CommitProperties;
 use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use url::Url;
 
@@ -190,7 +189,7 @@ pub(crate) async fn evolve_schema(
             .clone()
             .add_columns()
             .with_fields(columns.fields().cloned().collect::<Vec<_>>())
-            .with_commit_properties(CommitProperties::default().with_max_retries(0))
+            .with_commit_properties(crate::sink::no_log_maintenance().with_max_retries(0))
             .await
         {
             Ok(t) => return Ok(t),

@@ -5,6 +5,7 @@
 
 mod archiver;
 mod archiver_ops;
+mod compactor;
 mod generator;
 mod kafka_smoke;
 mod quickstart;

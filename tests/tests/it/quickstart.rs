@@ -44,6 +44,22 @@ fn quickstart_archives_the_bundled_samples_and_answers_its_queries() {
             "no Delta table {table} in the lake"
         );
     }
+    // Compaction: every partition of every table ends as one file (the samples are days old, so
+    // every partition is closed; small lone files are rewritten too, sorted).
+    let compacted: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.contains(" partitions: ") && l.contains(" files ("))
+        .collect();
+    assert_eq!(compacted.len(), 4, "{stdout}");
+    for line in compacted {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        // table <name> <P> partitions: <X> files (<B> bytes) -> <Y> files (...)
+        let num = |i: usize| -> usize { words[i].parse().unwrap_or_else(|_| panic!("{line}")) };
+        let (partitions, files_in, files_out) = (num(2), num(4), num(9));
+        assert!(partitions >= 1, "{line}");
+        assert_eq!(files_out, partitions, "{line}");
+        assert!(files_in >= files_out, "{line}");
+    }
     // The query answers (the table listing before them has versions and file counts, which
     // depend on how the records were batched).
     let start = stdout

@@ -1,0 +1,73 @@
+//! Errors of `loglake compact` and `loglake checkpoint`: each names the table and the file,
+//! group or version concerned.
+
+use loglake_lake::LakeError;
+use thiserror::Error;
+
+use crate::lease::LeaseError;
+
+#[derive(Debug, Error)]
+pub enum CompactError {
+    /// Wrong or inconsistent flags, or table definitions that cannot be read.
+    #[error("configuration: {0}")]
+    Config(String),
+
+    #[error(transparent)]
+    Lake(#[from] LakeError),
+
+    #[error(transparent)]
+    Lease(#[from] LeaseError),
+
+    #[error("table {table} ({url}) does not exist (no Delta log)")]
+    NoTable { table: String, url: String },
+
+    #[error("table {table}: {what}: {source}")]
+    DataFusion {
+        table: String,
+        what: String,
+        #[source]
+        source: Box<datafusion::error::DataFusionError>,
+    },
+
+    #[error("table {table}: writing {path}: {source}")]
+    Parquet {
+        table: String,
+        path: String,
+        #[source]
+        source: Box<parquet::errors::ParquetError>,
+    },
+
+    #[error(
+        "table {table}: rewrote {path} with {written} rows but its {files} input files hold {expected}: not committed"
+    )]
+    RowCount {
+        table: String,
+        path: String,
+        files: usize,
+        expected: u64,
+        written: u64,
+    },
+
+    #[error("table {table} ({url}): {what} at version {version}: {source}")]
+    Delta {
+        table: String,
+        url: String,
+        what: String,
+        version: u64,
+        #[source]
+        source: Box<deltalake::DeltaTableError>,
+    },
+
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl CompactError {
+    /// The process exit code: 2 for configuration, 1 otherwise.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CompactError::Config(_) => 2,
+            _ => 1,
+        }
+    }
+}
