@@ -538,16 +538,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn byte_sizes() {
-        assert_eq!(parse_bytes("4096"), Ok(4096));
-        assert_eq!(parse_bytes("256MB"), Ok(256 << 20));
-        assert_eq!(parse_bytes("1g"), Ok(1 << 30));
-        assert_eq!(parse_bytes("64 KiB"), Ok(64 << 10));
-        assert!(parse_bytes("12XB").is_err());
-        assert!(parse_bytes("MB").is_err());
-    }
-
-    #[test]
     fn flags_override_file() {
         let dir = tempfile::tempdir().expect("tmp");
         let cfg = dir.path().join("a.toml");

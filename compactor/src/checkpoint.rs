@@ -14,7 +14,7 @@ use object_store::ObjectStoreExt;
 use serde::Serialize;
 use url::Url;
 
-use crate::error::CompactError;
+use crate::error::{CompactError, delta_err};
 
 /// The table property that would make checkpoints drop the archiver's txn offsets.
 pub const TXN_RETENTION: &str = "delta.setTransactionRetentionDuration";
@@ -28,22 +28,6 @@ pub struct CheckpointMetrics {
     /// Commit and checkpoint files older than the retention and the checkpoint, removed.
     pub log_files_removed: usize,
     pub log_retention_secs: u64,
-}
-
-fn err(
-    name: &str,
-    url: &Url,
-    what: &str,
-    version: u64,
-) -> impl Fn(deltalake::DeltaTableError) -> CompactError {
-    let (name, url, what) = (name.to_string(), url.to_string(), what.to_string());
-    move |source| CompactError::Delta {
-        table: name.clone(),
-        url: url.clone(),
-        what: what.clone(),
-        version,
-        source: Box::new(source),
-    }
 }
 
 /// The version of the table's newest checkpoint (`_delta_log/_last_checkpoint`), if any.
@@ -68,8 +52,10 @@ pub async fn checkpoint_table(
     table
         .update_incremental(None)
         .await
-        .map_err(err(name, url, "re-reading", v))?;
-    let state = table.snapshot().map_err(err(name, url, "reading", v))?;
+        .map_err(delta_err(name, url, "re-reading", v))?;
+    let state = table
+        .snapshot()
+        .map_err(delta_err(name, url, "reading", v))?;
     let version = state.version();
     if let Some(value) = state.metadata().configuration().get(TXN_RETENTION) {
         return Err(CompactError::Config(format!(
@@ -80,7 +66,7 @@ pub async fn checkpoint_table(
     let retention = retention.unwrap_or_else(|| state.table_config().log_retention_duration());
     let created = last_checkpoint(table).await != Some(version);
     if created {
-        create_checkpoint(table, None).await.map_err(err(
+        create_checkpoint(table, None).await.map_err(delta_err(
             name,
             url,
             "writing the checkpoint",
@@ -90,12 +76,12 @@ pub async fn checkpoint_table(
     let cutoff = chrono::Utc::now().timestamp_millis() - retention.as_millis() as i64;
     let removed = cleanup_expired_logs_for(version, table.log_store().as_ref(), cutoff, None)
         .await
-        .map_err(err(name, url, "removing expired log files", version))?;
+        .map_err(delta_err(name, url, "removing expired log files", version))?;
     if removed > 0 {
         table
             .load()
             .await
-            .map_err(err(name, url, "re-reading", version))?;
+            .map_err(delta_err(name, url, "re-reading", version))?;
     }
     tracing::info!(table = %name, version, created, log_files_removed = removed, "checkpoint");
     Ok(CheckpointMetrics {

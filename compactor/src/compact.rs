@@ -29,7 +29,7 @@ use serde::Serialize;
 use url::Url;
 
 use crate::checkpoint::{CheckpointMetrics, checkpoint_table};
-use crate::error::CompactError;
+use crate::error::{CompactError, delta_err};
 use crate::lease::Lease;
 use crate::plan::{FileInfo, Group, PartitionInfo, Plan, PlanOptions, partition_end, plan};
 use crate::rewrite::Rewriter;
@@ -183,22 +183,6 @@ pub fn plain_path(path: &str) -> bool {
         && path
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'=' | b'/'))
-}
-
-fn delta_err(
-    table: &str,
-    url: &Url,
-    what: &str,
-    version: u64,
-) -> impl Fn(deltalake::DeltaTableError) -> CompactError {
-    let (table, url, what) = (table.to_string(), url.to_string(), what.to_string());
-    move |source| CompactError::Delta {
-        table: table.clone(),
-        url: url.clone(),
-        what: what.clone(),
-        version,
-        source: Box::new(source),
-    }
 }
 
 /// The file schema to read and write: the layout's, else the Delta schema without the

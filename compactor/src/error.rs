@@ -3,6 +3,7 @@
 
 use loglake_lake::LakeError;
 use thiserror::Error;
+use url::Url;
 
 use crate::lease::LeaseError;
 
@@ -69,5 +70,23 @@ impl CompactError {
             CompactError::Config(_) => 2,
             _ => 1,
         }
+    }
+}
+
+/// Maps a deltalake error of `what` (reading, committing, …) on table `table` at `version` to
+/// [`CompactError::Delta`].
+pub(crate) fn delta_err(
+    table: &str,
+    url: &Url,
+    what: &str,
+    version: u64,
+) -> impl Fn(deltalake::DeltaTableError) -> CompactError {
+    let (table, url, what) = (table.to_string(), url.to_string(), what.to_string());
+    move |source| CompactError::Delta {
+        table: table.clone(),
+        url: url.clone(),
+        what: what.clone(),
+        version,
+        source: Box::new(source),
     }
 }

@@ -30,8 +30,12 @@ mod tests {
     #[test]
     fn sizes_and_durations() {
         assert_eq!(parse_bytes("4096"), Ok(4096));
+        assert_eq!(parse_bytes("256MB"), Ok(256 << 20));
         assert_eq!(parse_bytes("64MiB"), Ok(64 << 20));
         assert_eq!(parse_bytes(" 1g "), Ok(1 << 30));
+        assert_eq!(parse_bytes("64 KiB"), Ok(64 << 10));
+        assert!(parse_bytes("12XB").is_err());
+        assert!(parse_bytes("MB").is_err());
         assert!(parse_bytes("12 parsecs").is_err());
         assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
         assert!(parse_duration("soon").is_err());

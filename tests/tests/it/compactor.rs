@@ -18,7 +18,10 @@ use parquet::file::metadata::ParquetMetaData;
 use serde_json::Value;
 use url::Url;
 
-use crate::archiver::{Audit, audit, fluentbit_record, produce, produce_with, query_i64};
+use crate::archiver::{
+    Audit, archive_args, archive_args_at, audit, fluentbit_record, produce, produce_with,
+    query_i64, run_archive_blocking,
+};
 use loglake_tests::{Proc, announce, kafka, loglake_cmd, s3, unique_name};
 
 const SORT_BY: [&str; 4] = ["namespace", "pod", "container", "ts"];
@@ -201,25 +204,21 @@ async fn compaction_beside_two_live_archivers_keeps_every_record_once_sorted_wit
     let defs = tempfile::tempdir().expect("tmp");
     write_def(defs.path(), name, &topic);
     let group = unique_name("g");
-    let archive = |extra: &[&str]| {
+    let continuous = || {
         let mut c = loglake_cmd();
-        c.arg("archive").args([
-            "--brokers",
-            &kafka().brokers,
-            "--topic",
-            &topic,
-            "--table",
-            &table,
-            "--decoder",
-            "fluentbit",
-            "--dlq-table",
-            &dlq,
-        ]);
-        c.args(extra);
+        c.arg("archive")
+            .args(archive_args_at(
+                &kafka().brokers,
+                &topic,
+                &group,
+                &table,
+                &dlq,
+            ))
+            .args(["--roll-interval", "1s"]);
         c
     };
-    let mut a = Proc::spawn(archive(&["--group", &group, "--roll-interval", "1s"])).expect("a");
-    let mut b = Proc::spawn(archive(&["--group", &group, "--roll-interval", "1s"])).expect("b");
+    let mut a = Proc::spawn(continuous()).expect("a");
+    let mut b = Proc::spawn(continuous()).expect("b");
 
     let t = topic.clone();
     let producer = tokio::spawn(async move {
@@ -283,17 +282,7 @@ async fn compaction_beside_two_live_archivers_keeps_every_record_once_sorted_wit
         );
     }
     // the rest of the topic, in a fresh group (offsets come from the table)
-    let out = tokio::task::spawn_blocking({
-        let mut c = archive(&["--group", &unique_name("g-final"), "--until-end"]);
-        move || c.output().expect("final archive")
-    })
-    .await
-    .expect("join");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_archive_blocking(archive_args(&topic, &unique_name("g-final"), &table, &dlq)).await;
     stop.store(true, Ordering::Relaxed);
     compactor.await.expect("compactor");
     let live_runs = runs.load(Ordering::Relaxed);
@@ -306,32 +295,14 @@ async fn compaction_beside_two_live_archivers_keeps_every_record_once_sorted_wit
 
     // An uncompacted copy of the same topic.
     let copy = format!("{lake}/copy");
-    let out = tokio::task::spawn_blocking({
-        let mut c = loglake_cmd();
-        c.arg("archive").args([
-            "--brokers",
-            &kafka().brokers,
-            "--topic",
-            &topic,
-            "--table",
-            &copy,
-            "--decoder",
-            "fluentbit",
-            "--dlq-table",
-            &format!("{copy}-dlq"),
-            "--group",
-            &unique_name("g-copy"),
-            "--until-end",
-        ]);
-        move || c.output().expect("copy archive")
-    })
-    .await
-    .expect("join");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let copy_dlq = format!("{copy}-dlq");
+    run_archive_blocking(archive_args(
+        &topic,
+        &unique_name("g-copy"),
+        &copy,
+        &copy_dlq,
+    ))
+    .await;
 
     let before = active_files(&table).await;
     let last = compact(strings(&[
@@ -430,32 +401,7 @@ async fn small_file_table(prefix: &str, records: usize) -> (String, String, Stri
             fluentbit_record(j * 3 + round, false)
         })
         .await;
-        let out = tokio::task::spawn_blocking({
-            let mut c = loglake_cmd();
-            c.arg("archive").args([
-                "--brokers",
-                &kafka().brokers,
-                "--topic",
-                &topic,
-                "--table",
-                &table,
-                "--decoder",
-                "fluentbit",
-                "--dlq-table",
-                &dlq,
-                "--group",
-                &group,
-                "--until-end",
-            ]);
-            move || c.output().expect("archive")
-        })
-        .await
-        .expect("join");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        run_archive_blocking(archive_args(&topic, &group, &table, &dlq)).await;
     }
     (table, dlq, topic)
 }
@@ -815,32 +761,9 @@ async fn checkpoint_of_a_thousand_commits_keeps_state_and_offsets() {
 
     // Records 0..COMMITS+40 in the topic: the archiver resumes at offset COMMITS exactly.
     produce(&topic, 0, COMMITS as usize + 40, false).await;
-    let out = tokio::task::spawn_blocking({
-        let mut c = loglake_cmd();
-        c.arg("archive").args([
-            "--brokers",
-            &kafka().brokers,
-            "--topic",
-            &topic,
-            "--table",
-            &local.to_string_lossy(),
-            "--decoder",
-            "fluentbit",
-            "--dlq-table",
-            &dir.path().join("ckpt-dlq").to_string_lossy(),
-            "--group",
-            &unique_name("g"),
-            "--until-end",
-        ]);
-        move || c.output().expect("archive")
-    })
-    .await
-    .expect("join");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let dlq = dir.path().join("ckpt-dlq").to_string_lossy().to_string();
+    let local_table = local.to_string_lossy().to_string();
+    run_archive_blocking(archive_args(&topic, &unique_name("g"), &local_table, &dlq)).await;
     let v = query_i64(
         &table,
         "SELECT count(*), min(kafka_offset), max(kafka_offset) FROM t",
