@@ -994,27 +994,41 @@ impl Archiver {
             .resolver
             .resolve(&unassigned)
             .unwrap_or_default();
+        let mut waiting_elsewhere = 0usize;
+        let mut done_elsewhere = 0usize;
         for (t, p) in &unassigned {
             let high = self
                 .consumer
                 .fetch_watermarks(t, *p, Duration::from_secs(2))
                 .ok()
                 .map(|w| w.1);
+            let committed = committed.get(&(t.clone(), *p)).and_then(|s| s.committed);
+            // Archived to the broker's end by whoever held it: nothing to wait for.
+            if matches!((committed, high), (Some(c), Some(h)) if c >= h) {
+                done_elsewhere += 1;
+                continue;
+            }
+            waiting_elsewhere += 1;
             lines.push(PartitionWait::Unassigned {
                 topic: t.clone(),
                 partition: *p,
-                committed: committed.get(&(t.clone(), *p)).and_then(|s| s.committed),
+                committed,
                 high,
             });
         }
         let mut hint = String::new();
-        if !unassigned.is_empty() {
-            hint = format!(
+        if done_elsewhere > 0 {
+            hint.push_str(&format!(
+                "{done_elsewhere} partition(s) not assigned to this member are archived to their end already. "
+            ));
+        }
+        if waiting_elsewhere > 0 {
+            hint.push_str(&format!(
                 "A member killed without leaving the group holds its partitions until its session times out \
                  (session.timeout.ms, {} ms by default); another live member of group {} may hold them. \
                  A static member (--instance-id) takes its own back at once when it restarts.",
                 DEFAULT_SESSION_TIMEOUT_MS, self.cfg.group
-            );
+            ));
         }
         if let Some(e) = metadata_error {
             hint.push_str(&format!(

@@ -61,7 +61,7 @@ fn reports(stdout: &[u8]) -> Vec<Value> {
 }
 
 /// Runs `loglake compact ARGS` to the end (off the async runtime); its one table report.
-async fn compact(args: Vec<String>) -> Value {
+pub(crate) async fn compact(args: Vec<String>) -> Value {
     let out = tokio::task::spawn_blocking(move || compact_cmd(&args).output().expect("compact"))
         .await
         .expect("join");
@@ -76,7 +76,7 @@ async fn compact(args: Vec<String>) -> Value {
     r.remove(0)
 }
 
-async fn open(url: &str) -> DeltaTable {
+pub(crate) async fn open(url: &str) -> DeltaTable {
     deltalake::aws::register_handlers(None);
     DeltaTable::try_from_url_with_storage_options(
         Url::parse(url).expect("url"),
@@ -87,7 +87,7 @@ async fn open(url: &str) -> DeltaTable {
 }
 
 /// The table's data files: path → (size, partition `dt/hour`).
-async fn active_files(url: &str) -> BTreeMap<String, (u64, String)> {
+pub(crate) async fn active_files(url: &str) -> BTreeMap<String, (u64, String)> {
     let t = open(url).await;
     let state = t.snapshot().expect("snapshot");
     state
@@ -406,7 +406,7 @@ async fn small_file_table(prefix: &str, records: usize) -> (String, String, Stri
     (table, dlq, topic)
 }
 
-fn sort_args(table: &str, extra: &[&str]) -> Vec<String> {
+pub(crate) fn sort_args(table: &str, extra: &[&str]) -> Vec<String> {
     let mut v = strings(&[
         "--table",
         table,
