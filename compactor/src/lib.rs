@@ -10,12 +10,14 @@
 //! - [`compact`]: the operation on one table — lease, plan, per group rewrite, re-check of its
 //!   inputs against the latest snapshot, one `dataChange=false` commit — and its metrics;
 //! - [`lease`]: one maintenance writer per table, from put-if-absent objects;
-//! - [`checkpoint`]: Delta checkpoints and expired-log cleanup.
+//! - [`checkpoint`]: Delta checkpoints and expired-log cleanup;
+//! - [`metrics`]: the run's figures as OpenMetrics counters per table.
 
 pub mod checkpoint;
 pub mod compact;
 pub mod error;
 pub mod lease;
+pub mod metrics;
 pub mod plan;
 pub mod rewrite;
 
@@ -32,6 +34,7 @@ use url::Url;
 pub use checkpoint::{CheckpointMetrics, checkpoint_table};
 pub use compact::{CompactMetrics, Layout, Settings, compact_table};
 pub use error::CompactError;
+pub use metrics::CompactorMetrics;
 
 /// Which tables: every table under a lake root, or one table.
 #[derive(Debug, Clone, clap::Args)]
@@ -93,6 +96,13 @@ pub struct CompactArgs {
     /// Keep log files this long (default: the table's delta.logRetentionDuration, 30 days).
     #[arg(long, value_parser = parse_duration)]
     pub log_retention: Option<Duration>,
+    /// Serve /metrics (OpenMetrics) and /healthz on this address while the run lasts.
+    #[arg(long, env = "LOGLAKE_METRICS_ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Write the run's metrics (OpenMetrics text) to this file after each table, replacing it
+    /// atomically: for a textfile collector or the nightly runner.
+    #[arg(long)]
+    pub metrics_file: Option<PathBuf>,
 }
 
 /// `loglake checkpoint`: write a Delta checkpoint and remove expired log files.
@@ -205,15 +215,53 @@ pub fn run_compact(args: CompactArgs) -> Result<ExitCode, CompactError> {
         log_retention: args.log_retention,
         owner: owner(),
     };
+    let telemetry = std::sync::Arc::new(loglake_lake::telemetry::Telemetry::new());
+    let metrics = CompactorMetrics::default();
+    telemetry.register(&metrics);
+    let write_metrics = || -> Result<(), CompactError> {
+        match &args.metrics_file {
+            Some(path) => telemetry
+                .write_to(path)
+                .map_err(|e| CompactError::Config(e.to_string())),
+            None => Ok(()),
+        }
+    };
     runtime()?.block_on(async {
+        if let Some(addr) = args.metrics_addr {
+            let bound = telemetry
+                .clone()
+                .serve(addr)
+                .await
+                .map_err(|e| CompactError::Config(e.to_string()))?;
+            tracing::info!(%bound, "serving /metrics and /healthz");
+        }
         let tables = tables(&args.target, &options).await?;
         for (name, url) in tables {
             let layout = layout_for(&name, &defs, &args);
-            let m = compact_table(&name, &url, &options, &layout, &settings).await?;
-            println!("{}", serde_json::to_string(&m).unwrap_or_default());
+            match compact_table(&name, &url, &options, &layout, &settings).await {
+                Ok(m) => {
+                    metrics.record(&m, unix_now());
+                    write_metrics()?;
+                    println!("{}", serde_json::to_string(&m).unwrap_or_default());
+                }
+                Err(e) => {
+                    metrics.failed(&name);
+                    if let Err(w) = write_metrics() {
+                        tracing::error!("{w}");
+                    }
+                    return Err(e);
+                }
+            }
         }
         Ok(ExitCode::SUCCESS)
     })
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// `loglake checkpoint`: one JSON object per table on stdout.

@@ -12,7 +12,8 @@
 //!   put-if-absent commit of files plus txn offsets with conflict detection (DESIGN.md I3);
 //! - [`files`]: the Parquet writer properties of a table's files (encodings, statistics, page
 //!   index, bloom filters);
-//! - [`stats`]: Delta `add` actions with statistics from a written file's footer.
+//! - [`stats`]: Delta `add` actions with statistics from a written file's footer;
+//! - [`telemetry`]: the process's metrics registry, health and `/metrics` + `/healthz` endpoint.
 //!
 //! Errors are [`LakeError`], naming the table, URL, version or path concerned.
 
@@ -23,6 +24,7 @@ pub mod sink;
 pub mod stats;
 pub mod storage;
 pub mod table;
+pub mod telemetry;
 pub mod units;
 
 pub use error::LakeError;

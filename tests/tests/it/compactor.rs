@@ -473,11 +473,30 @@ async fn two_compactions_of_one_table_never_duplicate_a_row() {
     assert!(planned > 0, "{plan}");
     assert_eq!(open(&table).await.version(), Some(v0));
 
-    // The same lease, expired: taken over, and the plan done.
+    // The same lease, expired: taken over, and the plan done; its metrics file says the same as
+    // its report.
     put_lease(&table, 2, "other-host:42:run", now_ms() - 1).await;
-    let took = compact(sort_args(&table, &[])).await;
+    let metrics_dir = tempfile::tempdir().expect("tmp");
+    let metrics_file = metrics_dir.path().join("compact.prom");
+    let mf = metrics_file.to_string_lossy().to_string();
+    let took = compact(sort_args(&table, &["--metrics-file", &mf])).await;
     assert_eq!(took["lease"], "acquired", "{took}");
     assert_eq!(took["groups_committed"].as_u64(), Some(planned), "{took}");
+    let text = std::fs::read_to_string(&metrics_file).expect("metrics file");
+    for (metric, field) in [
+        ("files_in", "files_in"),
+        ("files_out", "files_out"),
+        ("bytes_in", "bytes_in"),
+        ("rows", "rows"),
+        ("commits", "commits"),
+    ] {
+        let line = format!(
+            "loglake_compact_{metric}_total{{table={}}} {}",
+            took["table"], took[field]
+        );
+        assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
+    }
+    assert!(text.ends_with("# EOF\n"), "{text}");
     assert_eq!(count_and_distinct(&table).await, vec![N as i64, N as i64]);
 
     // Held for 3 more seconds: a run that waits up to 60 s gets it after about 3 (other sort
