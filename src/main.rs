@@ -40,6 +40,10 @@ enum Command {
     Compact(Box<loglake_compactor::CompactArgs>),
     /// Write a Delta checkpoint of a table and remove its expired log files.
     Checkpoint(loglake_compactor::CheckpointArgs),
+    /// Delete data files removed longer ago than the retention, and orphaned uploads.
+    Vacuum(loglake_compactor::VacuumArgs),
+    /// Remove the files whose rows are past the table's retention (per namespace overrides).
+    Retention(loglake_compactor::RetentionArgs),
     /// SQL over the whole lake: every Delta table as a table, log functions, correlation.
     Query(Box<loglake_query::QueryArgs>),
     /// Print version information of loglake and its storage stack.
@@ -81,6 +85,8 @@ fn main() -> ExitCode {
         Command::Quickstart(args) => loglake_archiver::quickstart::run(args).map_err(Into::into),
         Command::Compact(args) => loglake_compactor::run_compact(*args).map_err(Into::into),
         Command::Checkpoint(args) => loglake_compactor::run_checkpoint(args).map_err(Into::into),
+        Command::Vacuum(args) => loglake_compactor::run_vacuum(args).map_err(Into::into),
+        Command::Retention(args) => loglake_compactor::run_retention(args).map_err(Into::into),
         Command::Query(args) => loglake_query::run(*args),
         Command::Version => {
             println!("loglake {}", env!("CARGO_PKG_VERSION"));

@@ -282,6 +282,54 @@ impl Lease {
     }
 }
 
+/// A held lease renewed in the background (every third of its ttl) while an operation runs that
+/// cannot call [`Lease::ensure`] between steps (a vacuum inside deltalake).
+pub struct KeptLease {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<(Lease, Option<LeaseError>)>,
+}
+
+impl Lease {
+    /// Renews this (held) lease in the background until [`KeptLease::release`].
+    pub fn keep_alive(mut self) -> KeptLease {
+        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+        let every = (self.ttl / 3).max(Duration::from_millis(100));
+        let task = tokio::spawn(async move {
+            let mut lost = None;
+            loop {
+                tokio::select! {
+                    _ = &mut stopped => break,
+                    _ = tokio::time::sleep(every), if lost.is_none() => {
+                        if let Err(e) = self.renew().await {
+                            tracing::warn!(error = %e, "maintenance lease not renewed");
+                            lost = Some(e);
+                        }
+                    }
+                }
+            }
+            (self, lost)
+        });
+        KeptLease { stop, task }
+    }
+}
+
+impl KeptLease {
+    /// Stops renewing and releases the lease; the error if it was lost meanwhile.
+    pub async fn release(self) -> Option<LeaseError> {
+        let _ = self.stop.send(());
+        match self.task.await {
+            Ok((mut lease, lost)) => {
+                lease.release().await;
+                lost
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "maintenance lease keeper failed (the lease expires by itself)");
+                None
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,6 +1,6 @@
 //! # loglake-compactor
 //!
-//! `loglake compact` and `loglake checkpoint`: the maintenance side of the lake.
+//! `loglake compact`, `checkpoint`, `vacuum` and `retention`: the maintenance side of the lake.
 //!
 //! - [`plan`]: what to compact, a pure function (closed partitions, fresh files, first-fit
 //!   decreasing groups up to the target size);
@@ -11,7 +11,9 @@
 //!   inputs against the latest snapshot, one `dataChange=false` commit — and its metrics;
 //! - [`lease`]: one maintenance writer per table, from put-if-absent objects;
 //! - [`checkpoint`]: Delta checkpoints and expired-log cleanup;
-//! - [`metrics`]: the run's figures as OpenMetrics counters per table.
+//! - [`metrics`]: the run's figures as OpenMetrics counters per table;
+//! - [`vacuum`]: `loglake vacuum`, deltalake's full-mode vacuum under the lease;
+//! - [`retention`]: `loglake retention`, whole files past their days (per namespace) removed.
 
 pub mod checkpoint;
 pub mod compact;
@@ -19,7 +21,9 @@ pub mod error;
 pub mod lease;
 pub mod metrics;
 pub mod plan;
+pub mod retention;
 pub mod rewrite;
+pub mod vacuum;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -35,6 +39,8 @@ pub use checkpoint::{CheckpointMetrics, checkpoint_table};
 pub use compact::{CompactMetrics, Layout, Settings, compact_table};
 pub use error::CompactError;
 pub use metrics::CompactorMetrics;
+pub use retention::{RetentionPolicy, RetentionReport, RetentionSettings, retain_table};
+pub use vacuum::{VacuumReport, VacuumSettings, vacuum_table};
 
 /// Which tables: every table under a lake root, or one table.
 #[derive(Debug, Clone, clap::Args)]
@@ -113,6 +119,130 @@ pub struct CheckpointArgs {
     /// Keep log files this long (default: the table's delta.logRetentionDuration, 30 days).
     #[arg(long, value_parser = parse_duration)]
     pub log_retention: Option<Duration>,
+}
+
+/// The maintenance lease flags of `vacuum` and `retention`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct LeaseArgs {
+    /// The maintenance lease lapses this long after its last renewal.
+    #[arg(long, default_value = "2m", value_parser = parse_duration)]
+    pub lease_ttl: Duration,
+    /// Wait this long for a lease another maintenance writer holds, then skip the table.
+    #[arg(long, default_value = "0s", value_parser = parse_duration)]
+    pub wait_lease: Duration,
+}
+
+/// `loglake vacuum`: delete removed files past the retention and orphaned uploads.
+#[derive(Debug, Clone, clap::Args)]
+pub struct VacuumArgs {
+    #[command(flatten)]
+    pub target: Target,
+    /// Keep removed and unreferenced files this long (default: the table's
+    /// delta.deletedFileRetentionDuration, 7 days). Time travel works inside it.
+    #[arg(long, value_parser = parse_duration)]
+    pub retention: Option<Duration>,
+    /// Allow a retention below the table's delta.deletedFileRetentionDuration (time travel inside
+    /// that window may fail, and an upload older than the retention that a slow writer has not
+    /// committed yet would be deleted).
+    #[arg(long)]
+    pub unsafe_short_retention: bool,
+    /// List what would be deleted, with sizes; delete nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    #[command(flatten)]
+    pub lease: LeaseArgs,
+}
+
+/// `loglake retention`: remove the files whose rows are past the table's retention.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RetentionArgs {
+    #[command(flatten)]
+    pub target: Target,
+    /// Table definitions (the archiver's): each table's retention_days and
+    /// retention_by_namespace, matched by table name. Tables without one keep everything.
+    #[arg(long, env = "LOGLAKE_TABLES_DIR")]
+    pub tables_dir: Option<PathBuf>,
+    /// Days to keep, for every table run on, instead of its definition's.
+    #[arg(long)]
+    pub retention_days: Option<u32>,
+    /// Days per namespace, instead of the definition's (`payments=365,scratch=3`).
+    #[arg(long, value_delimiter = ',', value_parser = parse_namespace_days)]
+    pub retention_by_namespace: Option<Vec<(String, u32)>>,
+    /// List the files that would be removed; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    #[command(flatten)]
+    pub lease: LeaseArgs,
+}
+
+/// `namespace=days`, days at least 1.
+fn parse_namespace_days(s: &str) -> Result<(String, u32), String> {
+    let (ns, days) = s
+        .split_once('=')
+        .ok_or_else(|| format!("`{s}`: expected namespace=days"))?;
+    let days: u32 = days
+        .trim()
+        .parse()
+        .map_err(|e| format!("`{s}`: days: {e}"))?;
+    if days == 0 || ns.trim().is_empty() {
+        return Err(format!("`{s}`: a namespace and at least 1 day"));
+    }
+    Ok((ns.trim().to_string(), days))
+}
+
+/// `loglake vacuum`: one JSON object per table on stdout.
+pub fn run_vacuum(args: VacuumArgs) -> Result<ExitCode, CompactError> {
+    let options = writer_storage_options(&Default::default())?;
+    let settings = VacuumSettings {
+        retention: args.retention,
+        unsafe_short_retention: args.unsafe_short_retention,
+        dry_run: args.dry_run,
+        lease_ttl: args.lease.lease_ttl,
+        lease_wait: args.lease.wait_lease,
+        owner: owner(),
+    };
+    runtime()?.block_on(async {
+        for (name, url) in tables(&args.target, &options).await? {
+            let r = vacuum_table(&name, &url, &options, &settings).await?;
+            println!("{}", serde_json::to_string(&r).unwrap_or_default());
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// `loglake retention`: one JSON object per table on stdout.
+pub fn run_retention(args: RetentionArgs) -> Result<ExitCode, CompactError> {
+    let defs = match &args.tables_dir {
+        Some(dir) => load_table_dir(dir).map_err(|e| CompactError::Config(e.to_string()))?,
+        None => Vec::new(),
+    };
+    let options = writer_storage_options(&Default::default())?;
+    let settings = RetentionSettings {
+        dry_run: args.dry_run,
+        lease_ttl: args.lease.lease_ttl,
+        lease_wait: args.lease.wait_lease,
+        owner: owner(),
+        batch: 5_000,
+    };
+    runtime()?.block_on(async {
+        for (name, url) in tables(&args.target, &options).await? {
+            let def = defs.iter().find(|d| d.name == name);
+            let policy = RetentionPolicy {
+                default_days: args
+                    .retention_days
+                    .or_else(|| def.and_then(|d| d.retention_days)),
+                by_namespace: match &args.retention_by_namespace {
+                    Some(v) => v.iter().cloned().collect(),
+                    None => def
+                        .map(|d| d.retention_by_namespace.clone())
+                        .unwrap_or_default(),
+                },
+            };
+            let r = retain_table(&name, &url, &options, &policy, &settings).await?;
+            println!("{}", serde_json::to_string(&r).unwrap_or_default());
+        }
+        Ok(ExitCode::SUCCESS)
+    })
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, CompactError> {

@@ -9,6 +9,8 @@
 //! bloom_filter_columns = ["trace_id"]             # for the compactor (default: none)
 //! target_file_size_bytes = 268435456  # default 256 MiB
 //! retention_days = 30                 # optional; absent = keep forever
+//! [retention_by_namespace]            # optional per-namespace (tenant) days, longer or shorter
+//! payments = 365
 //! description = "…"                   # optional
 //! json_message_attrs = false          # also copy a JSON message's fields into attrs
 //! ```
@@ -48,6 +50,9 @@ pub struct TableDef {
     pub target_file_size_bytes: u64,
     #[serde(default)]
     pub retention_days: Option<u32>,
+    /// Days per namespace (tenant), overriding `retention_days` for that namespace's rows.
+    #[serde(default)]
+    pub retention_by_namespace: std::collections::BTreeMap<String, u32>,
     #[serde(default)]
     pub description: Option<String>,
     /// Copy the fields of a JSON message into `attrs` as well (default false: they stay in
@@ -231,6 +236,25 @@ pub fn parse_table_def(text: &str, path: &Path) -> Result<TableDef, SchemaError>
             "must be at least 1 (omit it to keep data forever)".into(),
         ));
     }
+    if let Some((ns, _)) = def.retention_by_namespace.iter().find(|(_, d)| **d == 0) {
+        return Err(invalid(
+            "retention_by_namespace",
+            format!("`{ns}` must keep data at least 1 day"),
+        ));
+    }
+    if !def.retention_by_namespace.is_empty()
+        && table_schema(def.kind())
+            .field_with_name("namespace")
+            .is_err()
+    {
+        return Err(invalid(
+            "retention_by_namespace",
+            format!(
+                "the {} table has no `namespace` column",
+                def.kind().as_str()
+            ),
+        ));
+    }
     def.source = Some(path.to_owned());
     Ok(def)
 }
@@ -352,6 +376,34 @@ mod tests {
                 "{c}"
             );
         }
+    }
+
+    #[test]
+    fn retention_by_namespace_is_read_and_checked() {
+        let base = "name = \"t\"\ntopics = [\"x\"]\ndecoder = \"cri\"\nretention_days = 30\n";
+        let def = parse_table_def(
+            &format!("{base}[retention_by_namespace]\npayments = 365\n\"kube-system\" = 7\n"),
+            Path::new("t.toml"),
+        )
+        .expect("valid");
+        assert_eq!(def.retention_days, Some(30));
+        assert_eq!(
+            def.retention_by_namespace.into_iter().collect::<Vec<_>>(),
+            vec![
+                ("kube-system".to_string(), 7),
+                ("payments".to_string(), 365)
+            ]
+        );
+        let e = parse_table_def(
+            &format!("{base}[retention_by_namespace]\npayments = 0\n"),
+            Path::new("t.toml"),
+        )
+        .expect_err("zero days")
+        .to_string();
+        assert!(
+            e.contains("retention_by_namespace") && e.contains("`payments`"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -40,11 +40,11 @@ fn write_def(dir: &std::path::Path, name: &str, topic: &str) {
     .expect("write table def");
 }
 
-fn strings(args: &[&str]) -> Vec<String> {
+pub(crate) fn strings(args: &[&str]) -> Vec<String> {
     args.iter().map(|s| s.to_string()).collect()
 }
 
-fn compact_cmd(args: &[String]) -> Command {
+pub(crate) fn compact_cmd(args: &[String]) -> Command {
     let mut c = loglake_cmd();
     c.arg("compact").args(args);
     c.env("LOGLAKE_LOG", "warn,loglake_compactor=info");
@@ -52,7 +52,7 @@ fn compact_cmd(args: &[String]) -> Command {
 }
 
 /// The JSON objects a `compact`/`checkpoint` run printed, one per table.
-fn reports(stdout: &[u8]) -> Vec<Value> {
+pub(crate) fn reports(stdout: &[u8]) -> Vec<Value> {
     String::from_utf8_lossy(stdout)
         .lines()
         .filter(|l| l.starts_with('{'))
@@ -106,7 +106,7 @@ pub(crate) async fn active_files(url: &str) -> BTreeMap<String, (u64, String)> {
 }
 
 /// The object key prefix of a table URL `s3://bucket/prefix`.
-fn key_prefix(url: &str) -> String {
+pub(crate) fn key_prefix(url: &str) -> String {
     let u = Url::parse(url).expect("url");
     u.path().trim_matches('/').to_string()
 }
@@ -387,7 +387,7 @@ async fn compaction_beside_two_live_archivers_keeps_every_record_once_sorted_wit
 }
 
 /// A table of `records` fluentbit records archived to the end in three runs (small files): (table URL, dead-letter URL, topic).
-async fn small_file_table(prefix: &str, records: usize) -> (String, String, String) {
+pub(crate) async fn small_file_table(prefix: &str, records: usize) -> (String, String, String) {
     let topic = unique_name(prefix);
     kafka().create_topic(&topic, 3).await.expect("topic");
     let table = s3().unique_url(prefix);
@@ -436,7 +436,7 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-async fn count_and_distinct(url: &str) -> Vec<i64> {
+pub(crate) async fn count_and_distinct(url: &str) -> Vec<i64> {
     query_i64(
         url,
         "SELECT count(*), count(DISTINCT (kafka_partition, kafka_offset)) FROM t",
@@ -631,7 +631,28 @@ async fn compaction_killed_ten_times_loses_and_duplicates_nothing() {
     assert!(ok);
     assert_eq!(count_and_distinct(&table).await, vec![N as i64, N as i64]);
     // Orphans: data files in the bucket that no version of the log mentions.
-    let t = open(&table).await;
+    let known = log_paths(&table).await;
+    let orphans: Vec<String> = data_objects(&table)
+        .await
+        .into_iter()
+        .filter(|k| !known.contains(k))
+        .collect();
+    announce(&format!(
+        "{kills} kills; orphans left for vacuum: {}",
+        orphans.len()
+    ));
+    assert!(
+        orphans.iter().all(|o| o
+            .rsplit('/')
+            .next()
+            .is_some_and(|f| f.starts_with("compacted-"))),
+        "{orphans:?}"
+    );
+}
+
+/// Every data file path any version of the table's log (JSON commits) adds or removes.
+pub(crate) async fn log_paths(table: &str) -> HashSet<String> {
+    let t = open(table).await;
     let mut known: HashSet<String> = HashSet::new();
     let store = t.log_store().object_store(None);
     let logs: Vec<_> = store
@@ -659,27 +680,19 @@ async fn compaction_killed_ten_times_loses_and_duplicates_nothing() {
             }
         }
     }
-    let prefix = key_prefix(&table);
-    let orphans: Vec<String> = s3()
-        .list(&prefix)
+    known
+}
+
+/// The Parquet objects under the table (outside `_delta_log`), as paths relative to its root.
+pub(crate) async fn data_objects(table: &str) -> Vec<String> {
+    let prefix = key_prefix(table);
+    s3().list(&prefix)
         .await
         .expect("list")
         .into_iter()
         .filter(|k| k.ends_with(".parquet") && !k.contains("/_delta_log/"))
         .map(|k| k[prefix.len() + 1..].to_string())
-        .filter(|k| !known.contains(k))
-        .collect();
-    announce(&format!(
-        "{kills} kills; orphans left for vacuum: {}",
-        orphans.len()
-    ));
-    assert!(
-        orphans.iter().all(|o| o
-            .rsplit('/')
-            .next()
-            .is_some_and(|f| f.starts_with("compacted-"))),
-        "{orphans:?}"
-    );
+        .collect()
 }
 
 /// A table with more than 1,000 commits carrying txn offsets: after `loglake checkpoint` its

@@ -8,6 +8,7 @@ mod archiver_ops;
 mod compactor;
 mod generator;
 mod kafka_smoke;
+mod maintenance;
 mod quickstart;
 mod readers;
 mod restart;
