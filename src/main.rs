@@ -44,6 +44,8 @@ enum Command {
     Vacuum(loglake_compactor::VacuumArgs),
     /// Remove the files whose rows are past the table's retention (per namespace overrides).
     Retention(loglake_compactor::RetentionArgs),
+    /// Delete the rows matching a SQL predicate (GDPR), rewriting only the files that hold them.
+    Delete(loglake_compactor::DeleteArgs),
     /// SQL over the whole lake: every Delta table as a table, log functions, correlation.
     Query(Box<loglake_query::QueryArgs>),
     /// Print version information of loglake and its storage stack.
@@ -87,6 +89,7 @@ fn main() -> ExitCode {
         Command::Checkpoint(args) => loglake_compactor::run_checkpoint(args).map_err(Into::into),
         Command::Vacuum(args) => loglake_compactor::run_vacuum(args).map_err(Into::into),
         Command::Retention(args) => loglake_compactor::run_retention(args).map_err(Into::into),
+        Command::Delete(args) => loglake_compactor::run_delete(args).map_err(Into::into),
         Command::Query(args) => loglake_query::run(*args),
         Command::Version => {
             println!("loglake {}", env!("CARGO_PKG_VERSION"));

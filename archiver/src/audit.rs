@@ -4,8 +4,10 @@
 //! Coverage of one offset = rows whose `kafka_offset` is it, plus reassembled lines that list it
 //! in `attrs['loglake.fragment_offsets']`, plus dead letters. `missing` counts offsets in the
 //! broker's `[low, high)` with no coverage; `duplicates` counts coverage beyond the first.
+//! `deleted` counts offsets with no coverage that a `loglake delete` recorded as deleted
+//! (`_loglake/deletes/*.json` under the table): they are not missing.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use arrow::array::{Array, AsArray};
@@ -43,6 +45,9 @@ pub struct AuditReport {
     pub dead_letters: u64,
     pub missing: u64,
     pub duplicates: u64,
+    /// Offsets without a row that `loglake delete` recorded as deleted (left out when none).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub deleted: u64,
     /// The first few offsets with no coverage, `[partition, offset]` (left out when none).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub missing_examples: Vec<MissingOffset>,
@@ -50,6 +55,10 @@ pub struct AuditReport {
     /// when none).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub duplicate_examples: Vec<DuplicateOffset>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// A missing offset: (partition, offset).
@@ -71,6 +80,7 @@ impl AuditReport {
 pub struct Coverage {
     ranges: HashMap<i32, (i64, i64, Vec<u32>)>,
     outside: HashMap<(i32, i64), u32>,
+    deleted: HashSet<(i32, i64)>,
 }
 
 impl Coverage {
@@ -82,6 +92,7 @@ impl Coverage {
         Coverage {
             ranges,
             outside: HashMap::new(),
+            deleted: HashSet::new(),
         }
     }
 
@@ -92,6 +103,12 @@ impl Coverage {
             }
             _ => *self.outside.entry((partition, offset)).or_insert(0) += 1,
         }
+    }
+
+    /// Records that `loglake delete` deleted the record at `offset`: without a row it is
+    /// deleted, not missing.
+    pub fn mark_deleted(&mut self, partition: i32, offset: i64) {
+        self.deleted.insert((partition, offset));
     }
 
     /// Up to `limit` missing offsets and up to `limit` duplicated ones (with their copies), in
@@ -105,7 +122,7 @@ impl Coverage {
         for (&p, (lo, _, counts)) in parts {
             for (i, &c) in counts.iter().enumerate() {
                 let o = lo + i as i64;
-                if c == 0 && missing.len() < limit {
+                if c == 0 && missing.len() < limit && !self.deleted.contains(&(p, o)) {
                     missing.push((p, o));
                 } else if c > 1 && dups.len() < limit {
                     dups.push((p, o, c));
@@ -123,15 +140,18 @@ impl Coverage {
         (missing, dups)
     }
 
-    /// (expected, missing, duplicates)
-    pub fn summary(&self) -> (u64, u64, u64) {
+    /// (expected, missing, duplicates, deleted)
+    pub fn summary(&self) -> (u64, u64, u64, u64) {
         let mut expected = 0;
         let mut missing = 0;
         let mut dups = 0;
-        for (lo, hi, counts) in self.ranges.values() {
+        let mut deleted = 0;
+        for (&p, (lo, hi, counts)) in &self.ranges {
             expected += (hi - lo).max(0) as u64;
-            for &c in counts {
-                if c == 0 {
+            for (i, &c) in counts.iter().enumerate() {
+                if c == 0 && self.deleted.contains(&(p, lo + i as i64)) {
+                    deleted += 1;
+                } else if c == 0 {
                     missing += 1;
                 } else {
                     dups += (c - 1) as u64;
@@ -141,7 +161,7 @@ impl Coverage {
         for &c in self.outside.values() {
             dups += c.saturating_sub(1) as u64;
         }
-        (expected, missing, dups)
+        (expected, missing, dups, deleted)
     }
 }
 
@@ -255,6 +275,46 @@ async fn scan_table(
     Ok(rows)
 }
 
+/// Marks in `cov` the offsets of `topic` that `loglake delete` recorded under the table at
+/// `url` (`_loglake/deletes/*.json`).
+async fn mark_deleted(
+    url: &Url,
+    storage_options: &HashMap<String, String>,
+    topic: &str,
+    cov: &mut Coverage,
+) -> Result<(), ArchiveError> {
+    use futures::TryStreamExt;
+    use object_store::ObjectStoreExt;
+    let name = url.to_string();
+    let table = loglake_lake::open_table(&name, url, storage_options).await?;
+    let store = table.log_store().object_store(None);
+    let prefix = object_store::path::Path::from(loglake_compactor::delete::DELETES_PREFIX);
+    let listed: Vec<object_store::ObjectMeta> = store
+        .list(Some(&prefix))
+        .try_collect()
+        .await
+        .map_err(|e| ArchiveError::Other(format!("{name}: listing {prefix}: {e}")))?;
+    for m in listed {
+        let bytes = store
+            .get(&m.location)
+            .await
+            .map_err(|e| ArchiveError::Other(format!("{name}: {}: {e}", m.location)))?
+            .bytes()
+            .await
+            .map_err(|e| ArchiveError::Other(format!("{name}: {}: {e}", m.location)))?;
+        let record: loglake_compactor::delete::DeletedOffsets = serde_json::from_slice(&bytes)
+            .map_err(|e| ArchiveError::Other(format!("{name}: {}: {e}", m.location)))?;
+        for (p, ranges) in record.offsets.get(topic).into_iter().flatten() {
+            for (lo, hi) in ranges {
+                for o in *lo..=*hi {
+                    cov.mark_deleted(*p, o);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Runs the audit.
 pub async fn audit(
     args: &AuditArgs,
@@ -267,6 +327,7 @@ pub async fn audit(
     let mut cov = Coverage::new(&wm);
     let url = loglake_lake::table_url(&args.table)?;
     let rows = scan_table(&url, storage_options, &args.topic, true, &mut cov).await?;
+    mark_deleted(&url, storage_options, &args.topic, &mut cov).await?;
     let dead_letters = match &args.dlq_table {
         Some(d) => {
             scan_table(
@@ -280,7 +341,7 @@ pub async fn audit(
         }
         None => 0,
     };
-    let (expected, missing, duplicates) = cov.summary();
+    let (expected, missing, duplicates, deleted) = cov.summary();
     // A second pass over the coverage only when there is something to name.
     let (missing_examples, duplicate_examples) = if missing + duplicates > 0 {
         cov.examples(EXAMPLES)
@@ -293,6 +354,7 @@ pub async fn audit(
         dead_letters,
         missing,
         duplicates,
+        deleted,
         missing_examples,
         duplicate_examples,
     })
@@ -313,7 +375,16 @@ mod tests {
         c.add(1, 11);
         c.add(1, 3); // below low watermark (retention): not missing, counted once
         c.add(1, 3); // …and its second copy is a duplicate
-        assert_eq!(c.summary(), (7, 1, 2));
+        assert_eq!(c.summary(), (7, 1, 2, 0));
+        let mut d = Coverage::new(&wm);
+        for o in [0, 1, 2, 4] {
+            d.add(0, o);
+        }
+        d.add(1, 10);
+        d.mark_deleted(0, 3);
+        d.mark_deleted(0, 4); // deleted but present (the delete never committed): a row
+        assert_eq!(d.summary(), (7, 1, 0, 1));
+        assert_eq!(d.examples(10), (vec![(1, 11)], vec![]));
         assert_eq!(c.examples(10), (vec![(0, 3)], vec![(0, 2, 2), (1, 3, 2)]));
         assert_eq!(c.examples(1), (vec![(0, 3)], vec![(0, 2, 2)]));
     }

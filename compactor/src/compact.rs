@@ -187,7 +187,7 @@ pub fn plain_path(path: &str) -> bool {
 
 /// The file schema to read and write: the layout's, else the Delta schema without the
 /// partition columns.
-fn file_schema(
+pub(crate) fn file_schema(
     table: &DeltaTable,
     layout: &Layout,
     name: &str,

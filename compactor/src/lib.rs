@@ -13,10 +13,12 @@
 //! - [`checkpoint`]: Delta checkpoints and expired-log cleanup;
 //! - [`metrics`]: the run's figures as OpenMetrics counters per table;
 //! - [`vacuum`]: `loglake vacuum`, deltalake's full-mode vacuum under the lease;
-//! - [`retention`]: `loglake retention`, whole files past their days (per namespace) removed.
+//! - [`retention`]: `loglake retention`, whole files past their days (per namespace) removed;
+//! - [`delete`]: `loglake delete`, row-level (GDPR) delete rewriting only the files with matches.
 
 pub mod checkpoint;
 pub mod compact;
+pub mod delete;
 pub mod error;
 pub mod lease;
 pub mod metrics;
@@ -37,6 +39,7 @@ use url::Url;
 
 pub use checkpoint::{CheckpointMetrics, checkpoint_table};
 pub use compact::{CompactMetrics, Layout, Settings, compact_table};
+pub use delete::{DeleteReport, DeleteSettings, delete_rows};
 pub use error::CompactError;
 pub use metrics::CompactorMetrics;
 pub use retention::{RetentionPolicy, RetentionReport, RetentionSettings, retain_table};
@@ -173,6 +176,64 @@ pub struct RetentionArgs {
     pub dry_run: bool,
     #[command(flatten)]
     pub lease: LeaseArgs,
+}
+
+/// `loglake delete`: delete the rows matching a SQL predicate (a GDPR erasure).
+#[derive(Debug, Clone, clap::Args)]
+pub struct DeleteArgs {
+    #[command(flatten)]
+    pub target: Target,
+    /// The rows to delete: a SQL boolean expression over the table's columns, e.g.
+    /// "message LIKE '%jane.doe@example.com%'". Rows where it is NULL stay.
+    #[arg(long = "where", value_name = "SQL")]
+    pub predicate: String,
+    /// Table definitions: the bloom filter columns of the rewritten files.
+    #[arg(long, env = "LOGLAKE_TABLES_DIR")]
+    pub tables_dir: Option<PathBuf>,
+    /// Count the matching rows per file; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Memory for the candidate query and the rewrites.
+    #[arg(long, env = "LOGLAKE_MEMORY_BUDGET", default_value = "512MiB", value_parser = parse_bytes)]
+    pub memory_budget: u64,
+    #[command(flatten)]
+    pub lease: LeaseArgs,
+}
+
+/// `loglake delete`: one JSON object per table on stdout.
+pub fn run_delete(args: DeleteArgs) -> Result<ExitCode, CompactError> {
+    if args.predicate.trim().is_empty() {
+        return Err(CompactError::Config("--where must not be empty".into()));
+    }
+    let defs = match &args.tables_dir {
+        Some(dir) => load_table_dir(dir).map_err(|e| CompactError::Config(e.to_string()))?,
+        None => Vec::new(),
+    };
+    let options = writer_storage_options(&Default::default())?;
+    let settings = DeleteSettings {
+        predicate: args.predicate.clone(),
+        dry_run: args.dry_run,
+        lease_ttl: args.lease.lease_ttl,
+        lease_wait: args.lease.wait_lease,
+        owner: owner(),
+        memory_budget: usize::try_from(args.memory_budget).unwrap_or(usize::MAX),
+    };
+    runtime()?.block_on(async {
+        for (name, url) in tables(&args.target, &options).await? {
+            let def = defs.iter().find(|d| d.name == name);
+            let layout = Layout {
+                sort_by: Vec::new(),
+                bloom_filter_columns: def
+                    .map(|d| d.bloom_filter_columns.clone())
+                    .unwrap_or_default(),
+                target_file_size: DEFAULT_TARGET_FILE_SIZE_BYTES,
+                schema: def.map(|d| table_schema(d.kind())),
+            };
+            let r = delete_rows(&name, &url, &options, &layout, &settings).await?;
+            println!("{}", serde_json::to_string(&r).unwrap_or_default());
+        }
+        Ok(ExitCode::SUCCESS)
+    })
 }
 
 /// `namespace=days`, days at least 1.

@@ -121,9 +121,62 @@ impl Rewriter {
             Some(ordering) => Arc::new(SortExec::new(ordering, scan)),
             None => scan,
         };
+        self.write_plan(plan, file_schema, props, out_path, &df_err)
+            .await
+    }
+
+    /// Rewrites one file keeping only the rows for which `keep` is true, in their order (a
+    /// delete): its rows out and the written file.
+    pub async fn filter_file(
+        &self,
+        path: &str,
+        size: u64,
+        file_schema: &SchemaRef,
+        keep: Arc<dyn datafusion::physical_expr::PhysicalExpr>,
+        props: WriterProperties,
+        out_path: &str,
+    ) -> Result<Written, CompactError> {
+        let df_err = |what: &str| {
+            let what = format!("{what} ({path} into {out_path})");
+            let table = self.table.clone();
+            move |e: datafusion::error::DataFusionError| CompactError::DataFusion {
+                table: table.clone(),
+                what: what.clone(),
+                source: Box::new(e),
+            }
+        };
+        let source = Arc::new(ParquetSource::new(file_schema.clone()));
+        let scan_config = FileScanConfigBuilder::new(self.url.clone(), source)
+            .with_file_group(FileGroup::new(vec![PartitionedFile::new(
+                path.to_string(),
+                size,
+            )]))
+            .build();
+        let scan: Arc<dyn ExecutionPlan> = DataSourceExec::from_data_source(scan_config);
+        let plan: Arc<dyn ExecutionPlan> = Arc::new(
+            datafusion::physical_plan::filter::FilterExec::try_new(keep, scan)
+                .map_err(df_err("planning the filter"))?,
+        );
+        self.write_plan(plan, file_schema, props, out_path, &df_err)
+            .await
+    }
+
+    /// Runs `plan` (one partition) into a Parquet file at `out_path`, uploaded in parts.
+    async fn write_plan<F, E>(
+        &self,
+        plan: Arc<dyn ExecutionPlan>,
+        file_schema: &SchemaRef,
+        props: WriterProperties,
+        out_path: &str,
+        df_err: &F,
+    ) -> Result<Written, CompactError>
+    where
+        F: Fn(&str) -> E,
+        E: Fn(datafusion::error::DataFusionError) -> CompactError,
+    {
         let mut stream = plan
             .execute(0, self.ctx.task_ctx())
-            .map_err(df_err("planning the sort"))?;
+            .map_err(df_err("planning"))?;
 
         let path = Path::from(out_path);
         let object_writer = BufWriter::new(self.store.clone(), path.clone());
@@ -136,7 +189,7 @@ impl Rewriter {
             .map_err(parquet_err)?;
         let mut rows = 0u64;
         while let Some(batch) = stream.next().await {
-            let batch = batch.map_err(df_err("reading and sorting"))?;
+            let batch = batch.map_err(df_err("reading"))?;
             rows += batch.num_rows() as u64;
             writer.write(&batch).await.map_err(parquet_err)?;
         }
@@ -151,8 +204,6 @@ impl Rewriter {
     }
 }
 
-/// The sort of `sort_by` over the columns of `schema` that exist (ascending, nulls first);
-/// `None` when none do.
 fn sort_exprs(sort_by: &[String], schema: &SchemaRef) -> Option<LexOrdering> {
     let exprs: Vec<PhysicalSortExpr> = sort_by
         .iter()

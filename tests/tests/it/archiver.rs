@@ -118,6 +118,9 @@ pub(crate) struct Audit {
     pub(crate) dead_letters: u64,
     pub(crate) missing: u64,
     pub(crate) duplicates: u64,
+    /// Offsets `loglake delete` removed (absent when none).
+    #[serde(default)]
+    pub(crate) deleted: u64,
     /// `[partition, offset]` of the first missing offsets (absent when none).
     #[serde(default)]
     pub(crate) missing_examples: Vec<(i32, i64)>,
