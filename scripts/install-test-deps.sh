@@ -5,6 +5,10 @@
 #     the cached binary already reports the pinned version)
 #   - cargo-nextest, when the machine does not have it
 #   - a Python venv with the pinned packages of scripts/requirements-test.txt (moto S3 server, ...)
+#   - buildah, Debian's package, when the machine does not have it (builds and runs the container
+#     image of deploy/Containerfile in tests/tests/it/deploy.rs)
+#   - kubernetes-validate (pinned below) in a small venv of its own, so that its pin does not
+#     change the hash of the big test venv; it bundles the Kubernetes schemas and works offline
 # Prints shell `export` lines for the test harness on stdout; progress goes to stderr.
 set -euo pipefail
 
@@ -51,6 +55,33 @@ else
   touch "$VENV/.complete"
 fi
 
+# --- buildah (the container image test) ------------------------------------------------------------
+if command -v buildah >/dev/null 2>&1; then
+  log "$(buildah --version)"
+else
+  log "installing buildah (Debian package, one-off)..."
+  SUDO=()
+  [[ "$(id -u)" == 0 ]] || SUDO=(sudo)
+  "${SUDO[@]}" apt-get update -qq >&2
+  "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq buildah >&2
+  buildah --version >&2
+fi
+
+# --- kubernetes-validate (the manifest test), in its own venv --------------------------------------
+KUBERNETES_VALIDATE_VERSION="1.37.0"
+KV_VENV="$CACHE/venv-kubernetes-validate-$KUBERNETES_VALIDATE_VERSION"
+if [[ -f "$KV_VENV/.complete" ]]; then
+  log "kubernetes-validate $KUBERNETES_VALIDATE_VERSION cached at $KV_VENV"
+else
+  log "creating python venv $KV_VENV with kubernetes-validate $KUBERNETES_VALIDATE_VERSION..."
+  rm -rf "$KV_VENV"
+  python3 -m venv "$KV_VENV"
+  "$KV_VENV/bin/pip" install --disable-pip-version-check -q \
+    "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION" >&2
+  touch "$KV_VENV/.complete"
+fi
+
 echo "export LOGLAKE_TANSU_BIN='$TANSU_BIN'"
 echo "export LOGLAKE_MOTO_BIN='$VENV/bin/moto_server'"
 echo "export LOGLAKE_TEST_VENV='$VENV'"
+echo "export LOGLAKE_KUBERNETES_VALIDATE='$KV_VENV/bin/kubernetes-validate'"

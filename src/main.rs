@@ -46,6 +46,9 @@ enum Command {
     Retention(loglake_compactor::RetentionArgs),
     /// Delete the rows matching a SQL predicate (GDPR), rewriting only the files that hold them.
     Delete(loglake_compactor::DeleteArgs),
+    /// The T+1 job of a lake: archive to frozen offsets, mark complete days, compact, retention,
+    /// vacuum; with a run ledger, one runner per lake (exit 3 when another holds the lease).
+    Nightly(loglake_jobs::NightlyArgs),
     /// SQL over the whole lake: every Delta table as a table, log functions, correlation.
     Query(Box<loglake_query::QueryArgs>),
     /// Print version information of loglake and its storage stack.
@@ -56,7 +59,7 @@ enum Command {
 /// a table that does not exist yet is opened (`No files in log segment`), which the archiver
 /// does on purpose before creating it; that line stays off unless the filter names the kernel.
 fn log_filter(env: Option<&str>) -> String {
-    const DEFAULT: &str = "warn,buoyant_kernel=off,loglake=info,loglake_archiver=info,loglake_compactor=info,loglake_query=info";
+    const DEFAULT: &str = "warn,buoyant_kernel=off,loglake=info,loglake_archiver=info,loglake_compactor=info,loglake_jobs=info,loglake_query=info";
     match env.map(str::trim) {
         None | Some("") => DEFAULT.to_string(),
         Some(s) if s.contains("buoyant_kernel") => s.to_string(),
@@ -90,6 +93,7 @@ fn main() -> ExitCode {
         Command::Vacuum(args) => loglake_compactor::run_vacuum(args).map_err(Into::into),
         Command::Retention(args) => loglake_compactor::run_retention(args).map_err(Into::into),
         Command::Delete(args) => loglake_compactor::run_delete(args).map_err(Into::into),
+        Command::Nightly(args) => loglake_jobs::run_nightly(args).map_err(Into::into),
         Command::Query(args) => loglake_query::run(*args),
         Command::Version => {
             println!("loglake {}", env!("CARGO_PKG_VERSION"));
@@ -110,6 +114,9 @@ fn main() -> ExitCode {
 fn exit_code(e: &anyhow::Error) -> u8 {
     if let Some(c) = e.downcast_ref::<loglake_compactor::CompactError>() {
         return c.exit_code();
+    }
+    if let Some(j) = e.downcast_ref::<loglake_jobs::JobError>() {
+        return j.exit_code();
     }
     e.downcast_ref::<loglake_archiver::ArchiveError>()
         .map_or(1, loglake_archiver::ArchiveError::exit_code)

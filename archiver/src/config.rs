@@ -160,6 +160,10 @@ pub struct FileConfig {
     /// Storage options (AWS_* names) overriding the environment.
     #[serde(default, deserialize_with = "storage_table")]
     pub storage: SecretTable,
+    /// `[nightly]`: the settings of `loglake nightly` (read by the jobs crate; the archiver
+    /// ignores them).
+    #[serde(default)]
+    pub nightly: Option<toml::Table>,
 }
 
 /// A `[kafka]` or `[storage]` table of the file: string values that may be credentials

@@ -6,9 +6,11 @@
 mod archiver;
 mod archiver_ops;
 mod compactor;
+mod deploy;
 mod generator;
 mod kafka_smoke;
 mod maintenance;
+mod nightly;
 mod quickstart;
 mod readers;
 mod restart;

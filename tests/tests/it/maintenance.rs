@@ -308,7 +308,7 @@ async fn vacuum_deletes_expired_removes_and_orphans_and_nothing_a_version_inside
 }
 
 /// A container record of `namespace` at `ts` (RFC 3339, UTC), Fluent Bit JSON.
-fn record_at(i: usize, namespace: &str, ts: chrono::DateTime<chrono::Utc>) -> Vec<u8> {
+pub(crate) fn record_at(i: usize, namespace: &str, ts: chrono::DateTime<chrono::Utc>) -> Vec<u8> {
     format!(
         concat!(
             "{{\"date\":{}.0,\"time\":\"{}\",\"stream\":\"stdout\",\"log\":\"line {}\\n\",",

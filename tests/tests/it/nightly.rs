@@ -1,0 +1,439 @@
+//! `loglake nightly` against the real broker and S3 server, through the real binary: a run over
+//! two days of data, a re-run that changes nothing, and two runners at once.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::{NaiveDate, Utc};
+use object_store::{ObjectStoreExt, PutPayload};
+use serde_json::Value;
+
+use crate::archiver::{audit, produce_with, query_i64};
+use crate::compactor::{active_files, key_prefix, open};
+use crate::maintenance::record_at;
+use loglake_tests::{Proc, announce, kafka, loglake_cmd, s3, unique_name};
+
+/// A lake.toml for `topic` into `lake` (one container table, dead letters), compaction settle
+/// `settle`.
+fn lake_config(
+    dir: &std::path::Path,
+    topic: &str,
+    lake: &str,
+    settle: Duration,
+) -> std::path::PathBuf {
+    let tables = dir.join("tables");
+    std::fs::create_dir_all(&tables).expect("mkdir");
+    std::fs::write(
+        tables.join("containers.toml"),
+        format!(
+            "name = \"containers\"\ntopics = [\"{topic}\"]\ndecoder = \"fluentbit\"\n\
+             partition_by = [\"dt\", \"hour\"]\nsort_by = [\"namespace\", \"pod\", \"ts\"]\n\
+             bloom_filter_columns = [\"trace_id\"]\nretention_days = 3650\n"
+        ),
+    )
+    .expect("table def");
+    let path = dir.join("lake.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "brokers = \"{}\"\ngroup = \"{}\"\nlake = \"{lake}\"\ntables_dir = \"{}\"\n\
+             dlq_table = \"{lake}/dead_letters\"\nstall_timeout = \"120s\"\n\n\
+             [nightly]\nsettle = \"{}s\"\nlease_ttl = \"5s\"\n",
+            kafka().brokers,
+            unique_name("g-nightly"),
+            tables.display(),
+            settle.as_secs()
+        ),
+    )
+    .expect("lake.toml");
+    path
+}
+
+fn nightly(config: &std::path::Path, date: NaiveDate, extra: &[&str]) -> std::process::Command {
+    let mut c = loglake_cmd();
+    c.arg("nightly")
+        .arg("--config")
+        .arg(config)
+        .args(["--date", &date.to_string()])
+        .args(extra)
+        .env("LOGLAKE_LOG", "warn,loglake_jobs=info");
+    c
+}
+
+/// Runs `loglake nightly` to the end: (exit code, summary, stderr).
+async fn run_nightly(config: &std::path::Path, date: NaiveDate) -> (Option<i32>, Value, String) {
+    let mut c = nightly(config, date, &[]);
+    let out = tokio::task::spawn_blocking(move || c.output().expect("run nightly"))
+        .await
+        .expect("join");
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let summary = stdout
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).expect("summary JSON"))
+        .unwrap_or(Value::Null);
+    (
+        out.status.code(),
+        summary,
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+/// (stage, table) → status of a run's summary.
+fn statuses(summary: &Value) -> BTreeMap<(String, String), String> {
+    summary["stages"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|s| {
+                    (
+                        (
+                            s["stage"].as_str().unwrap_or("").to_string(),
+                            s["table"].as_str().unwrap_or("").to_string(),
+                        ),
+                        s["status"].as_str().unwrap_or("").to_string(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+async fn versions(urls: &[&str]) -> Vec<Option<u64>> {
+    let mut out = Vec::new();
+    for u in urls {
+        out.push(open(u).await.version());
+    }
+    out
+}
+
+/// Two days of data (D: 10:00–13:59, E = D + 1: 10:00–10:59): `nightly --date D` archives,
+/// marks D complete (the watermark, E 10:59, is past D's end plus the hour of lateness),
+/// compacts D's closed partitions and leaves E's open one alone, and records one success per
+/// stage and table; `--date E` does not mark E complete; re-running D changes no table; two
+/// runners at once: one runs, the other exits 3; an expired lease is taken over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nightly_marks_complete_days_compacts_closed_partitions_and_reruns_change_nothing() {
+    const N: usize = 6_000;
+    let topic = unique_name("nightly");
+    kafka().create_topic(&topic, 3).await.expect("topic");
+    let today = Utc::now().date_naive();
+    let d = today - chrono::Days::new(2);
+    let e = today - chrono::Days::new(1);
+    let at = |day: NaiveDate, secs: i64| {
+        day.and_hms_opt(10, 0, 0).expect("time").and_utc() + chrono::Duration::seconds(secs)
+    };
+    // 5,000 records over D's four hours, then 1,000 over E's 10:00 hour
+    produce_with(&topic, 0, N, move |i| {
+        let ns = ["shop", "payments", "kube-system"][i % 3];
+        if i < 5_000 {
+            record_at(i, ns, at(d, (i as i64 * 14_399) / 5_000))
+        } else {
+            record_at(i, ns, at(e, ((i - 5_000) as i64 * 3_599) / 1_000))
+        }
+    })
+    .await;
+    let lake = s3().unique_url("nightly");
+    let table = format!("{lake}/containers");
+    let dlq = format!("{lake}/dead_letters");
+    // E's partition (ended at 11:00 yesterday) stays open: settle = its age + 1h
+    let e_end = at(e, 3_600);
+    let settle = Duration::from_secs(((Utc::now() - e_end).num_seconds() + 3_600) as u64);
+    let dir = tempfile::tempdir().expect("tmp");
+    let config = lake_config(dir.path(), &topic, &lake, settle);
+
+    let (code, summary, err) = run_nightly(&config, d).await;
+    assert_eq!(code, Some(0), "{err}\n{summary}");
+    let st = statuses(&summary);
+    assert_eq!(st[&("archive".into(), "*".into())], "success", "{summary}");
+    assert_eq!(
+        st[&("complete".into(), "containers".into())],
+        "success",
+        "{summary}"
+    );
+    for stage in ["compact", "retention", "vacuum"] {
+        assert_eq!(
+            st[&(stage.into(), "containers".into())],
+            "success",
+            "{stage}: {summary}"
+        );
+    }
+    assert_eq!(
+        query_i64(&table, "SELECT count(*) FROM t").await,
+        vec![N as i64]
+    );
+    // D is marked complete with its rows; nothing for E
+    let store = s3().object_store().expect("s3");
+    let prefix = key_prefix(&table);
+    let manifest = store
+        .get(&format!("{prefix}/_loglake/complete/dt={d}/manifest.json").into())
+        .await
+        .expect("D's manifest")
+        .bytes()
+        .await
+        .expect("bytes");
+    let manifest: Value = serde_json::from_slice(&manifest).expect("manifest");
+    assert_eq!(manifest["rows"].as_i64(), Some(5_000), "{manifest}");
+    assert_eq!(manifest["date"], d.to_string());
+    store
+        .head(&format!("{prefix}/_loglake/complete/dt={d}/_SUCCESS").into())
+        .await
+        .expect("_SUCCESS");
+    assert!(
+        store
+            .head(&format!("{prefix}/_loglake/complete/dt={e}/manifest.json").into())
+            .await
+            .is_err()
+    );
+    // D's four partitions are one compacted file each; E's partition keeps its archived files
+    let files = active_files(&table).await;
+    let by_part = |day: NaiveDate| -> Vec<&String> {
+        files
+            .iter()
+            .filter(|(_, (_, p))| p.starts_with(&day.to_string()))
+            .map(|(f, _)| f)
+            .collect()
+    };
+    let d_files = by_part(d);
+    assert_eq!(d_files.len(), 4, "{files:?}");
+    assert!(
+        d_files.iter().all(|f| f.contains("/compacted-")),
+        "{d_files:?}"
+    );
+    let e_files = by_part(e);
+    assert!(
+        !e_files.is_empty() && e_files.iter().all(|f| !f.contains("/compacted-")),
+        "{e_files:?}"
+    );
+
+    // E: not complete yet (watermark E 10:59 < E's end + 1h)
+    let (code, summary_e, err) = run_nightly(&config, e).await;
+    assert_eq!(code, Some(0), "{err}");
+    let complete_e = summary_e["stages"]
+        .as_array()
+        .and_then(|a| {
+            a.iter()
+                .find(|s| s["stage"] == "complete" && s["table"] == "containers")
+        })
+        .cloned()
+        .unwrap_or(Value::Null);
+    assert_eq!(complete_e["status"], "skipped", "{summary_e}");
+    assert_eq!(complete_e["report"]["complete"], false, "{summary_e}");
+
+    // Re-running D changes no table
+    let before = versions(&[&table, &dlq]).await;
+    let (code, again, err) = run_nightly(&config, d).await;
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(versions(&[&table, &dlq]).await, before, "{again}");
+    let st = statuses(&again);
+    assert_eq!(
+        st[&("complete".into(), "containers".into())],
+        "skipped",
+        "{again}"
+    );
+
+    // The ledger: one success per stage and table for D in the first run
+    let ledger = format!("{lake}/_loglake/runs");
+    let run_id = summary["run_id"].as_str().expect("run id").to_string();
+    let successes = query_i64(
+        &ledger,
+        &format!(
+            "SELECT count(*) FROM t WHERE run_id = '{run_id}' AND status = 'success' \
+             AND date = '{d}' AND \"table\" IN ('*', 'containers')"
+        ),
+    )
+    .await;
+    assert_eq!(
+        successes,
+        vec![5],
+        "archive, complete, compact, retention, vacuum"
+    );
+
+    // Two runners at once: one runs, the other exits 3 and names the holder.
+    let (mut a, mut b) = (
+        Proc::spawn(nightly(&config, d, &[])).expect("a"),
+        Proc::spawn(nightly(&config, d, &[])).expect("b"),
+    );
+    let mut codes = Vec::new();
+    for p in [&mut a, &mut b] {
+        let done = p
+            .wait_within(Duration::from_secs(300))
+            .await
+            .expect("wait")
+            .expect("nightly still running after 5 min");
+        if done.status.code() == Some(3) {
+            assert!(
+                done.stderr_text()
+                    .contains("another nightly runner holds the lease"),
+                "{}",
+                done.stderr_text()
+            );
+        }
+        codes.push(done.status.code());
+    }
+    codes.sort();
+    assert_eq!(codes, vec![Some(0), Some(3)]);
+
+    // A lease left by a killed runner: refused while it lasts, taken over once expired.
+    let lake_prefix = key_prefix(&lake);
+    let lease_dir = format!("{lake_prefix}/_loglake/lease");
+    let newest = s3()
+        .list(&lease_dir)
+        .await
+        .expect("list")
+        .iter()
+        .filter_map(|k| {
+            k.rsplit('/')
+                .next()?
+                .strip_suffix(".json")?
+                .parse::<u64>()
+                .ok()
+        })
+        .max()
+        .unwrap_or(0);
+    let put = |n: u64, expires_ms: i64| {
+        let store = store.clone();
+        let path = format!("{lease_dir}/{n:020}.json");
+        async move {
+            let body = serde_json::json!({"owner": "killed-pod:1:run", "expires_ms": expires_ms, "released": false});
+            store
+                .put(
+                    &path.into(),
+                    PutPayload::from(body.to_string().into_bytes()),
+                )
+                .await
+                .expect("put lease");
+        }
+    };
+    let now_ms = Utc::now().timestamp_millis();
+    put(newest + 1, now_ms + 600_000).await;
+    let (code, _, err) = run_nightly(&config, d).await;
+    assert_eq!(code, Some(3), "{err}");
+    assert!(err.contains("killed-pod:1:run"), "{err}");
+    put(newest + 2, now_ms - 1).await;
+    let (code, _, err) = run_nightly(&config, d).await;
+    assert_eq!(code, Some(0), "{err}");
+
+    let (au, ok) = audit(&topic, &table, &dlq);
+    assert_eq!(
+        (
+            au.expected,
+            au.rows + au.dead_letters,
+            au.missing,
+            au.duplicates
+        ),
+        (N as u64, N as u64, 0, 0),
+        "{au:?}"
+    );
+    assert!(ok);
+    announce(&format!(
+        "nightly: D={d} complete, E={e} open; settle {settle:?}"
+    ));
+}
+
+/// Rows per (dt, hour) and data files per partition of a table.
+async fn shape(table: &str) -> (Vec<i64>, BTreeMap<String, usize>) {
+    let rows = query_i64(
+        table,
+        "SELECT count(*) FROM t GROUP BY dt, hour ORDER BY dt, hour",
+    )
+    .await;
+    let mut files: BTreeMap<String, usize> = BTreeMap::new();
+    for (_, (_, part)) in active_files(table).await {
+        *files.entry(part).or_default() += 1;
+    }
+    (rows, files)
+}
+
+/// `kill -9` of `loglake nightly` ten times at moments spread over its stages, then a last run:
+/// the lake ends as one uninterrupted run leaves it (rows and files per partition, the marker),
+/// and the audit finds every record once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nightly_killed_ten_times_ends_as_one_uninterrupted_run() {
+    const N: usize = 6_000;
+    let topic = unique_name("nightly-kill");
+    kafka().create_topic(&topic, 3).await.expect("topic");
+    let today = Utc::now().date_naive();
+    let d = today - chrono::Days::new(2);
+    let e = today - chrono::Days::new(1);
+    produce_with(&topic, 0, N, move |i| {
+        let ns = ["shop", "payments", "kube-system"][i % 3];
+        let (day, secs) = if i < 5_000 {
+            (d, (i as i64 * 14_399) / 5_000)
+        } else {
+            (e, ((i - 5_000) as i64 * 3_599) / 1_000)
+        };
+        record_at(
+            i,
+            ns,
+            day.and_hms_opt(10, 0, 0).expect("t").and_utc() + chrono::Duration::seconds(secs),
+        )
+    })
+    .await;
+    let settle = Duration::from_secs(3_600);
+    let (dir_a, dir_b) = (
+        tempfile::tempdir().expect("tmp"),
+        tempfile::tempdir().expect("tmp"),
+    );
+    let (lake_a, lake_b) = (s3().unique_url("nightly-a"), s3().unique_url("nightly-b"));
+    let config_a = lake_config(dir_a.path(), &topic, &lake_a, settle);
+    let config_b = lake_config(dir_b.path(), &topic, &lake_b, settle);
+
+    let (code, _, err) = run_nightly(&config_a, d).await;
+    assert_eq!(code, Some(0), "{err}");
+
+    let mut kills = 0;
+    let mut delay_ms = 400u64;
+    for _ in 0..10 {
+        let mut p = Proc::spawn(nightly(&config_b, d, &[])).expect("spawn");
+        tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+        if p.running() {
+            p.signal(libc::SIGKILL).expect("kill");
+            kills += 1;
+        }
+        let _ = p.wait_within(Duration::from_secs(300)).await.expect("wait");
+        delay_ms = delay_ms * 8 / 5 % 9_000 + 300;
+        // a killed runner's lease lapses after lease_ttl (5 s)
+        tokio::time::sleep(Duration::from_secs(6)).await;
+    }
+    assert!(
+        kills >= 5,
+        "only {kills} runs were still running when killed"
+    );
+    let (code, summary, err) = run_nightly(&config_b, d).await;
+    assert_eq!(code, Some(0), "{err}\n{summary}");
+
+    let (ta, tb) = (
+        format!("{lake_a}/containers"),
+        format!("{lake_b}/containers"),
+    );
+    assert_eq!(shape(&tb).await, shape(&ta).await);
+    let store = s3().object_store().expect("s3");
+    for t in [&ta, &tb] {
+        let m = store
+            .get(&format!("{}/_loglake/complete/dt={d}/manifest.json", key_prefix(t)).into())
+            .await
+            .expect("manifest")
+            .bytes()
+            .await
+            .expect("bytes");
+        let m: Value = serde_json::from_slice(&m).expect("json");
+        assert_eq!(m["rows"].as_i64(), Some(5_000), "{m}");
+    }
+    let (au, ok) = audit(&topic, &tb, &format!("{lake_b}/dead_letters"));
+    assert_eq!(
+        (
+            au.expected,
+            au.rows + au.dead_letters,
+            au.missing,
+            au.duplicates
+        ),
+        (N as u64, N as u64, 0, 0),
+        "{au:?}"
+    );
+    assert!(ok);
+    announce(&format!(
+        "nightly: {kills} of 10 runs killed; the lake ends as the uninterrupted one"
+    ));
+}
