@@ -7,6 +7,7 @@
 #   - a Python venv with the pinned packages of scripts/requirements-test.txt (moto S3 server, ...)
 #   - buildah, Debian's package, when the machine does not have it (builds and runs the container
 #     image of deploy/Containerfile in tests/tests/it/deploy.rs)
+#   - Debian's prometheus-pushgateway, when the machine does not have it (the nightly job's push)
 #   - kubernetes-validate (pinned below) in a small venv of its own, so that its pin does not
 #     change the hash of the big test venv; it bundles the Kubernetes schemas and works offline
 # Prints shell `export` lines for the test harness on stdout; progress goes to stderr.
@@ -67,6 +68,20 @@ else
   buildah --version >&2
 fi
 
+# --- Prometheus Pushgateway (the nightly job's metrics push) ---------------------------------------
+if command -v prometheus-pushgateway >/dev/null 2>&1; then
+  log "prometheus-pushgateway: $(command -v prometheus-pushgateway)"
+else
+  log "installing prometheus-pushgateway (Debian package, one-off)..."
+  SUDO=()
+  [[ "$(id -u)" == 0 ]] || SUDO=(sudo)
+  "${SUDO[@]}" apt-get update -qq >&2
+  "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+    prometheus-pushgateway >&2
+  # the package enables a system service; the tests start their own on a free port
+  "${SUDO[@]}" systemctl disable --now prometheus-pushgateway >/dev/null 2>&1 || true
+fi
+
 # --- kubernetes-validate (the manifest test), in its own venv --------------------------------------
 KUBERNETES_VALIDATE_VERSION="1.37.0"
 KV_VENV="$CACHE/venv-kubernetes-validate-$KUBERNETES_VALIDATE_VERSION"
@@ -85,3 +100,4 @@ echo "export LOGLAKE_TANSU_BIN='$TANSU_BIN'"
 echo "export LOGLAKE_MOTO_BIN='$VENV/bin/moto_server'"
 echo "export LOGLAKE_TEST_VENV='$VENV'"
 echo "export LOGLAKE_KUBERNETES_VALIDATE='$KV_VENV/bin/kubernetes-validate'"
+echo "export LOGLAKE_PUSHGATEWAY_BIN='$(command -v prometheus-pushgateway)'"

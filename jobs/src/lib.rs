@@ -17,11 +17,13 @@
 //! fingerprint: the table version it started from, or the date for markers) is skipped, and every
 //! stage is itself idempotent (archiving resumes from the tables' offsets, compaction skips sorted
 //! files, markers are put-if-absent), so a killed run resumes and a re-run of a finished date
-//! changes no table (DESIGN.md I5).
+//! changes no table (DESIGN.md I5). With `--pushgateway` the run's figures go to a Prometheus
+//! Pushgateway ([`push`]).
 
 pub mod complete;
 pub mod error;
 pub mod ledger;
+pub mod push;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -67,6 +69,10 @@ pub struct NightlyArgs {
     /// Skip these stages.
     #[arg(long, value_delimiter = ',', value_parser = parse_stage)]
     pub skip: Vec<String>,
+    /// Push the run's metrics to this Prometheus Pushgateway when it ends (e.g.
+    /// http://pushgateway:9091).
+    #[arg(long, env = "LOGLAKE_PUSHGATEWAY")]
+    pub pushgateway: Option<String>,
 }
 
 fn parse_stage(s: &str) -> Result<String, String> {
@@ -339,6 +345,14 @@ pub fn run_nightly(args: NightlyArgs) -> Result<ExitCode, JobError> {
     }
     summary.duration_ms = started.elapsed().as_millis() as u64;
     println!("{}", serde_json::to_string(&summary).unwrap_or_default());
+    if let Some(gw) = &run.args.pushgateway {
+        let now = Utc::now().timestamp_millis() as f64 / 1000.0;
+        let body = push::body(&summary, result.is_ok(), now);
+        if let Err(e) = rt.block_on(push::push(gw, run.lake.as_str(), body)) {
+            tracing::warn!("{e}");
+            eprintln!("loglake: warning: {e}");
+        }
+    }
     result?;
     Ok(ExitCode::SUCCESS)
 }

@@ -52,6 +52,7 @@ pub const TABLE_FUNCTIONS: &[&str] = &[
     "read_ndjson",
     "log_context",
     "correlate",
+    "lake_status",
 ];
 
 static NEXT_ID: AtomicUsize = AtomicUsize::new(1);
@@ -255,6 +256,12 @@ impl Engine {
                 .ok_or_else(|| DataFusionError::Plan(format!("{f}: missing the location argument")))
         };
         match f {
+            "lake_status" => {
+                let batch = lake::lake_status(&self.lake.discovered).await?;
+                let table =
+                    datafusion::datasource::MemTable::try_new(batch.schema(), vec![vec![batch]])?;
+                Ok(Arc::new(table))
+            }
             "delta_scan" => {
                 let loc = first()?;
                 let at = match a.get("version", Some(1)) {

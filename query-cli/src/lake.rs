@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
+use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use datafusion::catalog::{SchemaProvider, Session, TableProvider};
 use datafusion::common::{Constraints, Statistics};
@@ -378,4 +379,91 @@ impl SchemaProvider for LakeSchema {
                 .map(|r| r.contains_key(name))
                 .unwrap_or(false)
     }
+}
+
+/// Where `loglake nightly` writes a table's completeness markers (jobs/src/complete.rs).
+const MARKERS: &str = "_loglake/complete";
+
+/// `lake_status()`: per table of the lake, the days `loglake nightly` marked complete
+/// (`<table>/_loglake/complete/dt=<day>/manifest.json`): the newest (`complete_through`), how
+/// many, and the newest one's event-time watermark and row count. A table without markers has
+/// NULLs: nothing says any of its days is complete.
+pub async fn lake_status(tables: &BTreeMap<String, Url>) -> Result<RecordBatch> {
+    use arrow::array::{Int64Array, StringArray};
+    use arrow::datatypes::{DataType, Field, Schema};
+    use futures::TryStreamExt;
+    use object_store::ObjectStoreExt;
+    let mut names = Vec::new();
+    let mut through: Vec<Option<String>> = Vec::new();
+    let mut days = Vec::new();
+    let mut watermarks: Vec<Option<String>> = Vec::new();
+    let mut rows: Vec<Option<i64>> = Vec::new();
+    for (name, url) in tables {
+        let (store, prefix) = object_store_for(url)?;
+        let markers = ObjPath::from(
+            format!("{}/{MARKERS}", prefix.as_ref().trim_end_matches('/')).trim_start_matches('/'),
+        );
+        let listed: Vec<object_store::ObjectMeta> = store
+            .list(Some(&markers))
+            .try_collect()
+            .await
+            .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        let mut complete: Vec<(String, ObjPath)> = listed
+            .into_iter()
+            .filter(|m| m.location.filename() == Some("manifest.json"))
+            .filter_map(|m| {
+                let day = m
+                    .location
+                    .parts()
+                    .filter_map(|p| p.as_ref().strip_prefix("dt=").map(str::to_string))
+                    .next()?;
+                Some((day, m.location))
+            })
+            .collect();
+        complete.sort();
+        names.push(name.clone());
+        days.push(complete.len() as i64);
+        match complete.last() {
+            Some((day, path)) => {
+                through.push(Some(day.clone()));
+                let manifest: Option<serde_json::Value> = match store.get(path).await {
+                    Ok(r) => r
+                        .bytes()
+                        .await
+                        .ok()
+                        .and_then(|b| serde_json::from_slice(&b).ok()),
+                    Err(_) => None,
+                };
+                watermarks.push(
+                    manifest
+                        .as_ref()
+                        .and_then(|m| m["watermark"].as_str().map(str::to_string)),
+                );
+                rows.push(manifest.as_ref().and_then(|m| m["rows"].as_i64()));
+            }
+            None => {
+                through.push(None);
+                watermarks.push(None);
+                rows.push(None);
+            }
+        }
+    }
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("table", DataType::Utf8, false),
+        Field::new("complete_through", DataType::Utf8, true),
+        Field::new("days_complete", DataType::Int64, false),
+        Field::new("watermark", DataType::Utf8, true),
+        Field::new("rows_on_last_day", DataType::Int64, true),
+    ]));
+    RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(StringArray::from(names)),
+            Arc::new(StringArray::from(through)),
+            Arc::new(Int64Array::from(days)),
+            Arc::new(StringArray::from(watermarks)),
+            Arc::new(Int64Array::from(rows)),
+        ],
+    )
+    .map_err(|e| DataFusionError::External(Box::new(e)))
 }

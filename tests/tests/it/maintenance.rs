@@ -638,16 +638,22 @@ async fn count_and_distinct_offsets(table: &str) -> (i64, i64) {
 async fn delete_and_vacuum_killed_ten_times_lose_nothing_that_should_stay() {
     const N: usize = 9_000;
     let (table, dlq, topic) = small_file_table("delete-kill", N).await;
-    let firsts = [
-        1000usize, 1300, 2100, 2400, 3000, 4200, 5100, 6300, 7200, 8100,
-    ];
-    let mut kills = 0;
-    let mut delay_ms = 150u64;
-    for (round, first) in firsts.iter().enumerate() {
+    // Ten kills of each, at moments spread over their runs: a run that finished before its kill
+    // makes the next wait shorter. Every delete attempt has its own predicate.
+    let mut firsts: Vec<usize> = Vec::new();
+    let mut kills: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut delay: BTreeMap<&str, u64> = BTreeMap::from([("delete", 150), ("vacuum", 150)]);
+    for attempt in 0..40usize {
         for sub in ["delete", "vacuum"] {
-            let args = match sub {
-                "delete" => delete_args(&table, &hundred(*first), &["--lease-ttl", "2s"]),
-                _ => strings(&[
+            if kills.get(sub).copied().unwrap_or(0) >= 10 {
+                continue;
+            }
+            let args = if sub == "delete" {
+                let first = 1000 + 300 * firsts.len();
+                firsts.push(first);
+                delete_args(&table, &hundred(first), &["--lease-ttl", "2s"])
+            } else {
+                strings(&[
                     "--table",
                     &table,
                     "--retention",
@@ -657,32 +663,41 @@ async fn delete_and_vacuum_killed_ten_times_lose_nothing_that_should_stay() {
                     "2s",
                     "--wait-lease",
                     "30s",
-                ]),
+                ])
             };
             let mut cmd = loglake_cmd();
             cmd.arg(sub).args(&args);
             let mut p = Proc::spawn(cmd).expect("spawn");
-            tokio::time::sleep(Duration::from_millis(delay_ms)).await;
-            if p.running() {
+            let wait = delay[sub];
+            tokio::time::sleep(Duration::from_millis(wait)).await;
+            let next = if p.running() {
                 p.signal(libc::SIGKILL).expect("kill");
-                kills += 1;
-            }
+                *kills.entry(sub).or_default() += 1;
+                (wait * 17 / 10) % 2000 + 100 + attempt as u64
+            } else {
+                (wait * 2 / 3).max(20)
+            };
+            delay.insert(sub, next);
             let _ = p.wait_within(Duration::from_secs(60)).await.expect("wait");
-            delay_ms = delay_ms * 17 / 10 % 2500 + 100 + round as u64;
+        }
+        if kills.values().all(|k| *k >= 10) && kills.len() == 2 {
+            break;
         }
     }
-    announce(&format!("delete/vacuum: {kills} of 20 runs killed"));
-    assert!(
-        kills >= 8,
-        "only {kills} runs were still running when killed"
-    );
+    announce(&format!(
+        "delete/vacuum killed: {kills:?}, {} delete predicates",
+        firsts.len()
+    ));
+    assert_eq!(kills.get("delete"), Some(&10), "{kills:?}");
+    assert_eq!(kills.get("vacuum"), Some(&10), "{kills:?}");
     // the table reads; every delete once more (a killed one may or may not have committed)
-    for first in firsts {
+    for first in firsts.iter().copied() {
         let d = report("delete", delete_args(&table, &hundred(first), &[])).await;
         assert_eq!(d["lease"], "acquired", "{d}");
         assert_eq!(count_where(&table, &hundred(first)).await, 0);
     }
-    let gone = (firsts.len() * 100) as i64;
+    // predicates past the last record (i >= N) match nothing
+    let gone = (firsts.iter().filter(|f| **f + 100 <= N).count() * 100) as i64;
     assert_eq!(
         count_and_distinct_offsets(&table).await,
         (N as i64 - gone, N as i64 - gone)

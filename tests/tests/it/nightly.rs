@@ -62,7 +62,15 @@ fn nightly(config: &std::path::Path, date: NaiveDate, extra: &[&str]) -> std::pr
 
 /// Runs `loglake nightly` to the end: (exit code, summary, stderr).
 async fn run_nightly(config: &std::path::Path, date: NaiveDate) -> (Option<i32>, Value, String) {
-    let mut c = nightly(config, date, &[]);
+    run_nightly_with(config, date, &[]).await
+}
+
+async fn run_nightly_with(
+    config: &std::path::Path,
+    date: NaiveDate,
+    extra: &[&str],
+) -> (Option<i32>, Value, String) {
+    let mut c = nightly(config, date, extra);
     let out = tokio::task::spawn_blocking(move || c.output().expect("run nightly"))
         .await
         .expect("join");
@@ -186,6 +194,34 @@ async fn nightly_marks_complete_days_compacts_closed_partitions_and_reruns_chang
             .await
             .is_err()
     );
+    // `loglake query` shows it: lake_status() has D as the newest complete day of containers
+    let out = loglake_cmd()
+        .args(["query", "--lake", &lake, "--format", "ndjson", "-c"])
+        .arg("SELECT * FROM lake_status() ORDER BY \"table\"")
+        .output()
+        .expect("loglake query");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let status: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("ndjson"))
+        .collect();
+    let containers = status
+        .iter()
+        .find(|r| r["table"] == "containers")
+        .unwrap_or_else(|| panic!("{status:?}"));
+    assert_eq!(containers["complete_through"], d.to_string(), "{status:?}");
+    assert_eq!(containers["days_complete"], 1, "{status:?}");
+    assert_eq!(containers["rows_on_last_day"], 5_000, "{status:?}");
+    let dead = status.iter().find(|r| r["table"] == "dead_letters");
+    assert!(
+        dead.is_some_and(|r| r["complete_through"].is_null()),
+        "{status:?}"
+    );
+
     // D's four partitions are one compacted file each; E's partition keeps its archived files
     let files = active_files(&table).await;
     let by_part = |day: NaiveDate| -> Vec<&String> {
@@ -207,9 +243,36 @@ async fn nightly_marks_complete_days_compacts_closed_partitions_and_reruns_chang
         "{e_files:?}"
     );
 
-    // E: not complete yet (watermark E 10:59 < E's end + 1h)
-    let (code, summary_e, err) = run_nightly(&config, e).await;
+    // E: not complete yet (watermark E 10:59 < E's end + 1h); its figures go to a Pushgateway
+    let (_gateway, gateway_addr) = start_pushgateway().await;
+    let gateway_url = format!("http://{gateway_addr}");
+    let (code, summary_e, err) =
+        run_nightly_with(&config, e, &["--pushgateway", &gateway_url]).await;
     assert_eq!(code, Some(0), "{err}");
+    let pushed = loglake_tests::http_get(&gateway_addr, "/metrics")
+        .await
+        .expect("pushgateway /metrics")
+        .body;
+    for metric in [
+        "loglake_nightly_last_run_success{",
+        "loglake_nightly_stage_success{",
+        "loglake_nightly_stage_duration_seconds{",
+    ] {
+        let line = pushed
+            .lines()
+            .find(|l| l.starts_with(metric) && l.contains("job=\"loglake_nightly\""))
+            .unwrap_or_else(|| panic!("no {metric} in\n{pushed}"));
+        assert!(!line.ends_with(" 0"), "{line}");
+    }
+    assert!(
+        pushed
+            .lines()
+            .any(|l| l.starts_with("loglake_nightly_stage_success{")
+                && l.contains("stage=\"complete\"")
+                && l.contains("table=\"containers\"")
+                && l.ends_with(" 1")),
+        "{pushed}"
+    );
     let complete_e = summary_e["stages"]
         .as_array()
         .and_then(|a| {
@@ -330,6 +393,31 @@ async fn nightly_marks_complete_days_compacts_closed_partitions_and_reruns_chang
     announce(&format!(
         "nightly: D={d} complete, E={e} open; settle {settle:?}"
     ));
+}
+
+/// A Prometheus Pushgateway (Debian's, `LOGLAKE_PUSHGATEWAY_BIN`) on a free 127.0.0.1 port,
+/// ready; stopped when the returned process drops.
+async fn start_pushgateway() -> (Proc, String) {
+    let bin = std::env::var("LOGLAKE_PUSHGATEWAY_BIN")
+        .ok()
+        .filter(|b| !b.is_empty())
+        .expect("LOGLAKE_PUSHGATEWAY_BIN (eval \"$(scripts/install-test-deps.sh)\")");
+    let port = loglake_tests::free_port().expect("port");
+    let addr = format!("127.0.0.1:{port}");
+    let mut c = std::process::Command::new(bin);
+    c.arg(format!("--web.listen-address={addr}"));
+    let p = Proc::spawn(c).expect("start pushgateway");
+    for _ in 0..100 {
+        if loglake_tests::http_get(&addr, "/-/ready")
+            .await
+            .is_ok_and(|r| r.status == 200)
+        {
+            announce(&format!("Prometheus Pushgateway at {addr}"));
+            return (p, addr);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the pushgateway at {addr} did not get ready in 10 s");
 }
 
 /// Rows per (dt, hour) and data files per partition of a table.
