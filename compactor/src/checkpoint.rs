@@ -48,14 +48,8 @@ pub async fn checkpoint_table(
     table: &mut DeltaTable,
     retention: Option<Duration>,
 ) -> Result<CheckpointMetrics, CompactError> {
-    let v = table.version().unwrap_or(0);
-    table
-        .update_incremental(None)
-        .await
-        .map_err(delta_err(name, url, "re-reading", v))?;
-    let state = table
-        .snapshot()
-        .map_err(delta_err(name, url, "reading", v))?;
+    crate::latest::refresh(name, url, table).await?;
+    let state = crate::latest::snapshot(name, url, table)?;
     let version = state.version();
     if let Some(value) = state.metadata().configuration().get(TXN_RETENTION) {
         return Err(CompactError::Config(format!(

@@ -19,17 +19,16 @@ use std::time::{Duration, Instant};
 use arrow::datatypes::{Schema, SchemaRef};
 use deltalake::DeltaTable;
 use deltalake::kernel::Action;
-use deltalake::kernel::transaction::CommitBuilder;
 use deltalake::protocol::DeltaOperation;
+use loglake_lake::add_action;
 use loglake_lake::files::{FileSettings, MAX_ROW_GROUP_ROWS, writer_properties};
-use loglake_lake::sink::no_log_maintenance;
-use loglake_lake::{add_action, open_table};
 use object_store::{ObjectStore, ObjectStoreExt};
 use serde::Serialize;
 use url::Url;
 
 use crate::checkpoint::{CheckpointMetrics, checkpoint_table};
 use crate::error::{CompactError, delta_err};
+use crate::latest::{Decision, Took, commit_at_latest, open_existing, take_lease};
 use crate::lease::Lease;
 use crate::plan::{FileInfo, Group, PartitionInfo, Plan, PlanOptions, partition_end, plan};
 use crate::rewrite::Rewriter;
@@ -254,13 +253,7 @@ pub async fn compact_table(
         url: url.to_string(),
         ..Default::default()
     };
-    let mut table = open_table(name, url, storage_options).await?;
-    let Some(v0) = table.version() else {
-        return Err(CompactError::NoTable {
-            table: name.to_string(),
-            url: url.to_string(),
-        });
-    };
+    let (mut table, v0) = open_existing(name, url, storage_options).await?;
     m.version_before = v0;
     m.version_after = v0;
     let store: Arc<dyn ObjectStore> = table.log_store().object_store(None);
@@ -270,20 +263,19 @@ pub async fn compact_table(
         settings.owner.clone(),
         settings.lease_ttl,
     );
-    if settings.dry_run {
-        m.lease = "not taken (dry run)".into();
-    } else if let Some(holder) = lease.acquire(settings.lease_wait).await? {
-        m.lease = format!("held by {}", holder.owner);
-        tracing::warn!(table = %name, holder = %holder.owner, "another maintenance writer holds the table's lease; skipping it");
+    let took = take_lease(
+        name,
+        url,
+        &mut table,
+        &mut lease,
+        settings.dry_run,
+        settings.lease_wait,
+    )
+    .await?;
+    m.lease = took.text();
+    if matches!(took, Took::HeldBy(_)) {
         m.duration_ms = started.elapsed().as_millis() as u64;
         return Ok(m);
-    } else {
-        m.lease = "acquired".into();
-        // the lease may have waited: plan on the latest version
-        table
-            .update_incremental(None)
-            .await
-            .map_err(delta_err(name, url, "re-reading", v0))?;
     }
     let result = compact_held(name, url, &mut table, layout, settings, &mut lease, &mut m).await;
     if result.is_ok() && settings.checkpoint && !settings.dry_run {
@@ -412,8 +404,8 @@ async fn delete_quietly(store: &dyn ObjectStore, path: &str) {
 }
 
 /// Commits one group (removes + add, `dataChange=false`) at exactly the latest version + 1,
-/// after checking that its inputs are all still there. `Ok(false)`: another writer removed one
-/// of them first (nothing committed).
+/// after checking on the latest snapshot that its inputs are all still there. `Ok(false)`:
+/// another writer removed one of them first (nothing committed).
 #[allow(clippy::too_many_arguments)]
 async fn commit_group(
     name: &str,
@@ -425,35 +417,23 @@ async fn commit_group(
     written: &crate::rewrite::Written,
     m: &mut CompactMetrics,
 ) -> Result<bool, CompactError> {
-    const ATTEMPTS: usize = 50;
-    let mut backoff = Duration::from_millis(50);
-    for attempt in 1..=ATTEMPTS {
-        let v = table.version().unwrap_or(0);
-        table
-            .update_incremental(None)
-            .await
-            .map_err(delta_err(name, url, "re-reading", v))?;
-        let state = table
-            .snapshot()
-            .map_err(delta_err(name, url, "reading", v))?;
-        let version = state.version();
-        let inputs: HashSet<&str> = group.files.iter().map(|f| f.path.as_str()).collect();
+    let inputs: HashSet<&str> = group.files.iter().map(|f| f.path.as_str()).collect();
+    let done = commit_at_latest(name, url, table, None, |state| {
         let mut active = HashSet::new();
-        let mut removes = Vec::new();
+        let mut actions = Vec::new();
         for view in state.log_data().iter() {
             let p = view.path().to_string();
             if inputs.contains(p.as_str()) {
-                removes.push(Action::Remove(view.remove_action(false)));
+                actions.push(Action::Remove(view.remove_action(false)));
             }
             active.insert(p);
         }
         let missing = missing_inputs(&active, group);
         if !missing.is_empty() {
-            tracing::warn!(table = %name, version, missing = ?missing,
+            tracing::warn!(table = %name, version = state.version(), missing = ?missing,
                 "files of this group were removed by another writer; not committing it");
-            return Ok(false);
+            return Ok(Decision::Stop(false));
         }
-        let mut actions = removes;
         actions.push(Action::Add(add_action(
             schema,
             written.path.clone(),
@@ -462,35 +442,19 @@ async fn commit_group(
             &written.metadata,
             false,
         )));
-        let operation = DeltaOperation::Optimize {
-            predicate: None,
-            target_size: written.size as i64,
-        };
-        let result = CommitBuilder::from(no_log_maintenance().with_max_retries(0))
-            .with_actions(actions)
-            .build(Some(state), table.log_store(), operation)
-            .await;
-        match result {
-            Ok(done) => {
-                m.commits += 1;
-                let committed = done.version();
-                table
-                    .update_incremental(Some(committed))
-                    .await
-                    .map_err(delta_err(name, url, "re-reading", committed))?;
-                return Ok(true);
-            }
-            Err(e) if loglake_lake::sink::is_lost_race(&e) && attempt < ATTEMPTS => {
-                m.commit_retries += 1;
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(2));
-            }
-            Err(e) => return Err(delta_err(name, url, "committing", version + 1)(e)),
-        }
-    }
-    Err(CompactError::Internal(format!(
-        "table {name}: commit retries exhausted"
-    )))
+        Ok(Decision::Commit {
+            actions,
+            operation: Box::new(DeltaOperation::Optimize {
+                predicate: None,
+                target_size: written.size as i64,
+            }),
+            out: true,
+        })
+    })
+    .await?;
+    m.commit_retries += done.retries;
+    m.commits += usize::from(done.version.is_some());
+    Ok(done.out)
 }
 
 #[cfg(test)]

@@ -29,17 +29,16 @@ use datafusion::logical_expr::{Expr, cast, lit};
 use datafusion::prelude::SessionContext;
 use deltalake::DeltaTable;
 use deltalake::kernel::Action;
-use deltalake::kernel::transaction::CommitBuilder;
 use deltalake::protocol::DeltaOperation;
+use loglake_lake::add_action;
 use loglake_lake::files::{FileSettings, MAX_ROW_GROUP_ROWS, writer_properties};
-use loglake_lake::sink::no_log_maintenance;
-use loglake_lake::{add_action, open_table};
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use serde::Serialize;
 use url::Url;
 
 use crate::compact::{Layout, file_schema};
 use crate::error::{CompactError, delta_err};
+use crate::latest::{Decision, Took, commit_at_latest, open_existing, take_lease};
 use crate::lease::Lease;
 use crate::rewrite::Rewriter;
 
@@ -145,29 +144,15 @@ pub async fn delete_rows(
         predicate: s.predicate.clone(),
         ..Default::default()
     };
-    let mut table = open_table(name, url, storage_options).await?;
-    let Some(v0) = table.version() else {
-        return Err(CompactError::NoTable {
-            table: name.to_string(),
-            url: url.to_string(),
-        });
-    };
+    let (mut table, v0) = open_existing(name, url, storage_options).await?;
     r.version_before = v0;
     r.version_after = v0;
     let store: Arc<dyn ObjectStore> = table.log_store().object_store(None);
     let mut lease = Lease::new(name, store.clone(), s.owner.clone(), s.lease_ttl);
-    if s.dry_run {
-        r.lease = "not taken (dry run)".into();
-    } else if let Some(holder) = lease.acquire(s.lease_wait).await? {
-        r.lease = format!("held by {}", holder.owner);
-        tracing::warn!(table = %name, holder = %holder.owner, "another maintenance writer holds the table's lease; skipping it");
+    let took = take_lease(name, url, &mut table, &mut lease, s.dry_run, s.lease_wait).await?;
+    r.lease = took.text();
+    if matches!(took, Took::HeldBy(_)) {
         return Ok(r);
-    } else {
-        r.lease = "acquired".into();
-        table
-            .update_incremental(None)
-            .await
-            .map_err(delta_err(name, url, "re-reading", v0))?;
     }
     let result = delete_held(name, url, &mut table, layout, s, &store, &mut lease, &mut r).await;
     lease.release().await;
@@ -484,23 +469,14 @@ async fn commit_delete(
     s: &DeleteSettings,
     r: &DeleteReport,
 ) -> Result<(), CompactError> {
-    const ATTEMPTS: usize = 50;
-    let mut backoff = std::time::Duration::from_millis(50);
     let metrics = serde_json::json!({
         "numDeletedRows": r.rows_deleted,
         "numRemovedFiles": removed.len(),
         "numAddedFiles": outputs.len(),
         "numCopiedRows": outputs.iter().map(|o| o.written.rows).sum::<u64>(),
     });
-    for attempt in 1..=ATTEMPTS {
-        let v = table.version().unwrap_or(0);
-        table
-            .update_incremental(None)
-            .await
-            .map_err(delta_err(name, url, "re-reading", v))?;
-        let state = table
-            .snapshot()
-            .map_err(delta_err(name, url, "reading", v))?;
+    let metadata = Some(("operationMetrics".to_string(), metrics));
+    commit_at_latest(name, url, table, metadata, |state| {
         let version = state.version();
         let mut actions = Vec::new();
         let mut found = HashSet::new();
@@ -528,38 +504,16 @@ async fn commit_delete(
                 true,
             )));
         }
-        let props = no_log_maintenance()
-            .with_max_retries(0)
-            .with_metadata([("operationMetrics".to_string(), metrics.clone())]);
-        let result = CommitBuilder::from(props)
-            .with_actions(actions)
-            .build(
-                Some(state),
-                table.log_store(),
-                DeltaOperation::Delete {
-                    predicate: Some(s.predicate.clone()),
-                },
-            )
-            .await;
-        match result {
-            Ok(done) => {
-                let committed = done.version();
-                table
-                    .update_incremental(Some(committed))
-                    .await
-                    .map_err(delta_err(name, url, "re-reading", committed))?;
-                return Ok(());
-            }
-            Err(e) if loglake_lake::sink::is_lost_race(&e) && attempt < ATTEMPTS => {
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(std::time::Duration::from_secs(2));
-            }
-            Err(e) => return Err(delta_err(name, url, "committing", version + 1)(e)),
-        }
-    }
-    Err(CompactError::Internal(format!(
-        "table {name}: commit retries exhausted"
-    )))
+        Ok(Decision::Commit {
+            actions,
+            operation: Box::new(DeltaOperation::Delete {
+                predicate: Some(s.predicate.clone()),
+            }),
+            out: (),
+        })
+    })
+    .await?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -68,6 +68,22 @@ pub struct Holder {
     pub expires_ms: i64,
 }
 
+/// A lease owner's name: host (`HOSTNAME`, else `/etc/hostname`, else `localhost`), pid and
+/// `run` (a run id or a random suffix), e.g. `loglake-nightly-x7k2p:1:20261207T0300Z-1a2b3c4d`.
+pub fn owner_name(run: &str) -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|h| h.trim().to_string())
+                .filter(|h| !h.is_empty())
+        })
+        .unwrap_or_else(|| "localhost".into());
+    format!("{host}:{}:{run}", std::process::id())
+}
+
 /// The lease of one table, held (or not yet) by `owner`.
 pub struct Lease {
     table: String,

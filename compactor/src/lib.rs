@@ -20,6 +20,7 @@ pub mod checkpoint;
 pub mod compact;
 pub mod delete;
 pub mod error;
+mod latest;
 pub mod lease;
 pub mod metrics;
 pub mod plan;
@@ -368,17 +369,8 @@ fn layout_for(name: &str, defs: &[TableDef], args: &CompactArgs) -> Layout {
 
 /// A name for this run in the lease: host, pid and a random suffix.
 fn owner() -> String {
-    let host = std::env::var("HOSTNAME")
-        .ok()
-        .filter(|h| !h.is_empty())
-        .or_else(|| {
-            std::fs::read_to_string("/etc/hostname")
-                .ok()
-                .map(|h| h.trim().to_string())
-        })
-        .unwrap_or_else(|| "localhost".into());
     let run = uuid::Uuid::new_v4().simple().to_string();
-    format!("{host}:{}:{}", std::process::id(), &run[..8])
+    lease::owner_name(&run[..8])
 }
 
 /// `loglake compact`: one JSON object per table on stdout.

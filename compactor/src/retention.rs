@@ -19,15 +19,13 @@ use std::time::Instant;
 use chrono::{DateTime, Utc};
 use deltalake::DeltaTable;
 use deltalake::kernel::Action;
-use deltalake::kernel::transaction::CommitBuilder;
 use deltalake::protocol::DeltaOperation;
-use loglake_lake::open_table;
-use loglake_lake::sink::no_log_maintenance;
 use serde::Serialize;
 use url::Url;
 
 use crate::compact::plain_path;
 use crate::error::{CompactError, delta_err};
+use crate::latest::{Decision, Took, commit_at_latest, open_existing, take_lease};
 use crate::lease::Lease;
 use crate::plan::partition_end;
 
@@ -234,13 +232,7 @@ pub async fn retain_table(
         policy: policy.clone(),
         ..Default::default()
     };
-    let mut table = open_table(name, url, storage_options).await?;
-    let Some(v0) = table.version() else {
-        return Err(CompactError::NoTable {
-            table: name.to_string(),
-            url: url.to_string(),
-        });
-    };
+    let (mut table, v0) = open_existing(name, url, storage_options).await?;
     r.version_before = v0;
     r.version_after = v0;
     if policy.is_empty() {
@@ -249,18 +241,10 @@ pub async fn retain_table(
     }
     let store = table.log_store().object_store(None);
     let mut lease = Lease::new(name, store, s.owner.clone(), s.lease_ttl);
-    if s.dry_run {
-        r.lease = "not taken (dry run)".into();
-    } else if let Some(holder) = lease.acquire(s.lease_wait).await? {
-        r.lease = format!("held by {}", holder.owner);
-        tracing::warn!(table = %name, holder = %holder.owner, "another maintenance writer holds the table's lease; skipping it");
+    let took = take_lease(name, url, &mut table, &mut lease, s.dry_run, s.lease_wait).await?;
+    r.lease = took.text();
+    if matches!(took, Took::HeldBy(_)) {
         return Ok(r);
-    } else {
-        r.lease = "acquired".into();
-        table
-            .update_incremental(None)
-            .await
-            .map_err(delta_err(name, url, "re-reading", v0))?;
     }
     let result = retain_held(name, url, &mut table, policy, s, &mut lease, &mut r).await;
     lease.release().await;
@@ -325,18 +309,14 @@ async fn commit_removes(
     paths: &HashSet<&str>,
     policy: &RetentionPolicy,
 ) -> Result<HashSet<String>, CompactError> {
-    const ATTEMPTS: usize = 50;
-    let mut backoff = std::time::Duration::from_millis(50);
-    for attempt in 1..=ATTEMPTS {
-        let v = table.version().unwrap_or(0);
-        table
-            .update_incremental(None)
-            .await
-            .map_err(delta_err(name, url, "re-reading", v))?;
-        let state = table
-            .snapshot()
-            .map_err(delta_err(name, url, "reading", v))?;
-        let version = state.version();
+    let predicate = format!(
+        "loglake retention: default {} days, by namespace {:?}",
+        policy
+            .default_days
+            .map_or_else(|| "for ever".to_string(), |d| d.to_string()),
+        policy.by_namespace
+    );
+    let done = commit_at_latest(name, url, table, None, |state| {
         let mut removed = HashSet::new();
         let mut actions = Vec::new();
         for view in state.log_data().iter() {
@@ -347,44 +327,18 @@ async fn commit_removes(
             }
         }
         if actions.is_empty() {
-            return Ok(removed);
+            return Ok(Decision::Stop(removed));
         }
-        let predicate = format!(
-            "loglake retention: default {} days, by namespace {:?}",
-            policy
-                .default_days
-                .map_or_else(|| "for ever".to_string(), |d| d.to_string()),
-            policy.by_namespace
-        );
-        let result = CommitBuilder::from(no_log_maintenance().with_max_retries(0))
-            .with_actions(actions)
-            .build(
-                Some(state),
-                table.log_store(),
-                DeltaOperation::Delete {
-                    predicate: Some(predicate),
-                },
-            )
-            .await;
-        match result {
-            Ok(done) => {
-                let committed = done.version();
-                table
-                    .update_incremental(Some(committed))
-                    .await
-                    .map_err(delta_err(name, url, "re-reading", committed))?;
-                return Ok(removed);
-            }
-            Err(e) if loglake_lake::sink::is_lost_race(&e) && attempt < ATTEMPTS => {
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(std::time::Duration::from_secs(2));
-            }
-            Err(e) => return Err(delta_err(name, url, "committing", version + 1)(e)),
-        }
-    }
-    Err(CompactError::Internal(format!(
-        "table {name}: commit retries exhausted"
-    )))
+        Ok(Decision::Commit {
+            actions,
+            operation: Box::new(DeltaOperation::Delete {
+                predicate: Some(predicate.clone()),
+            }),
+            out: removed,
+        })
+    })
+    .await?;
+    Ok(done.out)
 }
 
 #[cfg(test)]

@@ -22,13 +22,13 @@ use deltalake::DeltaTable;
 use deltalake::operations::vacuum::VacuumMode;
 use deltalake::table::config::TablePropertiesExt;
 use futures::TryStreamExt;
-use loglake_lake::open_table;
 use loglake_lake::sink::no_log_maintenance;
 use object_store::ObjectStore;
 use serde::Serialize;
 use url::Url;
 
 use crate::error::{CompactError, delta_err};
+use crate::latest::{Took, open_existing, refresh, snapshot, take_lease};
 use crate::lease::Lease;
 
 /// How a vacuum runs (the flags of `loglake vacuum`).
@@ -83,27 +83,19 @@ pub async fn vacuum_table(
         dry_run: s.dry_run,
         ..Default::default()
     };
-    let mut table = open_table(name, url, storage_options).await?;
-    let Some(v0) = table.version() else {
-        return Err(CompactError::NoTable {
-            table: name.to_string(),
-            url: url.to_string(),
-        });
-    };
+    let (mut table, v0) = open_existing(name, url, storage_options).await?;
     let store: Arc<dyn ObjectStore> = table.log_store().object_store(None);
     let mut lease = Lease::new(name, store.clone(), s.owner.clone(), s.lease_ttl);
-    let kept = if s.dry_run {
-        r.lease = "not taken (dry run)".into();
-        None
-    } else if let Some(holder) = lease.acquire(s.lease_wait).await? {
-        r.lease = format!("held by {}", holder.owner);
-        tracing::warn!(table = %name, holder = %holder.owner, "another maintenance writer holds the table's lease; skipping it");
-        r.version = v0;
-        r.duration_ms = started.elapsed().as_millis() as u64;
-        return Ok(r);
-    } else {
-        r.lease = "acquired".into();
-        Some(lease.keep_alive())
+    let took = take_lease(name, url, &mut table, &mut lease, s.dry_run, s.lease_wait).await?;
+    r.lease = took.text();
+    let kept = match took {
+        Took::DryRun => None,
+        Took::HeldBy(_) => {
+            r.version = v0;
+            r.duration_ms = started.elapsed().as_millis() as u64;
+            return Ok(r);
+        }
+        Took::Acquired => Some(lease.keep_alive()),
     };
     let result = vacuum_held(name, url, &mut table, s, &store, &mut r).await;
     if let Some(k) = kept
@@ -126,14 +118,8 @@ async fn vacuum_held(
     store: &Arc<dyn ObjectStore>,
     r: &mut VacuumReport,
 ) -> Result<(), CompactError> {
-    let v0 = table.version().unwrap_or(0);
-    table
-        .update_incremental(None)
-        .await
-        .map_err(delta_err(name, url, "re-reading", v0))?;
-    let state = table
-        .snapshot()
-        .map_err(delta_err(name, url, "reading", v0))?;
+    refresh(name, url, table).await?;
+    let state = snapshot(name, url, table)?;
     r.version = state.version();
     if let Some(value) = state
         .metadata()
