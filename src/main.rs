@@ -33,8 +33,9 @@ enum Command {
     Audit(loglake_archiver::AuditArgs),
     /// Generate synthetic container logs (Fluent Bit JSON) into a Kafka topic or a file.
     Gen(loglake_archiver::GenArgs),
-    /// Archive bundled real logs from an embedded Kafka into a local lake and query them.
-    Quickstart(loglake_archiver::QuickstartArgs),
+    /// The whole pipeline on embedded defaults: bundled real logs through an embedded Kafka, the
+    /// nightly job (archive, completeness, compaction, ledger) on a local lake, example queries.
+    Quickstart(loglake_jobs::quickstart::QuickstartArgs),
     /// Rewrite the small files of closed partitions into large files sorted by the table's keys,
     /// with bloom filters; then checkpoint the table and clean its log.
     Compact(Box<loglake_compactor::CompactArgs>),
@@ -87,7 +88,7 @@ fn main() -> ExitCode {
         Command::Archive(args) => loglake_archiver::run(*args).map_err(Into::into),
         Command::Audit(args) => loglake_archiver::run_audit(args).map_err(Into::into),
         Command::Gen(args) => loglake_archiver::run_gen(args).map_err(Into::into),
-        Command::Quickstart(args) => loglake_archiver::quickstart::run(args).map_err(Into::into),
+        Command::Quickstart(args) => loglake_jobs::quickstart::run(args).map_err(Into::into),
         Command::Compact(args) => loglake_compactor::run_compact(*args).map_err(Into::into),
         Command::Checkpoint(args) => loglake_compactor::run_checkpoint(args).map_err(Into::into),
         Command::Vacuum(args) => loglake_compactor::run_vacuum(args).map_err(Into::into),

@@ -2,12 +2,11 @@
 //!
 //! `loglake archive` consumes Kafka log topics and writes them, exactly once, into partitioned
 //! Delta Lake tables (local or S3), with a dead-letter table for records that cannot be decoded.
-//! `loglake audit` checks a table's offset coverage against the broker; `loglake quickstart`
-//! runs the whole path on an embedded Kafka (librdkafka's mock cluster) and bundled real logs.
+//! `loglake audit` checks a table's offset coverage against the broker.
 //!
 //! Layout: [`config`] (flags > env > file > defaults), [`archive`] (the loop and the offset
 //! protocol), [`writer`] (partitioned Parquet writers under a byte budget, pure roll/flush
-//! planning), [`audit`], [`metrics`], [`quickstart`]. Table creation, uploads, the commit
+//! planning), [`audit`], [`metrics`]. Table creation, uploads, the commit
 //! protocol, storage options, the Parquet settings and Delta file statistics are shared with
 //! the other stages in `loglake-lake`.
 
@@ -18,7 +17,6 @@ pub mod error;
 pub mod r#gen;
 pub mod metrics;
 pub mod progress;
-pub mod quickstart;
 pub mod watch;
 pub mod writer;
 
@@ -31,7 +29,6 @@ pub use audit::{AuditArgs, AuditReport};
 pub use config::ArchiveArgs;
 pub use error::ArchiveError;
 pub use r#gen::{GenArgs, run_gen};
-pub use quickstart::QuickstartArgs;
 
 fn runtime() -> Result<tokio::runtime::Runtime, ArchiveError> {
     tokio::runtime::Builder::new_multi_thread()

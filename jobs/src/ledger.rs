@@ -138,6 +138,14 @@ impl Ledger {
         let url = base
             .join(LEDGER_PATH)
             .map_err(|e| JobError::Config(format!("lake {lake}: {e}")))?;
+        // a local lake: the table's folder must exist before delta-rs opens (and creates) it;
+        // object stores have no folders
+        if let Ok(dir) = url.to_file_path() {
+            std::fs::create_dir_all(&dir).map_err(|e| JobError::Ledger {
+                url: url.to_string(),
+                message: format!("creating {}: {e}", dir.display()),
+            })?;
+        }
         let mut ledger = Ledger {
             url,
             options: options.clone(),

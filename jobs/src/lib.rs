@@ -24,6 +24,7 @@ pub mod complete;
 pub mod error;
 pub mod ledger;
 pub mod push;
+pub mod quickstart;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -73,6 +74,9 @@ pub struct NightlyArgs {
     /// http://pushgateway:9091).
     #[arg(long, env = "LOGLAKE_PUSHGATEWAY")]
     pub pushgateway: Option<String>,
+    /// No progress line per stage on stderr (the quickstart prints its own).
+    #[arg(skip)]
+    pub quiet: bool,
 }
 
 fn parse_stage(s: &str) -> Result<String, String> {
@@ -176,11 +180,7 @@ fn runtime() -> Result<tokio::runtime::Runtime, JobError> {
 
 /// Who this run is, for the lease: host, pid, run id.
 fn owner(run_id: &str) -> String {
-    let host = std::env::var("HOSTNAME")
-        .ok()
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "localhost".into());
-    format!("{host}:{}:{run_id}", std::process::id())
+    loglake_compactor::lease::owner_name(run_id)
 }
 
 /// The resolved configuration of a run.
@@ -281,6 +281,15 @@ fn resolve(args: NightlyArgs) -> Result<Run, JobError> {
 
 /// `loglake nightly`: prints the summary as one JSON object on stdout.
 pub fn run_nightly(args: NightlyArgs) -> Result<ExitCode, JobError> {
+    let (summary, result) = nightly(args)?;
+    println!("{}", serde_json::to_string(&summary).unwrap_or_default());
+    result?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One nightly run as a library call: its summary (also when a stage failed) and the first
+/// stage error. An `Err` of its own means nothing ran (configuration, or the lease is held).
+pub fn nightly(args: NightlyArgs) -> Result<(Summary, Result<(), JobError>), JobError> {
     let started = Instant::now();
     let run = resolve(args)?;
     let mut summary = Summary {
@@ -308,8 +317,7 @@ pub fn run_nightly(args: NightlyArgs) -> Result<ExitCode, JobError> {
                 });
             }
         }
-        println!("{}", serde_json::to_string(&summary).unwrap_or_default());
-        return Ok(ExitCode::SUCCESS);
+        return Ok((summary, Ok(())));
     }
     let rt = runtime()?;
     let options = run.archive.storage_options.clone();
@@ -344,7 +352,6 @@ pub fn run_nightly(args: NightlyArgs) -> Result<ExitCode, JobError> {
         tracing::warn!(error = %lost, "the lake lease was lost during the run");
     }
     summary.duration_ms = started.elapsed().as_millis() as u64;
-    println!("{}", serde_json::to_string(&summary).unwrap_or_default());
     if let Some(gw) = &run.args.pushgateway {
         let now = Utc::now().timestamp_millis() as f64 / 1000.0;
         let body = push::body(&summary, result.is_ok(), now);
@@ -353,8 +360,7 @@ pub fn run_nightly(args: NightlyArgs) -> Result<ExitCode, JobError> {
             eprintln!("loglake: warning: {e}");
         }
     }
-    result?;
-    Ok(ExitCode::SUCCESS)
+    Ok((summary, result))
 }
 
 /// Records one stage attempt in the ledger and the summary.
@@ -402,12 +408,14 @@ fn record(
         duration_ms,
         "stage done"
     );
-    eprintln!(
-        "nightly {}: {stage:<9} {table:<20} {} in {:.1}s",
-        run.date,
-        status.as_str(),
-        duration_ms as f64 / 1000.0
-    );
+    if !run.args.quiet {
+        eprintln!(
+            "nightly {}: {stage:<9} {table:<20} {} in {:.1}s",
+            run.date,
+            status.as_str(),
+            duration_ms as f64 / 1000.0
+        );
+    }
     summary.stages.push(StageOutcome {
         stage: stage.to_string(),
         table: table.to_string(),

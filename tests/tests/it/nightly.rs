@@ -13,16 +13,27 @@ use crate::compactor::{active_files, key_prefix, open};
 use crate::maintenance::record_at;
 use loglake_tests::{Proc, announce, kafka, loglake_cmd, s3, unique_name};
 
-/// A lake.toml for `topic` into `lake` (one container table, dead letters), compaction settle
-/// `settle`.
+/// A lake.toml for `topic` into `lake` (one container table, dead letters), plus the tables of
+/// `extra` (name, topic, decoder, sort keys), compaction settle `settle`.
 fn lake_config(
     dir: &std::path::Path,
     topic: &str,
     lake: &str,
     settle: Duration,
+    extra: &[(&str, &str, &str, &str)],
 ) -> std::path::PathBuf {
     let tables = dir.join("tables");
     std::fs::create_dir_all(&tables).expect("mkdir");
+    for (name, topic, decoder, sort_by) in extra {
+        std::fs::write(
+            tables.join(format!("{name}.toml")),
+            format!(
+                "name = \"{name}\"\ntopics = [\"{topic}\"]\ndecoder = \"{decoder}\"\n\
+                 partition_by = [\"dt\", \"hour\"]\nsort_by = [{sort_by}]\n"
+            ),
+        )
+        .expect("table def");
+    }
     std::fs::write(
         tables.join("containers.toml"),
         format!(
@@ -47,6 +58,53 @@ fn lake_config(
     )
     .expect("lake.toml");
     path
+}
+
+/// An nginx combined access log line at `ts`.
+fn access_line(i: usize, ts: chrono::DateTime<Utc>) -> Vec<u8> {
+    format!(
+        "10.0.{}.{} - - [{}] \"GET /api/items/{i} HTTP/1.1\" {} {} \"-\" \"curl/8.5.0\"",
+        i % 7,
+        i % 250,
+        ts.format("%d/%b/%Y:%H:%M:%S %z"),
+        [200, 200, 404, 500][i % 4],
+        100 + i
+    )
+    .into_bytes()
+}
+
+/// A Kubernetes audit event (`audit.k8s.io/v1`) at `ts`.
+fn audit_event(i: usize, ts: chrono::DateTime<Utc>) -> Vec<u8> {
+    let t = ts.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    serde_json::json!({
+        "kind": "Event", "apiVersion": "audit.k8s.io/v1", "level": "Metadata",
+        "auditID": format!("00000000-0000-4000-8000-{i:012}"), "stage": "ResponseComplete",
+        "requestURI": "/api/v1/namespaces/shop/pods", "verb": (["list", "get", "watch"][i % 3]),
+        "user": {"username": "system:serviceaccount:shop:web"},
+        "objectRef": {"resource": "pods", "namespace": "shop", "apiVersion": "v1"},
+        "responseStatus": {"code": 200},
+        "requestReceivedTimestamp": t, "stageTimestamp": t
+    })
+    .to_string()
+    .into_bytes()
+}
+
+/// An OTLP/JSON `ExportLogsServiceRequest` with one log record at `ts`.
+fn otlp_request(i: usize, ts: chrono::DateTime<Utc>) -> Vec<u8> {
+    let nanos = ts.timestamp_nanos_opt().expect("nanos").to_string();
+    serde_json::json!({"resourceLogs": [{
+        "resource": {"attributes": [
+            {"key": "k8s.namespace.name", "value": {"stringValue": "payments"}},
+            {"key": "k8s.pod.name", "value": {"stringValue": format!("pay-{}", i % 3)}},
+            {"key": "service.name", "value": {"stringValue": "payment-service"}}
+        ]},
+        "scopeLogs": [{"logRecords": [{
+            "timeUnixNano": nanos, "severityText": "INFO",
+            "body": {"stringValue": format!("payment {i} done")}
+        }]}]
+    }]})
+    .to_string()
+    .into_bytes()
 }
 
 fn nightly(config: &std::path::Path, date: NaiveDate, extra: &[&str]) -> std::process::Command {
@@ -142,6 +200,47 @@ async fn nightly_marks_complete_days_compacts_closed_partitions_and_reruns_chang
         }
     })
     .await;
+    // The three other table kinds: 200 records each over D's four hours, 40 in E's 10:00 hour
+    const M: usize = 240;
+    let kinds = [
+        (
+            "audit",
+            format!("{topic}-audit"),
+            "k8s-audit",
+            "\"verb\", \"ts\"",
+        ),
+        (
+            "access",
+            format!("{topic}-access"),
+            "access",
+            "\"path\", \"ts\"",
+        ),
+        (
+            "otlp",
+            format!("{topic}-otlp"),
+            "otlp-json",
+            "\"namespace\", \"pod\", \"ts\"",
+        ),
+    ];
+    for (i, (_, t, _, _)) in kinds.iter().enumerate() {
+        kafka().create_topic(t, 1).await.expect("topic");
+        let time = move |j: usize| {
+            if j < 200 {
+                at(d, (j as i64 * 14_399) / 200)
+            } else {
+                at(e, ((j - 200) as i64 * 3_599) / 40)
+            }
+        };
+        match i {
+            0 => produce_with(t, 0, M, move |j| audit_event(j, time(j))).await,
+            1 => produce_with(t, 0, M, move |j| access_line(j, time(j))).await,
+            _ => produce_with(t, 0, M, move |j| otlp_request(j, time(j))).await,
+        };
+    }
+    let kinds: Vec<(&str, &str, &str, &str)> = kinds
+        .iter()
+        .map(|(n, t, dec, s)| (*n, t.as_str(), *dec, *s))
+        .collect();
     let lake = s3().unique_url("nightly");
     let table = format!("{lake}/containers");
     let dlq = format!("{lake}/dead_letters");
@@ -149,30 +248,64 @@ async fn nightly_marks_complete_days_compacts_closed_partitions_and_reruns_chang
     let e_end = at(e, 3_600);
     let settle = Duration::from_secs(((Utc::now() - e_end).num_seconds() + 3_600) as u64);
     let dir = tempfile::tempdir().expect("tmp");
-    let config = lake_config(dir.path(), &topic, &lake, settle);
+    let config = lake_config(dir.path(), &topic, &lake, settle, &kinds);
 
     let (code, summary, err) = run_nightly(&config, d).await;
     assert_eq!(code, Some(0), "{err}\n{summary}");
     let st = statuses(&summary);
     assert_eq!(st[&("archive".into(), "*".into())], "success", "{summary}");
-    assert_eq!(
-        st[&("complete".into(), "containers".into())],
-        "success",
-        "{summary}"
-    );
-    for stage in ["compact", "retention", "vacuum"] {
-        assert_eq!(
-            st[&(stage.into(), "containers".into())],
-            "success",
-            "{stage}: {summary}"
-        );
+    for name in ["containers", "audit", "access", "otlp"] {
+        for stage in ["complete", "compact", "retention", "vacuum"] {
+            assert_eq!(
+                st[&(stage.into(), name.into())],
+                "success",
+                "{stage} {name}: {summary}"
+            );
+        }
     }
     assert_eq!(
         query_i64(&table, "SELECT count(*) FROM t").await,
         vec![N as i64]
     );
-    // D is marked complete with its rows; nothing for E
+    // The other kinds: every record a row; D marked complete with its 200 rows; D's four hours
+    // one compacted file each, E's hour left as archived
     let store = s3().object_store().expect("s3");
+    for (name, ..) in &kinds {
+        let url = format!("{lake}/{name}");
+        assert_eq!(
+            query_i64(&url, "SELECT count(*) FROM t").await,
+            vec![M as i64],
+            "{name}"
+        );
+        let prefix = key_prefix(&url);
+        let manifest = store
+            .get(&format!("{prefix}/_loglake/complete/dt={d}/manifest.json").into())
+            .await
+            .unwrap_or_else(|e| panic!("{name}: D's manifest: {e}"))
+            .bytes()
+            .await
+            .expect("bytes");
+        let manifest: Value = serde_json::from_slice(&manifest).expect("manifest");
+        assert_eq!(manifest["rows"].as_i64(), Some(200), "{name}: {manifest}");
+        let files = active_files(&url).await;
+        let on = |day: NaiveDate| -> Vec<&String> {
+            files
+                .iter()
+                .filter(|(_, (_, p))| p.starts_with(&day.to_string()))
+                .map(|(f, _)| f)
+                .collect()
+        };
+        assert_eq!(on(d).len(), 4, "{name}: {files:?}");
+        assert!(
+            on(d).iter().all(|f| f.contains("/compacted-")),
+            "{name}: {files:?}"
+        );
+        assert!(
+            !on(e).is_empty() && on(e).iter().all(|f| !f.contains("/compacted-")),
+            "{name}: {files:?}"
+        );
+    }
+    // D is marked complete with its rows; nothing for E
     let prefix = key_prefix(&table);
     let manifest = store
         .get(&format!("{prefix}/_loglake/complete/dt={d}/manifest.json").into())
@@ -285,10 +418,15 @@ async fn nightly_marks_complete_days_compacts_closed_partitions_and_reruns_chang
     assert_eq!(complete_e["report"]["complete"], false, "{summary_e}");
 
     // Re-running D changes no table
-    let before = versions(&[&table, &dlq]).await;
+    let others: Vec<String> = kinds.iter().map(|k| format!("{lake}/{}", k.0)).collect();
+    let all: Vec<&str> = [table.as_str(), dlq.as_str()]
+        .into_iter()
+        .chain(others.iter().map(String::as_str))
+        .collect();
+    let before = versions(&all).await;
     let (code, again, err) = run_nightly(&config, d).await;
     assert_eq!(code, Some(0), "{err}");
-    assert_eq!(versions(&[&table, &dlq]).await, before, "{again}");
+    assert_eq!(versions(&all).await, before, "{again}");
     let st = statuses(&again);
     assert_eq!(
         st[&("complete".into(), "containers".into())],
@@ -303,14 +441,14 @@ async fn nightly_marks_complete_days_compacts_closed_partitions_and_reruns_chang
         &ledger,
         &format!(
             "SELECT count(*) FROM t WHERE run_id = '{run_id}' AND status = 'success' \
-             AND date = '{d}' AND \"table\" IN ('*', 'containers')"
+             AND date = '{d}' AND \"table\" <> 'dead_letters'"
         ),
     )
     .await;
     assert_eq!(
         successes,
-        vec![5],
-        "archive, complete, compact, retention, vacuum"
+        vec![1 + 4 * 4],
+        "archive, then complete, compact, retention, vacuum of each of the four tables"
     );
 
     // Two runners at once: one runs, the other exits 3 and names the holder.
@@ -465,8 +603,8 @@ async fn nightly_killed_ten_times_ends_as_one_uninterrupted_run() {
         tempfile::tempdir().expect("tmp"),
     );
     let (lake_a, lake_b) = (s3().unique_url("nightly-a"), s3().unique_url("nightly-b"));
-    let config_a = lake_config(dir_a.path(), &topic, &lake_a, settle);
-    let config_b = lake_config(dir_b.path(), &topic, &lake_b, settle);
+    let config_a = lake_config(dir_a.path(), &topic, &lake_a, settle, &[]);
+    let config_b = lake_config(dir_b.path(), &topic, &lake_b, settle, &[]);
 
     let (code, _, err) = run_nightly(&config_a, d).await;
     assert_eq!(code, Some(0), "{err}");

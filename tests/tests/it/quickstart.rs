@@ -29,13 +29,13 @@ fn quickstart_archives_the_bundled_samples_and_answers_its_queries() {
         String::from_utf8_lossy(&out.stderr)
     );
     // 175 records: 173 rows in three tables, 2 dead letters (a corrupted docker line and a
-    // truncated one), every Kafka record once.
+    // truncated one), every Kafka record once, archived by the nightly job's archive stage.
     let summary = stdout
         .lines()
-        .find(|l| l.starts_with("== archived"))
-        .unwrap_or_else(|| panic!("no summary line in:\n{stdout}"));
+        .find(|l| l.starts_with("== nightly pass 1"))
+        .unwrap_or_else(|| panic!("no archive line in:\n{stdout}"));
     assert!(
-        summary.starts_with("== archived 175 records into <lake>: 173 rows, 2 dead letters, "),
+        summary.contains("archived 175 records into <lake>: 173 rows, 2 dead letters, "),
         "{summary}"
     );
     for table in ["container_logs", "k8s_audit", "access", "dead_letters"] {
@@ -44,27 +44,73 @@ fn quickstart_archives_the_bundled_samples_and_answers_its_queries() {
             "no Delta table {table} in the lake"
         );
     }
-    // Compaction: every partition of the three data tables ends as one file (the samples are
+    // The configuration a user would write, which the nightly passes ran on.
+    let config = lake.join("_quickstart").join("lake.toml");
+    assert!(config.is_file(), "no {}", config.display());
+    for t in ["container_logs", "k8s_audit", "access"] {
+        assert!(
+            lake.join("_quickstart/tables")
+                .join(format!("{t}.toml"))
+                .is_file()
+        );
+    }
+    // Pass 2, for the oldest day of the container logs (2016-03-02, Elastic's corrupted docker
+    // log): every later stage on every table.
+    let pass2: Vec<&str> = stdout
+        .lines()
+        .skip_while(|l| !l.starts_with("== nightly pass 2"))
+        .skip(1)
+        .take_while(|l| l.starts_with("   ") && !l.starts_with("   table "))
+        .collect();
+    assert!(
+        stdout.contains("== nightly pass 2 (loglake nightly --date 2016-03-02 --skip archive"),
+        "{stdout}"
+    );
+    let stage = |stage: &str, table: &str| -> &str {
+        pass2
+            .iter()
+            .find(|l| {
+                let w: Vec<&str> = l.split_whitespace().collect();
+                w.len() > 2 && w[0] == stage && w[1] == table
+            })
+            .unwrap_or_else(|| panic!("no {stage} line for {table} in:\n{}", pass2.join("\n")))
+    };
+    // complete: every data table was archived past the end of that day (their Kafka partitions
+    // hold later events), so the day gets a marker in each, with the day's rows
+    for (table, rows) in [("container_logs", 20), ("k8s_audit", 0), ("access", 0)] {
+        let line = stage("complete", table);
+        assert!(
+            line.contains(&format!("day complete ({rows} rows;"))
+                && line.ends_with("marker written"),
+            "{line}"
+        );
+        assert!(
+            lake.join(table)
+                .join("_loglake/complete/dt=2016-03-02/_SUCCESS")
+                .is_file(),
+            "no marker for {table}"
+        );
+    }
+    // compaction: every partition of the three data tables ends as one file (the samples are
     // days old, so every partition is closed; lone files are rewritten too, sorted); the dead
     // letters' partition (archive time) is still open.
-    let compacted: Vec<&str> = stdout
-        .lines()
-        .filter(|l| l.contains(" partitions: ") && l.contains(" files ("))
-        .collect();
-    assert_eq!(compacted.len(), 4, "{stdout}");
-    for line in compacted {
+    for table in ["container_logs", "k8s_audit", "access", "dead_letters"] {
+        let line = stage("compact", table);
         let words: Vec<&str> = line.split_whitespace().collect();
-        // table <name> <P> partitions: <X> files (<B> bytes) -> <Y> files (...)
+        // compact <table> <P> partitions: <X> files (<B> bytes) -> <Y> files (...)
         let num = |i: usize| -> usize { words[i].parse().unwrap_or_else(|_| panic!("{line}")) };
         let (partitions, files_in, files_out) = (num(2), num(4), num(9));
         assert!(partitions >= 1, "{line}");
-        if line.contains("dead_letters") {
-            // partitioned by the time they were archived: still open
+        if table == "dead_letters" {
             assert_eq!(files_out, 0, "{line}");
             continue;
         }
         assert_eq!(files_out, partitions, "{line}");
         assert!(files_in >= files_out, "{line}");
+    }
+    for table in ["container_logs", "k8s_audit", "access", "dead_letters"] {
+        assert!(stage("retention", table).ends_with("no retention set for this table"));
+        assert!(stage("vacuum", table).contains("files deleted"));
     }
     // The query answers (the table listing before them has versions and file counts, which
     // depend on how the records were batched).
