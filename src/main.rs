@@ -23,6 +23,22 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log lines on stderr as text (coloured on a terminal unless NO_COLOR is set) or as one JSON
+    /// object per line (for log collectors).
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        env = "LOGLAKE_LOG_FORMAT",
+        default_value = "text"
+    )]
+    log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -60,7 +76,7 @@ enum Command {
 /// a table that does not exist yet is opened (`No files in log segment`), which the archiver
 /// does on purpose before creating it; that line stays off unless the filter names the kernel.
 fn log_filter(env: Option<&str>) -> String {
-    const DEFAULT: &str = "warn,buoyant_kernel=off,loglake=info,loglake_archiver=info,loglake_compactor=info,loglake_jobs=info,loglake_query=info";
+    const DEFAULT: &str = "warn,aws_config=error,buoyant_kernel=off,loglake=info,loglake_archiver=info,loglake_compactor=info,loglake_jobs=info,loglake_query=info";
     match env.map(str::trim) {
         None | Some("") => DEFAULT.to_string(),
         Some(s) if s.contains("buoyant_kernel") => s.to_string(),
@@ -68,22 +84,36 @@ fn log_filter(env: Option<&str>) -> String {
     }
 }
 
-fn init_tracing() {
+/// Colour only for a person: stderr is a terminal and `NO_COLOR` (no-color.org) is not set.
+fn colour(stderr_is_terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    stderr_is_terminal && no_color.is_none_or(|v| v.is_empty())
+}
+
+fn init_tracing(format: LogFormat) {
+    use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
     let spec = log_filter(std::env::var("LOGLAKE_LOG").ok().as_deref());
     let filter = EnvFilter::try_new(&spec).unwrap_or_else(|e| {
         eprintln!("loglake: ignoring LOGLAKE_LOG={spec:?}: {e}");
         EnvFilter::new(log_filter(None))
     });
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder
+            .with_ansi(colour(
+                std::io::stderr().is_terminal(),
+                std::env::var_os("NO_COLOR").as_deref(),
+            ))
+            .try_init(),
+    };
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing();
+    init_tracing(cli.log_format);
     let result: anyhow::Result<ExitCode> = match cli.command {
         Command::Archive(args) => loglake_archiver::run(*args).map_err(Into::into),
         Command::Audit(args) => loglake_archiver::run_audit(args).map_err(Into::into),
@@ -142,7 +172,19 @@ fn error_text(e: &anyhow::Error) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{error_text, log_filter};
+    use super::{colour, error_text, log_filter};
+
+    #[test]
+    fn colour_only_on_a_terminal_without_no_color() {
+        use std::ffi::OsStr;
+        assert!(colour(true, None));
+        assert!(
+            colour(true, Some(OsStr::new(""))),
+            "an empty NO_COLOR does not count"
+        );
+        assert!(!colour(true, Some(OsStr::new("1"))));
+        assert!(!colour(false, None), "redirected to a file or a pipe");
+    }
 
     #[test]
     fn the_kernel_error_for_a_new_table_stays_off_unless_asked_for() {

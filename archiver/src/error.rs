@@ -76,6 +76,7 @@ impl ArchiveError {
     pub fn exit_code(&self) -> u8 {
         match self {
             ArchiveError::Config(_) => CONFIG_EXIT_CODE,
+            ArchiveError::Lake(e) if e.is_configuration() => CONFIG_EXIT_CODE,
             ArchiveError::Stalled { .. } => STALLED_EXIT_CODE,
             _ => 1,
         }

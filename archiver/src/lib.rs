@@ -16,6 +16,7 @@ pub mod config;
 pub mod error;
 pub mod r#gen;
 pub mod metrics;
+pub mod preflight;
 pub mod progress;
 pub mod watch;
 pub mod writer;
@@ -45,6 +46,7 @@ pub fn run_archiver(
     cfg: ArchiveConfig,
     rt: &tokio::runtime::Runtime,
 ) -> Result<ArchiveReport, ArchiveError> {
+    preflight::check_kafka(&cfg)?;
     let handle = rt.handle().clone();
     let (result_tx, result_rx) = std::sync::mpsc::channel();
     let (closed_tx, closed_rx) = std::sync::mpsc::channel();
@@ -95,7 +97,7 @@ pub fn run(args: ArchiveArgs) -> Result<ExitCode, ArchiveError> {
     let metrics = Arc::new(metrics::ArchiverMetrics::new(telemetry.health()));
     telemetry.register(&*metrics);
     let (cfg, metrics_addr) = args.resolve(shutdown.clone(), metrics)?;
-    tracing::info!(config = ?cfg, "starting archiver");
+    tracing::info!("starting archiver: {}", preflight::summary(&cfg));
     if let Some(addr) = metrics_addr {
         // The error names the address.
         let local = rt

@@ -68,6 +68,7 @@ impl CompactError {
     pub fn exit_code(&self) -> u8 {
         match self {
             CompactError::Config(_) => 2,
+            CompactError::Lake(e) if e.is_configuration() => 2,
             _ => 1,
         }
     }

@@ -50,11 +50,17 @@ impl JobError {
         }
     }
 
+    /// A stage's failure; one whose text shows a store access problem (credentials, bucket,
+    /// endpoint: [`loglake_lake::access_problem`]) is a configuration error (exit 2).
     pub(crate) fn stage(stage: &str, table: &str, e: impl std::fmt::Display) -> Self {
+        let message = e.to_string();
+        if loglake_lake::access_problem(&message).is_some() {
+            return JobError::Config(format!("stage {stage} of table {table}: {message}"));
+        }
         JobError::Stage {
             stage: stage.to_string(),
             table: table.to_string(),
-            message: e.to_string(),
+            message,
         }
     }
 }

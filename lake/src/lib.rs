@@ -27,7 +27,7 @@ pub mod table;
 pub mod telemetry;
 pub mod units;
 
-pub use error::LakeError;
+pub use error::{LakeError, access_problem};
 pub use files::{FileSettings, table_writer_properties, writer_properties};
 pub use location::{discover, location_url, table_url};
 pub use sink::{CommitOutcome, DataFile, DeltaSink, OffsetAdvance};

@@ -35,10 +35,13 @@ pub(crate) fn delta_error(
     table: &str,
     url: &Url,
 ) -> impl Fn(deltalake::DeltaTableError) -> LakeError {
-    move |source| LakeError::Delta {
-        table: table.to_string(),
-        url: url.to_string(),
-        source: Box::new(source),
+    move |source| {
+        LakeError::Delta {
+            table: table.to_string(),
+            url: url.to_string(),
+            source: Box::new(source),
+        }
+        .classified(url.as_str())
     }
 }
 
@@ -110,11 +113,14 @@ pub async fn check_put_if_absent(
         mode: PutMode::Create,
         ..Default::default()
     };
-    let store_error = |source| LakeError::Store {
-        table: name.clone(),
-        url: url.to_string(),
-        path: probe.to_string(),
-        source: Box::new(source),
+    let store_error = |source| {
+        LakeError::Store {
+            table: name.clone(),
+            url: url.to_string(),
+            path: probe.to_string(),
+            source: Box::new(source),
+        }
+        .classified(url.as_str())
     };
     store
         .put_opts(&probe, PutPayload::from_static(b"1"), opts())

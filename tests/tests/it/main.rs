@@ -11,6 +11,7 @@ mod generator;
 mod kafka_smoke;
 mod maintenance;
 mod nightly;
+mod operator;
 mod quickstart;
 mod readers;
 mod restart;
