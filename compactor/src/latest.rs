@@ -8,7 +8,9 @@
 //!   snapshot each attempt. deltalake 1.1's conflict checker ignores another commit's
 //!   `dataChange=false` removes, so loglake never lets it rebase a commit: the commit is built
 //!   with `max_retries(0)` and, after a lost race, re-decided on the new latest snapshot, where
-//!   the operation itself checks that the files it removes are still there.
+//!   the operation itself checks that the files it removes are still there. Each commit carries
+//!   a token in its `commitInfo`: a put whose answer was lost (the store's retry then finds the
+//!   version taken) is recognised as the operation's own commit, not re-decided.
 
 use std::time::Duration;
 
@@ -18,7 +20,7 @@ use deltalake::kernel::transaction::CommitBuilder;
 use deltalake::protocol::DeltaOperation;
 use deltalake::table::state::DeltaTableState;
 use loglake_lake::open_table;
-use loglake_lake::sink::no_log_maintenance;
+use loglake_lake::sink::{commit_token, committed_by, no_log_maintenance};
 use url::Url;
 
 use crate::error::{CompactError, delta_err};
@@ -143,8 +145,25 @@ pub(crate) async fn commit_at_latest<T>(
     mut decide: impl FnMut(&DeltaTableState) -> Result<Decision<T>, CompactError>,
 ) -> Result<Committed<T>, CompactError> {
     let mut backoff = Duration::from_millis(50);
+    let (token_key, token) = commit_token();
+    // the version of an attempt whose answer may have been lost, and what it decided
+    let mut ambiguous: Option<(u64, T)> = None;
     for attempt in 1..=ATTEMPTS {
         refresh(name, url, table).await?;
+        if let Some((v, out)) = ambiguous.take() {
+            let ours = committed_by(table, v, &token)
+                .await
+                .map_err(delta_err(name, url, "reading", v))?;
+            if ours {
+                tracing::warn!(table = %name, version = v,
+                    "a commit reported as lost had landed (its answer was lost); it stands");
+                return Ok(Committed {
+                    out,
+                    version: Some(v),
+                    retries: attempt - 1,
+                });
+            }
+        }
         let state = snapshot(name, url, table)?;
         let version = state.version();
         let (actions, operation, out) = match decide(state)? {
@@ -161,10 +180,9 @@ pub(crate) async fn commit_at_latest<T>(
                 out,
             } => (actions, operation, out),
         };
-        let mut props = no_log_maintenance().with_max_retries(0);
-        if let Some(m) = &metadata {
-            props = props.with_metadata([m.clone()]);
-        }
+        let mut info = vec![(token_key.clone(), serde_json::Value::String(token.clone()))];
+        info.extend(metadata.iter().cloned());
+        let props = no_log_maintenance().with_max_retries(0).with_metadata(info);
         let result = CommitBuilder::from(props)
             .with_actions(actions)
             .build(Some(state), table.log_store(), *operation)
@@ -183,6 +201,9 @@ pub(crate) async fn commit_at_latest<T>(
                 });
             }
             Err(e) if loglake_lake::sink::is_lost_race(&e) && attempt < ATTEMPTS => {
+                // another writer's commit, or ours with its answer lost: looked at first in
+                // the next round
+                ambiguous = Some((version + 1, out));
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(2));
             }

@@ -278,11 +278,40 @@ impl DeltaSink {
         offsets: &[OffsetAdvance],
         extra: Vec<(String, i64)>,
     ) -> Result<CommitOutcome, LakeError> {
+        self.commit_with_info(adds, offsets, extra, HashMap::new())
+            .await
+    }
+
+    /// [`DeltaSink::commit`] with `info` added to the commit's `commitInfo` (e.g. the archiver's
+    /// per-commit record of filtered offsets, which `loglake audit` reads back).
+    pub async fn commit_with_info(
+        &mut self,
+        adds: Vec<Add>,
+        offsets: &[OffsetAdvance],
+        extra: Vec<(String, i64)>,
+        info: HashMap<String, serde_json::Value>,
+    ) -> Result<CommitOutcome, LakeError> {
         let mut attempts = 0u32;
         let mut backoff = Duration::from_millis(50);
+        let (token_key, token) = commit_token();
+        let mut info = info;
+        info.insert(token_key, serde_json::Value::String(token.clone()));
+        // the version of an attempt whose answer may have been lost (see below)
+        let mut ambiguous: Option<u64> = None;
         loop {
             attempts += 1;
             self.refresh().await?;
+            if let Some(v) = ambiguous.take()
+                && committed_by(&self.table, v, &token)
+                    .await
+                    .map_err(|e| self.err(e))?
+            {
+                tracing::warn!(table = %self.name, version = v, "a commit reported as lost had landed (its answer was lost); it stands");
+                return Ok(CommitOutcome::Committed {
+                    version: v,
+                    attempts,
+                });
+            }
             let conflicts = self.conflicts(offsets).await?;
             if !conflicts.is_empty() {
                 return Ok(CommitOutcome::Conflict {
@@ -297,10 +326,14 @@ impl DeltaSink {
                 query_id: format!("loglake-archiver:{}", self.name),
                 epoch_id: version as i64,
             };
-            let result = CommitBuilder::from(no_log_maintenance().with_max_retries(0))
-                .with_actions(actions)
-                .build(Some(snapshot), self.table.log_store(), operation)
-                .await;
+            let result = CommitBuilder::from(
+                no_log_maintenance()
+                    .with_max_retries(0)
+                    .with_metadata(info.clone()),
+            )
+            .with_actions(actions)
+            .build(Some(snapshot), self.table.log_store(), operation)
+            .await;
             match result {
                 Ok(done) => {
                     let version = done.version();
@@ -308,6 +341,10 @@ impl DeltaSink {
                     return Ok(CommitOutcome::Committed { version, attempts });
                 }
                 Err(e) if is_lost_race(&e) && attempts < self.max_attempts => {
+                    // Another writer took the version, or our own put landed and only its
+                    // answer was lost (the store's retry then finds the version taken): the
+                    // next round reads that version's commitInfo for our token first.
+                    ambiguous = Some(version);
                     tracing::debug!(table = %self.name, attempt = attempts, "lost a commit race; re-reading the table");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(2));
@@ -332,6 +369,30 @@ impl DeltaSink {
             }
         }
     }
+}
+
+/// The `commitInfo` key of a commit's token: a fresh UUID per commit ([`commit_token`]).
+pub const COMMIT_TOKEN_KEY: &str = "loglake.commitToken";
+
+/// A fresh token for one commit, as the `commitInfo` entry to add.
+pub fn commit_token() -> (String, String) {
+    (
+        COMMIT_TOKEN_KEY.to_string(),
+        uuid::Uuid::new_v4().simple().to_string(),
+    )
+}
+
+/// Whether version `version` of `table` is the commit that carried `token`. A put-if-absent
+/// commit whose answer was lost is retried by the object store, which then finds the version
+/// taken — by the writer itself: without this check the writer would take its own commit for
+/// another's, re-plan, and delete the files that commit references.
+pub async fn committed_by(
+    table: &DeltaTable,
+    version: u64,
+    token: &str,
+) -> Result<bool, DeltaTableError> {
+    let entry = table.log_store().read_commit_entry(version).await?;
+    Ok(entry.is_some_and(|bytes| memchr::memmem::find(&bytes, token.as_bytes()).is_some()))
 }
 
 /// Commit properties of a writer that leaves the log to maintenance (DESIGN.md I7): no

@@ -14,6 +14,8 @@
 //! `PR_SET_PDEATHSIG = SIGKILL`, so the kernel kills them even if the test binary panics or is
 //! killed. Each test gets its own topic names and its own S3 prefix ([`unique_name`]).
 
+pub mod fault;
+
 use std::collections::HashMap;
 use std::io::Write;
 use std::net::{TcpListener, TcpStream};

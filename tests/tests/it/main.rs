@@ -7,6 +7,7 @@ mod archiver;
 mod archiver_ops;
 mod compactor;
 mod deploy;
+mod faults;
 mod generator;
 mod kafka_smoke;
 mod maintenance;
