@@ -56,6 +56,19 @@ else
   touch "$VENV/.complete"
 fi
 
+# --- the export readers (tests/tests/it/export.rs), added to the same venv -------------------------
+# pyarrow reads the ML Parquet shards and the Hive layout, `tfrecord` (an independent TFRecord
+# reader, with TensorFlow's example.proto) reads the TFRecord shards, crc32c checks their CRCs.
+EXPORT_PKGS=(pyarrow==26.0.1 tfrecord==1.14.6 crc32c==2.9.post0 numpy==2.4.6 protobuf==7.36.2)
+EXPORT_MARK="$VENV/.export-$(echo "${EXPORT_PKGS[*]}" | sha256sum | cut -c1-12)"
+if [[ -f "$EXPORT_MARK" ]]; then
+  log "export readers cached in $VENV"
+else
+  log "installing the export readers into $VENV: ${EXPORT_PKGS[*]}..."
+  "$VENV/bin/pip" install --disable-pip-version-check -q "${EXPORT_PKGS[@]}" >&2
+  touch "$EXPORT_MARK"
+fi
+
 # --- buildah (the container image test) ------------------------------------------------------------
 if command -v buildah >/dev/null 2>&1; then
   log "$(buildah --version)"
@@ -94,6 +107,29 @@ else
   "$KV_VENV/bin/pip" install --disable-pip-version-check -q \
     "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION" >&2
   touch "$KV_VENV/.complete"
+fi
+
+# --- tmux (loglake query's prompt test drives the REPL in a terminal) -------------------------------
+if command -v tmux >/dev/null 2>&1; then
+  log "$(tmux -V)"
+else
+  log "installing tmux (Debian package, one-off)..."
+  SUDO=()
+  [[ "$(id -u)" == 0 ]] || SUDO=(sudo)
+  "${SUDO[@]}" apt-get update -qq >&2
+  "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends tmux >&2
+fi
+
+# --- Chromium (the report test renders loglake report's page headless) -----------------------------
+if command -v chromium >/dev/null 2>&1; then
+  log "chromium: $(command -v chromium)"
+else
+  log "installing chromium (Debian package, one-off)..."
+  SUDO=()
+  [[ "$(id -u)" == 0 ]] || SUDO=(sudo)
+  "${SUDO[@]}" apt-get update -qq >&2
+  "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+    chromium fonts-dejavu-core >&2
 fi
 
 echo "export LOGLAKE_TANSU_BIN='$TANSU_BIN'"

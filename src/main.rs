@@ -68,6 +68,15 @@ enum Command {
     Nightly(loglake_jobs::NightlyArgs),
     /// SQL over the whole lake: every Delta table as a table, log functions, correlation.
     Query(Box<loglake_query::QueryArgs>),
+    /// Export a table day for Hadoop/Spark (Hive-partitioned Parquet + DDL + _SUCCESS) or rows
+    /// for ML training (reproducible Parquet/TFRecord shards with a manifest).
+    Export(loglake_export::ExportArgs),
+    /// Write the HTML report of a day (volume, errors, templates, dead letters, completeness,
+    /// compaction) and its JSON into a folder; no network needed to open it.
+    Report(loglake_insights::ReportArgs),
+    /// Derived tables by hand (the nightly stages): `insights templates` mines a day into the
+    /// log_templates table.
+    Insights(loglake_insights::InsightsArgs),
     /// Print version information of loglake and its storage stack.
     Version,
 }
@@ -76,7 +85,7 @@ enum Command {
 /// a table that does not exist yet is opened (`No files in log segment`), which the archiver
 /// does on purpose before creating it; that line stays off unless the filter names the kernel.
 fn log_filter(env: Option<&str>) -> String {
-    const DEFAULT: &str = "warn,aws_config=error,buoyant_kernel=off,loglake=info,loglake_archiver=info,loglake_compactor=info,loglake_jobs=info,loglake_query=info";
+    const DEFAULT: &str = "warn,aws_config=error,buoyant_kernel=off,loglake=info,loglake_archiver=info,loglake_compactor=info,loglake_jobs=info,loglake_query=info,loglake_export=info";
     match env.map(str::trim) {
         None | Some("") => DEFAULT.to_string(),
         Some(s) if s.contains("buoyant_kernel") => s.to_string(),
@@ -126,6 +135,9 @@ fn main() -> ExitCode {
         Command::Delete(args) => loglake_compactor::run_delete(args).map_err(Into::into),
         Command::Nightly(args) => loglake_jobs::run_nightly(args).map_err(Into::into),
         Command::Query(args) => loglake_query::run(*args),
+        Command::Export(args) => loglake_export::run(args).map_err(Into::into),
+        Command::Report(args) => loglake_insights::run_report(args).map_err(Into::into),
+        Command::Insights(args) => loglake_insights::run_insights(args).map_err(Into::into),
         Command::Version => {
             println!("loglake {}", env!("CARGO_PKG_VERSION"));
             Ok(ExitCode::SUCCESS)
@@ -148,6 +160,12 @@ fn exit_code(e: &anyhow::Error) -> u8 {
     }
     if let Some(j) = e.downcast_ref::<loglake_jobs::JobError>() {
         return j.exit_code();
+    }
+    if let Some(i) = e.downcast_ref::<loglake_insights::InsightsError>() {
+        return i.exit_code();
+    }
+    if let Some(x) = e.downcast_ref::<loglake_export::ExportError>() {
+        return x.exit_code();
     }
     e.downcast_ref::<loglake_archiver::ArchiveError>()
         .map_or(1, loglake_archiver::ArchiveError::exit_code)

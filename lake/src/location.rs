@@ -152,7 +152,10 @@ fn discover_local(base: &Path) -> Result<Vec<String>, LakeError> {
         for entry in rd.flatten() {
             let Ok(ft) = entry.file_type() else { continue };
             let name = entry.file_name().to_string_lossy().to_string();
-            if !ft.is_dir() || !may_hold_tables(&name) {
+            // a symlink to a folder is followed (a lake assembled from several disks or
+            // checkouts), as DuckDB and datafusion-cli do; the depth limit bounds cycles
+            let is_dir = ft.is_dir() || (ft.is_symlink() && entry.path().is_dir());
+            if !is_dir || !may_hold_tables(&name) {
                 continue;
             }
             let r = if rel.is_empty() {

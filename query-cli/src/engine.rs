@@ -20,8 +20,8 @@ use datafusion::physical_plan::SendableRecordBatchStream;
 use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext};
 use datafusion::sql::parser::{CopyToSource, Statement as DFStatement};
 use datafusion::sql::sqlparser::ast::{
-    Expr as SqlExpr, FunctionArg, FunctionArgExpr, Ident, ObjectName, Statement as SqlStatement,
-    TableFactor, UnaryOperator, Value, VisitMut, VisitorMut,
+    Expr as SqlExpr, FunctionArg, FunctionArgExpr, Ident, ObjectName, Spanned,
+    Statement as SqlStatement, TableFactor, UnaryOperator, Value, VisitMut, VisitorMut,
 };
 
 use crate::lake::{self, LakeSchema, ScanLog, TimeTravel};
@@ -63,6 +63,8 @@ pub struct StatementResult {
     pub stream: SendableRecordBatchStream,
     /// Extra rows to append after the stream (EXPLAIN's Delta file counts).
     pub trailer: Option<RecordBatch>,
+    /// The physical plan the stream runs (its scan metrics feed the progress line).
+    pub plan: Arc<dyn datafusion::physical_plan::ExecutionPlan>,
 }
 
 /// The query engine.
@@ -127,6 +129,7 @@ impl Engine {
         );
         let mut ctx = SessionContext::new_with_state(state);
         crate::functions::register(&mut ctx)?;
+        crate::sqltypes::register(&ctx);
 
         let discovered = match &opts.lake {
             Some(l) => lake::discover(&lake::to_url(l)?).await?,
@@ -174,7 +177,10 @@ impl Engine {
             }
             let calls = collect_calls(&mut st)?;
             for call in calls {
-                let provider = self.resolve_call(&call).await?;
+                let provider = self
+                    .resolve_call(&call)
+                    .await
+                    .map_err(|e| crate::tfcheck::at_position_of_call(e, &call.spans))?;
                 datafusion::catalog::SchemaProvider::register_table(
                     self.lake.as_ref(),
                     call.id.clone(),
@@ -208,9 +214,11 @@ impl Engine {
         }
         let df = self.ctx.execute_logical_plan(plan).await?;
         let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
-        let stream = df.execute_stream().await?;
+        let task_ctx = Arc::new(df.task_ctx());
+        let physical = df.create_physical_plan().await?;
+        let stream = datafusion::physical_plan::execute_stream(Arc::clone(&physical), task_ctx)?;
         let trailer = if is_explain {
-            let notes = self.scans.take();
+            let notes = crate::lake::statistics_notes(self.scans.take(), &physical);
             if notes.is_empty() || schema.fields().len() != 2 {
                 None
             } else {
@@ -235,6 +243,7 @@ impl Engine {
             schema,
             stream,
             trailer,
+            plan: physical,
         })
     }
 
@@ -314,25 +323,27 @@ impl Engine {
                 Ok(df.into_view())
             }
             "log_context" => {
-                let rel = tablefns::relation_of(a, "table", 0).ok_or_else(|| {
+                tablefns::relation_of(a, "table", 0).ok_or_else(|| {
                     DataFusionError::Plan("log_context: missing the table argument".into())
                 })?;
-                let cols = self.columns_of(&rel).await?;
-                let (sql, _) = tablefns::log_context_sql(a, &cols)?;
-                let plan = self.plan_sql(&sql, false).await?;
+                // each argument checked on its own: errors point at the argument, not the generated SQL
+                let cols = crate::tfcheck::log_context(self, a, &call.spans).await?;
+                let at_call = |e| crate::tfcheck::at_call(self, f, &call.spans, e);
+                let (sql, _) = tablefns::log_context_sql(a, &cols).map_err(at_call)?;
+                let plan = self.plan_sql(&sql, false).await.map_err(at_call)?;
                 Ok(Arc::new(ViewTable::new(plan, Some(sql))))
             }
             "correlate" => {
-                let l = tablefns::relation_of(a, "left", 0).ok_or_else(|| {
+                tablefns::relation_of(a, "left", 0).ok_or_else(|| {
                     DataFusionError::Plan("correlate: missing the left argument".into())
                 })?;
-                let r = tablefns::relation_of(a, "right", 1).ok_or_else(|| {
+                tablefns::relation_of(a, "right", 1).ok_or_else(|| {
                     DataFusionError::Plan("correlate: missing the right argument".into())
                 })?;
-                let lc = self.columns_of(&l).await?;
-                let rc = self.columns_of(&r).await?;
-                let sql = tablefns::correlate_sql(a, &lc, &rc)?;
-                let plan = self.plan_sql(&sql, false).await?;
+                let (lc, rc) = crate::tfcheck::correlate(self, a, &call.spans).await?;
+                let at_call = |e| crate::tfcheck::at_call(self, f, &call.spans, e);
+                let sql = tablefns::correlate_sql(a, &lc, &rc).map_err(at_call)?;
+                let plan = self.plan_sql(&sql, false).await.map_err(at_call)?;
                 Ok(Arc::new(ViewTable::new(plan, Some(sql))))
             }
             other => Err(DataFusionError::Plan(format!(
@@ -341,6 +352,7 @@ impl Engine {
         }
     }
 
+    #[allow(dead_code)] // log_context/correlate now get their columns from crate::tfcheck
     async fn columns_of(&self, relation: &str) -> Result<Vec<String>> {
         let plan = self
             .plan_sql(&format!("SELECT * FROM {relation} AS __t LIMIT 0"), false)
@@ -405,6 +417,7 @@ struct Call {
     id: String,
     func: String,
     args: Args,
+    spans: crate::tfcheck::ArgSpans,
 }
 
 struct CallCollector {
@@ -451,14 +464,24 @@ impl VisitorMut for CallCollector {
             return ControlFlow::Continue(());
         }
         let mut args = Args::default();
+        let mut spans = crate::tfcheck::ArgSpans {
+            call: Some(name.span()),
+            ..Default::default()
+        };
         for a in &targs.args {
             match a {
-                FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => args.positional.push(to_arg(e)),
+                FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => {
+                    args.positional.push(to_arg(e));
+                    spans.positional.push(e.span());
+                }
                 FunctionArg::Named {
                     name,
                     arg: FunctionArgExpr::Expr(e),
                     ..
-                } => args.named.push((name.value.clone(), to_arg(e))),
+                } => {
+                    args.named.push((name.value.clone(), to_arg(e)));
+                    spans.named.push((name.value.clone(), e.span()));
+                }
                 other => {
                     self.error = Some(format!("{func}: unsupported argument {other}"));
                     return ControlFlow::Break(());
@@ -486,7 +509,12 @@ impl VisitorMut for CallCollector {
             sample: None,
             index_hints: vec![],
         };
-        self.calls.push(Call { id, func, args });
+        self.calls.push(Call {
+            id,
+            func,
+            args,
+            spans,
+        });
         ControlFlow::Continue(())
     }
 }
@@ -519,17 +547,8 @@ fn visit_df(st: &mut DFStatement, v: &mut CallCollector) {
     }
 }
 
-/// Turn an error into a message naming the statement and the position.
+/// Turn an error into a message naming the statement and the position (without the lake's
+/// names for suggestions; see [`crate::diagnose::describe`]).
 pub fn describe_error(stmt: &Statement, e: &DataFusionError) -> String {
-    let (line, column) = e
-        .diagnostic()
-        .and_then(|d| d.span)
-        .map(|s| (s.start.line, s.start.column))
-        .filter(|(l, _)| *l > 0)
-        .unwrap_or((stmt.line, stmt.column));
-    let msg = e.strip_backtrace();
-    format!(
-        "statement {} (line {line}, column {column}): {msg}",
-        stmt.index
-    )
+    crate::diagnose::describe(stmt, e, &Default::default())
 }

@@ -29,6 +29,8 @@ pub fn register(ctx: &mut SessionContext) -> Result<()> {
     // time_bucket(INTERVAL '5 minutes', ts [, origin]) — DuckDB's name for DataFusion's date_bin.
     let date_bin = datafusion::functions::datetime::date_bin();
     ctx.register_udf(date_bin.as_ref().clone().with_aliases(["time_bucket"]));
+    // Drain template mining (insights crate): log_templates(...), log_template_id/drain_template OVER (...)
+    loglake_insights::sql::register(ctx);
     Ok(())
 }
 
@@ -42,6 +44,9 @@ pub const LOG_FUNCTIONS: &[&str] = &[
     "read_parquet",
     "log_context",
     "correlate",
+    "log_templates",
+    "log_template_id",
+    "drain_template",
 ];
 
 // ---------------------------------------------------------------- log_level

@@ -88,7 +88,26 @@ pub async fn open_delta(
         }
         TimeTravel::Timestamp(ts) => b = b.with_datestring(ts).map_err(err)?,
     }
-    let table = b.load().await.map_err(err)?;
+    let table = match b.load().await {
+        Ok(t) => t,
+        Err(e) => {
+            // "LogSegment end version 0 not the same as the specified end version 9" → say it
+            if let TimeTravel::Version(v) = at
+                && let Ok(latest) = DeltaTableBuilder::from_url(url.clone())
+                    .map_err(err)?
+                    .with_storage_options(storage_options())
+                    .load()
+                    .await
+                && let Some(l) = latest.version()
+                && (l as i64) < *v
+            {
+                return Err(DataFusionError::Plan(format!(
+                    "Delta table {name} has no version {v}; its latest version is {l}"
+                )));
+            }
+            return Err(err(e));
+        }
+    };
     if let TimeTravel::Timestamp(ts) = at {
         check_committed_by(&table, ts, name).await?;
     }
@@ -152,6 +171,43 @@ impl ScanLog {
             v.push(s);
         }
     }
+}
+
+/// EXPLAIN's `delta_files` lines, saying so when the answer comes from statistics: when the
+/// explained physical plan reads no file at all (DataFusion answered `count(*)`, `min`, `max`
+/// from the Delta log's file statistics: no `DataSourceExec` left, only a placeholder row), the
+/// line says "no file read" instead of a misleading "0 of 3 files scanned".
+pub fn statistics_notes(notes: Vec<String>, explain: &Arc<dyn ExecutionPlan>) -> Vec<String> {
+    use datafusion::common::display::PlanType;
+    use datafusion::physical_plan::explain::ExplainExec;
+    let Some(x) = explain.downcast_ref::<ExplainExec>() else {
+        return notes;
+    };
+    let Some(physical) = x
+        .stringified_plans()
+        .iter()
+        .find(|p| p.plan_type == PlanType::FinalPhysicalPlan)
+    else {
+        return notes;
+    };
+    let from_stats =
+        !physical.plan.contains("DataSourceExec") && physical.plan.contains("PlaceholderRowExec");
+    if !from_stats {
+        return notes;
+    }
+    notes
+        .into_iter()
+        .map(|n| {
+            let (table, rest) = n.split_once(": ").unwrap_or((n.as_str(), ""));
+            let filters = rest
+                .find("; filters: ")
+                .map(|i| &rest[i..])
+                .unwrap_or_default();
+            format!(
+                "{table}: no file read, the answer comes from the Delta log's file statistics{filters}"
+            )
+        })
+        .collect()
 }
 
 /// A Delta table provider that reports how many of the snapshot's files a scan reads.

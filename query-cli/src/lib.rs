@@ -10,21 +10,24 @@
 //!
 //! Exit codes: 0 success, 1 query error, 2 usage error.
 
+pub mod diagnose;
 pub mod engine;
 pub mod functions;
 pub mod r#gen;
 pub mod lake;
 pub mod output;
+pub mod progress;
 pub mod repl;
 pub mod script;
+pub mod sqltypes;
 pub mod tablefns;
+pub mod tfcheck;
 
 use std::io::{IsTerminal, Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use datafusion::error::DataFusionError;
 use futures::StreamExt;
@@ -62,6 +65,8 @@ impl QueryError {
 #[derive(Debug, Clone, Default, clap::Args)]
 #[command(after_help = "Exit codes: 0 success, 1 query error, 2 usage error.\n\
 Without -c/-f, SQL is read from standard input, or an interactive prompt starts in a terminal.\n\
+A query running over a second shows a progress line on stderr when it is a terminal\n\
+(LOGLAKE_PROGRESS=never turns it off, =always draws it anyway).\n\
 See query-cli/README.md for the table functions, log functions and time travel.")]
 pub struct QueryArgs {
     /// Lake root (s3://bucket/prefix or a local path): every Delta table under it is registered by
@@ -286,7 +291,7 @@ pub fn run_statement(
     cancel: Option<&tokio::sync::Notify>,
     wrote_parquet: &mut bool,
 ) -> Result<usize, QueryError> {
-    let progress = Progress::start(rt, std::io::stderr().is_terminal());
+    let mut progress = progress::Progress::start(progress::wanted(std::io::stderr().is_terminal()));
     let r = run_statement_inner(
         rt,
         engine,
@@ -297,7 +302,7 @@ pub fn run_statement(
         err,
         cancel,
         wrote_parquet,
-        &progress,
+        &mut progress,
     );
     progress.stop();
     r
@@ -314,9 +319,11 @@ fn run_statement_inner(
     err: &mut dyn Write,
     cancel: Option<&tokio::sync::Notify>,
     wrote_parquet: &mut bool,
-    progress: &Progress,
+    progress: &mut progress::Progress,
 ) -> Result<usize, QueryError> {
-    let named = |e: DataFusionError| QueryError::Statement(engine::describe_error(stmt, &e));
+    let named = |e: DataFusionError| {
+        QueryError::Statement(diagnose::describe(stmt, &e, &diagnose::names_of(engine)))
+    };
     let cancelled = || QueryError::Statement(format!("statement {}: cancelled", stmt.index));
     let res = match cancel {
         Some(n) => rt.block_on(async {
@@ -328,6 +335,7 @@ fn run_statement_inner(
         None => Some(rt.block_on(engine.execute(stmt))),
     };
     let res = res.ok_or_else(cancelled)?.map_err(named)?;
+    progress.set_plan(Arc::clone(&res.plan));
     if res.schema.fields().is_empty() {
         // DDL and the like: drain, print nothing
         let mut stream = res.stream;
@@ -345,8 +353,19 @@ fn run_statement_inner(
         }
         *wrote_parquet = true;
     }
+    // plain headers: `min(ts)`, not `min(logs.ts)`
+    let schema = output::plain_headers(&res.schema);
+    let renamed = |b: arrow::array::RecordBatch| {
+        let opts = arrow::array::RecordBatchOptions::new().with_row_count(Some(b.num_rows()));
+        arrow::array::RecordBatch::try_new_with_options(
+            Arc::clone(&schema),
+            b.columns().to_vec(),
+            &opts,
+        )
+        .map_err(|e| named(e.into()))
+    };
     let mut w = output::ResultWriter::new(format, out);
-    w.begin(Arc::clone(&res.schema)).map_err(named)?;
+    w.begin(Arc::clone(&schema)).map_err(named)?;
     let mut stream = res.stream;
     let mut rows = 0usize;
     let mut truncated = false;
@@ -363,7 +382,7 @@ fn run_statement_inner(
         let Some(next) = next.ok_or_else(cancelled)? else {
             break;
         };
-        let mut batch = next.map_err(named)?;
+        let mut batch = renamed(next.map_err(named)?)?;
         if let Some(m) = max_rows
             && rows + batch.num_rows() > m
         {
@@ -371,9 +390,7 @@ fn run_statement_inner(
             truncated = true;
         }
         rows += batch.num_rows();
-        progress
-            .rows
-            .fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
+        progress.add_rows(batch.num_rows() as u64);
         w.batch(batch).map_err(named)?;
         if truncated {
             break;
@@ -382,71 +399,18 @@ fn run_statement_inner(
     drop(stream);
     if let Some(t) = res.trailer {
         rows += t.num_rows();
-        w.batch(t).map_err(named)?;
+        w.batch(renamed(t)?).map_err(named)?;
     }
     progress.stop();
     w.finish().map_err(named)?;
     if truncated && let Some(m) = max_rows {
         let _ = writeln!(
             err,
-            "(statement {}: output limited to {m} rows by --max-rows)",
+            "(statement {}: output limited to {m} rows; --max-rows or \\maxrows changes it)",
             stmt.index
         );
     }
     Ok(rows)
-}
-
-/// A progress line on stderr for queries running longer than a second (terminal only).
-struct Progress {
-    rows: Arc<AtomicU64>,
-    shown: Arc<AtomicBool>,
-    handle: Option<tokio::task::JoinHandle<()>>,
-}
-
-impl Progress {
-    fn start(rt: &tokio::runtime::Runtime, enabled: bool) -> Progress {
-        let rows = Arc::new(AtomicU64::new(0));
-        let shown = Arc::new(AtomicBool::new(false));
-        let handle = enabled.then(|| {
-            let (rows, shown) = (Arc::clone(&rows), Arc::clone(&shown));
-            rt.spawn(async move {
-                let start = Instant::now();
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                loop {
-                    let line = format!(
-                        "\r\x1b[2K… running {:.1}s, {} rows",
-                        start.elapsed().as_secs_f64(),
-                        rows.load(Ordering::Relaxed)
-                    );
-                    // one short line to the terminal every 250 ms
-                    let _ = std::io::stderr().write_all(line.as_bytes());
-                    shown.store(true, Ordering::Relaxed);
-                    tokio::time::sleep(Duration::from_millis(250)).await;
-                }
-            })
-        });
-        Progress {
-            rows,
-            shown,
-            handle,
-        }
-    }
-
-    /// Stop and clear the progress line (before results are printed).
-    fn stop(&self) {
-        if let Some(h) = &self.handle {
-            h.abort();
-            if self.shown.swap(false, Ordering::Relaxed) {
-                let _ = std::io::stderr().write_all(b"\r\x1b[2K");
-            }
-        }
-    }
-}
-
-impl Drop for Progress {
-    fn drop(&mut self) {
-        self.stop();
-    }
 }
 
 #[cfg(test)]

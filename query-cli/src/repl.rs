@@ -4,7 +4,7 @@
 
 use std::borrow::Cow;
 use std::io::{IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -13,8 +13,8 @@ use rustyline::error::ReadlineError;
 use rustyline::highlight::Highlighter;
 use rustyline::hint::Hinter;
 use rustyline::history::DefaultHistory;
-use rustyline::validate::{ValidationContext, ValidationResult, Validator};
-use rustyline::{Context, Editor, Helper};
+use rustyline::validate::Validator;
+use rustyline::{CompletionType, Config, Context, Editor, Helper};
 
 use crate::output::Format;
 use crate::{Engine, QueryArgs, QueryError, script};
@@ -142,7 +142,8 @@ impl Completer for LqHelper {
         for k in KEYWORDS {
             push(k, true);
         }
-        for m in ["\\d", "\\dt", "\\timing", "\\format", "\\o", "\\q", "\\?"] {
+        for (m, _) in COMMANDS {
+            let m = m.split_whitespace().next().unwrap_or(m);
             push(m, false);
         }
         Ok((start, out))
@@ -157,27 +158,97 @@ impl Highlighter for LqHelper {
         Cow::Borrowed(line)
     }
 }
-impl Validator for LqHelper {
-    fn validate(&self, ctx: &mut ValidationContext<'_>) -> rustyline::Result<ValidationResult> {
-        let input = ctx.input().trim();
-        if input.is_empty() || input.starts_with('\\') || input.ends_with(';') {
-            Ok(ValidationResult::Valid(None))
-        } else {
-            Ok(ValidationResult::Incomplete)
-        }
-    }
-}
+// Multi-line statements are gathered by the main loop (so it can show a continuation prompt),
+// not by rustyline's validator.
+impl Validator for LqHelper {}
 impl Helper for LqHelper {}
+
+/// The prompt and the continuation prompt (same width, as psql and DuckDB align them).
+const PROMPT: &str = "loglake> ";
+const CONTINUATION: &str = "      -> ";
+
+/// Every backslash command with its help line (`\?` prints them all; Tab completes them).
+const COMMANDS: &[(&str, &str)] = &[
+    ("\\d", "list tables"),
+    ("\\d TABLE", "describe a table (column, SQL type, nullable)"),
+    ("\\dt", "list tables"),
+    (
+        "\\x",
+        "toggle expanded display (one `column | value` line per field)",
+    ),
+    (
+        "\\format FORMAT",
+        "table|vertical|csv|tsv|json|ndjson|markdown",
+    ),
+    (
+        "\\o FILE",
+        "write results to FILE; .json .ndjson .csv .tsv .md pick the format",
+    ),
+    ("\\o", "results back to the terminal"),
+    ("\\maxrows N|off", "print at most N rows of a result"),
+    (
+        "\\timing",
+        "toggle the time each query takes (not the pager)",
+    ),
+    ("\\q", "quit (also Ctrl-D)"),
+    ("\\?", "this list"),
+];
+
+/// Where `\o` sends results.
+struct OutFile {
+    path: PathBuf,
+    file: std::fs::File,
+    format: Format,
+}
 
 struct Session {
     format: Format,
     timing: bool,
-    output: Option<PathBuf>,
+    output: Option<OutFile>,
     max_rows: Option<usize>,
+}
+
+/// The format a file name asks for (`\o`, `--output`), if its extension names one.
+pub fn format_for_path(p: &Path) -> Option<Format> {
+    let ext = p.extension()?.to_string_lossy().to_ascii_lowercase();
+    Some(match ext.as_str() {
+        "csv" => Format::Csv,
+        "tsv" => Format::Tsv,
+        "json" => Format::Json,
+        "ndjson" | "jsonl" => Format::Ndjson,
+        "md" => Format::Markdown,
+        "txt" => Format::Table,
+        "parquet" => Format::Parquet,
+        _ => return None,
+    })
+}
+
+fn format_name(f: Format) -> String {
+    clap::ValueEnum::to_possible_value(&f)
+        .map(|v| v.get_name().to_string())
+        .unwrap_or_default()
 }
 
 fn history_path() -> Option<PathBuf> {
     std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".loglake_history"))
+}
+
+/// Whether the text typed so far ends a statement: its last token (comments aside) is `;`. An
+/// unterminated string or comment is not complete.
+pub fn is_complete(sql: &str) -> bool {
+    use datafusion::sql::sqlparser::dialect::GenericDialect;
+    use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
+    let Ok(tokens) = Tokenizer::new(&GenericDialect {}, sql).tokenize() else {
+        return false;
+    };
+    match tokens
+        .iter()
+        .rev()
+        .find(|t| !matches!(t, Token::Whitespace(_)))
+    {
+        None => true,
+        Some(t) => *t == Token::SemiColon,
+    }
 }
 
 /// Run the interactive prompt.
@@ -186,8 +257,13 @@ pub fn run(args: QueryArgs) -> Result<(), QueryError> {
     let engine = rt.block_on(Engine::new(args.engine_options()))?;
     let names = Arc::new(Mutex::new(Names::default()));
     refresh_names(&rt, &engine, &names);
-    let mut ed: Editor<LqHelper, DefaultHistory> =
-        Editor::new().map_err(|e| QueryError::Usage(format!("cannot start the prompt: {e}")))?;
+    // Tab completes the longest common prefix and lists the candidates when several match
+    let config = Config::builder()
+        .completion_type(CompletionType::List)
+        .completion_show_all_if_ambiguous(true)
+        .build();
+    let mut ed: Editor<LqHelper, DefaultHistory> = Editor::with_config(config)
+        .map_err(|e| QueryError::Usage(format!("cannot start the prompt: {e}")))?;
     ed.set_helper(Some(LqHelper {
         names: Arc::clone(&names),
     }));
@@ -198,9 +274,12 @@ pub fn run(args: QueryArgs) -> Result<(), QueryError> {
     let mut sess = Session {
         format: args.format.unwrap_or(Format::Table),
         timing: args.timing,
-        output: args.output.clone(),
+        output: None,
         max_rows: args.max_rows.or(Some(10_000)),
     };
+    if let Some(p) = &args.output {
+        meta(&rt, &engine, &format!("\\o {}", p.display()), &mut sess);
+    }
     let cancel = Arc::new(tokio::sync::Notify::new());
     {
         // Ctrl-C while a query runs cancels it; at the prompt rustyline handles it.
@@ -232,25 +311,39 @@ pub fn run(args: QueryArgs) -> Result<(), QueryError> {
         "loglake query — {} tables; \\? for help, \\q to quit",
         engine.table_names().len()
     );
+    let mut buf = String::new();
     loop {
-        match ed.readline("loglake> ") {
+        let prompt = if buf.is_empty() { PROMPT } else { CONTINUATION };
+        match ed.readline(prompt) {
             Ok(line) => {
                 let t = line.trim();
-                if t.is_empty() {
+                if buf.is_empty() && t.is_empty() {
                     continue;
                 }
-                let _ = ed.add_history_entry(t);
-                if t == "\\q" || t == "quit" || t == "exit" {
+                if t == "\\q" || (buf.is_empty() && (t == "quit" || t == "exit")) {
+                    let _ = ed.add_history_entry(t);
                     break;
                 }
+                // a backslash command runs at once, also in the middle of a statement (as in psql)
                 if t.starts_with('\\') {
+                    let _ = ed.add_history_entry(t);
                     meta(&rt, &engine, t, &mut sess);
-                } else {
-                    run_sql(&rt, &engine, t, &mut sess, &cancel);
-                    refresh_names(&rt, &engine, &names);
+                    continue;
                 }
+                if !buf.is_empty() {
+                    buf.push('\n');
+                }
+                buf.push_str(&line);
+                if !is_complete(&buf) {
+                    continue;
+                }
+                let sql = std::mem::take(&mut buf);
+                let _ = ed.add_history_entry(sql.trim());
+                run_sql(&rt, &engine, &sql, &mut sess, &cancel);
+                refresh_names(&rt, &engine, &names);
             }
-            Err(ReadlineError::Interrupted) => continue,
+            // Ctrl-C at the prompt drops the statement being typed
+            Err(ReadlineError::Interrupted) => buf.clear(),
             Err(ReadlineError::Eof) => break,
             Err(e) => {
                 eprintln!("prompt error: {e}");
@@ -279,13 +372,7 @@ fn refresh_names(rt: &tokio::runtime::Runtime, engine: &Engine, names: &Arc<Mute
             }
         }
     }
-    let state = engine.ctx.state();
-    let mut functions: Vec<String> = state.scalar_functions().keys().cloned().collect();
-    functions.extend(state.aggregate_functions().keys().cloned());
-    functions.extend(state.window_functions().keys().cloned());
-    functions.extend(crate::engine::TABLE_FUNCTIONS.iter().map(|s| s.to_string()));
-    functions.sort();
-    functions.dedup();
+    let functions = crate::diagnose::names_of(engine).functions;
     if let Ok(mut n) = names.lock() {
         *n = Names {
             tables,
@@ -297,18 +384,18 @@ fn refresh_names(rt: &tokio::runtime::Runtime, engine: &Engine, names: &Arc<Mute
 
 /// Where a result goes: the `\o` file, a pager, or the terminal.
 fn with_output(sess: &Session, f: impl FnOnce(&mut crate::output::Out)) {
-    if let Some(p) = &sess.output {
-        match std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(p)
-        {
-            Ok(file) => {
-                let mut w = std::io::BufWriter::new(file);
-                f(&mut w);
-                let _ = w.flush();
+    if let Some(o) = &sess.output {
+        let file = match o.file.try_clone() {
+            Ok(f) => f,
+            Err(e) => {
+                eprintln!("cannot write {}: {e}", o.path.display());
+                return;
             }
-            Err(e) => eprintln!("cannot open {}: {e}", p.display()),
+        };
+        let mut w = std::io::BufWriter::new(file);
+        f(&mut w);
+        if let Err(e) = w.flush() {
+            eprintln!("cannot write {}: {e}", o.path.display());
         }
         return;
     }
@@ -352,13 +439,19 @@ fn run_sql(
     cancel: &tokio::sync::Notify,
 ) {
     for stmt in script::split_statements(sql) {
-        let started = Instant::now();
         let mut result: Result<usize, QueryError> = Ok(0);
-        let format = sess.format;
+        let mut elapsed = std::time::Duration::ZERO;
+        let format = sess
+            .output
+            .as_ref()
+            .map(|o| o.format)
+            .unwrap_or(sess.format);
         let max_rows = sess.max_rows;
         with_output(sess, |out| {
             let mut err = std::io::stderr();
             let mut wrote = false;
+            // \timing measures the query, not the pager that shows its result
+            let started = Instant::now();
             result = crate::run_statement(
                 rt,
                 engine,
@@ -370,11 +463,12 @@ fn run_sql(
                 Some(cancel),
                 &mut wrote,
             );
+            elapsed = started.elapsed();
         });
         match result {
             Ok(rows) => {
                 if sess.timing {
-                    eprintln!("{rows} row(s) in {:.3}s", started.elapsed().as_secs_f64());
+                    eprintln!("{rows} row(s) in {:.3}s", elapsed.as_secs_f64());
                 }
             }
             Err(e) => {
@@ -385,18 +479,19 @@ fn run_sql(
     }
 }
 
-/// Backslash commands.
+/// Backslash commands; each one says what it did.
 fn meta(rt: &tokio::runtime::Runtime, engine: &Engine, cmd: &str, sess: &mut Session) {
     let mut parts = cmd.splitn(2, char::is_whitespace);
     let head = parts.next().unwrap_or("");
     let arg = parts.next().map(str::trim).unwrap_or("");
     let cancel = tokio::sync::Notify::new();
     match head {
-        "\\?" | "\\h" | "\\help" => eprintln!(
-            "\\d              list tables\n\\d TABLE        describe a table\n\\dt             list tables\n\
-             \\timing         toggle timing\n\\format FORMAT  table|vertical|csv|tsv|json|ndjson|markdown\n\
-             \\o [FILE]       send results to FILE (no FILE: back to the terminal)\n\\q              quit"
-        ),
+        "\\?" | "\\h" | "\\help" => {
+            let w = COMMANDS.iter().map(|(c, _)| c.len()).max().unwrap_or(0);
+            for (c, h) in COMMANDS {
+                eprintln!("{c:<w$}  {h}");
+            }
+        }
         "\\d" | "\\dt" => match script::meta_sql(cmd) {
             Some(sql) => run_sql(rt, engine, &sql, sess, &cancel),
             None => eprintln!("usage: \\d [TABLE]"),
@@ -406,25 +501,119 @@ fn meta(rt: &tokio::runtime::Runtime, engine: &Engine, cmd: &str, sess: &mut Ses
             eprintln!("timing is {}", if sess.timing { "on" } else { "off" });
         }
         "\\format" | "\\f" => match Format::parse(arg) {
-            Some(Format::Parquet) | None => {
-                eprintln!("unknown format {arg:?}; use table|vertical|csv|tsv|json|ndjson|markdown")
+            Some(Format::Parquet) | None => eprintln!(
+                "{}; use table|vertical|csv|tsv|json|ndjson|markdown (now: {})",
+                if arg.is_empty() {
+                    "\\format needs a format".to_string()
+                } else {
+                    format!("unknown format {arg:?}")
+                },
+                format_name(sess.format)
+            ),
+            Some(f) => {
+                sess.format = f;
+                match &mut sess.output {
+                    Some(o) => {
+                        o.format = f;
+                        eprintln!(
+                            "format is {} (also for {})",
+                            format_name(f),
+                            o.path.display()
+                        );
+                    }
+                    None => eprintln!("format is {}", format_name(f)),
+                }
             }
-            Some(f) => sess.format = f,
         },
         "\\x" => {
             sess.format = if sess.format == Format::Vertical {
                 Format::Table
             } else {
                 Format::Vertical
-            }
+            };
+            eprintln!(
+                "expanded display is {}",
+                if sess.format == Format::Vertical {
+                    "on"
+                } else {
+                    "off"
+                }
+            );
         }
         "\\o" => {
-            sess.output = if arg.is_empty() {
-                None
-            } else {
-                Some(PathBuf::from(arg))
+            if arg.is_empty() {
+                sess.output = None;
+                eprintln!("results go to the terminal");
+                return;
+            }
+            let path = PathBuf::from(arg);
+            let format = match format_for_path(&path) {
+                Some(Format::Parquet) => {
+                    eprintln!("\\o writes text; for Parquet run loglake query -c … --output {arg}");
+                    return;
+                }
+                Some(f) => f,
+                None => sess.format,
             };
+            // opened (and emptied) now, so a bad path fails here, not at the next query
+            match std::fs::File::create(&path) {
+                Ok(file) => {
+                    eprintln!(
+                        "results go to {} ({}); \\o alone returns to the terminal",
+                        path.display(),
+                        format_name(format)
+                    );
+                    sess.output = Some(OutFile { path, file, format });
+                }
+                Err(e) => eprintln!(
+                    "cannot write {}: {e}; results still go to {}",
+                    path.display(),
+                    match &sess.output {
+                        Some(o) => o.path.display().to_string(),
+                        None => "the terminal".into(),
+                    }
+                ),
+            }
         }
-        other => eprintln!("unknown command {other}; \\? for help"),
+        "\\maxrows" => match arg {
+            "" => match sess.max_rows {
+                Some(n) => eprintln!("at most {n} rows per result; \\maxrows N|off changes it"),
+                None => eprintln!("no row limit; \\maxrows N sets one"),
+            },
+            "off" | "0" => {
+                sess.max_rows = None;
+                eprintln!("no row limit");
+            }
+            n => match n.parse::<usize>() {
+                Ok(n) => {
+                    sess.max_rows = Some(n);
+                    eprintln!("at most {n} rows per result");
+                }
+                Err(_) => eprintln!("usage: \\maxrows N|off"),
+            },
+        },
+        other => eprintln!("unknown command {other}; \\? lists the commands"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statements_complete_at_a_final_semicolon() {
+        assert!(is_complete("SELECT 1;"));
+        assert!(is_complete("SELECT 1; -- done"));
+        assert!(!is_complete("SELECT 1"));
+        assert!(!is_complete("SELECT ';"));
+        assert!(!is_complete("SELECT 1 /* ; */"));
+    }
+
+    #[test]
+    fn output_format_from_extension() {
+        assert_eq!(format_for_path(Path::new("a.JSON")), Some(Format::Json));
+        assert_eq!(format_for_path(Path::new("a.ndjson")), Some(Format::Ndjson));
+        assert_eq!(format_for_path(Path::new("a.csv")), Some(Format::Csv));
+        assert_eq!(format_for_path(Path::new("a")), None);
     }
 }

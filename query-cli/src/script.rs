@@ -245,11 +245,21 @@ pub fn rewrite_time_travel(sql: &str) -> Option<String> {
                 }
             };
             let table = parts.join(".").replace('\'', "''");
-            replace.push((
-                idx[first],
-                idx[k + 4],
-                format!("delta_scan('{table}', {arg})"),
-            ));
+            // as long as the text it replaces (padded with its spaces and newlines), so that
+            // positions after it in error messages stay those of the user's SQL
+            let original: String = tokens[idx[first]..=idx[k + 4]]
+                .iter()
+                .map(|t| t.to_string())
+                .collect();
+            let mut text = format!("delta_scan('{table}',{arg})");
+            let newlines = original.matches('\n').count();
+            if newlines > 0 {
+                text.push_str(&"\n".repeat(newlines));
+            } else {
+                let (o, r) = (original.chars().count(), text.chars().count());
+                text.push_str(&" ".repeat(o.saturating_sub(r)));
+            }
+            replace.push((idx[first], idx[k + 4], text));
             k += 5;
             continue;
         }
@@ -290,8 +300,8 @@ pub fn meta_sql(cmd: &str) -> Option<String> {
         "\\d" => {
             let t = arg.replace('\'', "''");
             Some(format!(
-                "SELECT column_name, data_type, is_nullable FROM information_schema.columns \
-                 WHERE table_schema = 'lake' AND table_name = '{t}' ORDER BY ordinal_position"
+                "SELECT column_name, sql_type(data_type) AS data_type, is_nullable \
+                 FROM information_schema.columns WHERE table_schema = 'lake' AND table_name = '{t}' ORDER BY ordinal_position"
             ))
         }
         _ => None,
@@ -362,12 +372,12 @@ mod tests {
     fn time_travel_rewrite() {
         assert_eq!(
             rewrite_time_travel("select * from logs VERSION AS OF 3 where x = 1").as_deref(),
-            Some("select * from delta_scan('logs', 3) where x = 1")
+            Some("select * from delta_scan('logs',3) where x = 1")
         );
         assert_eq!(
             rewrite_time_travel("select * from lake.logs timestamp as of '2024-01-01T00:00:00Z' t")
                 .as_deref(),
-            Some("select * from delta_scan('lake.logs', '2024-01-01T00:00:00Z') t")
+            Some("select * from delta_scan('lake.logs','2024-01-01T00:00:00Z')   t")
         );
         assert_eq!(rewrite_time_travel("select 'logs VERSION AS OF 3'"), None);
     }

@@ -269,3 +269,213 @@ fn memory_limit_spills_large_sort() {
     );
     assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
 }
+
+/// Every key in every row, `null` where null, in select order (`trace_id` is NULL on most rows
+/// of `app`): a `jq` pipeline or a loader sees the same keys on every row.
+#[test]
+fn json_and_ndjson_keep_null_columns() {
+    let q = "SELECT pod, trace_id, ts FROM app ORDER BY ts, pod LIMIT 4";
+    for f in ["json", "ndjson"] {
+        let o = run(&["-c", q, "--format", f], None);
+        assert_eq!(o.status.code(), Some(0), "format {f}: {}", text(&o.stderr));
+        snapshot(&format!("nulls_{f}.txt"), &text(&o.stdout));
+    }
+    let o = run(&["-c", q, "--format", "ndjson"], None);
+    for line in text(&o.stdout).lines() {
+        let v: serde_json::Value = serde_json::from_str(line).expect("json line");
+        let keys: Vec<&str> = v
+            .as_object()
+            .expect("object")
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(keys, ["pod", "trace_id", "ts"], "{line}");
+    }
+}
+
+/// Run each case and render `$ args` / stderr / exit code for a snapshot.
+fn transcript(cases: &[&[&str]]) -> String {
+    let mut out = String::new();
+    for args in cases {
+        let o = run(args, None);
+        out.push_str(&format!("$ loglake query {}\n", args.join(" ")));
+        out.push_str(&text(&o.stderr));
+        out.push_str(&format!("(exit {})\n\n", o.status.code().unwrap_or(-1)));
+    }
+    out
+}
+
+/// SQL errors: plain text, one position, the user's line with a caret under it, "did you mean"
+/// for tables, columns and functions, and errors inside `log_context`/`correlate` pointing at
+/// the argument that caused them.
+#[test]
+fn sql_errors_match_snapshot() {
+    let cases: &[&[&str]] = &[
+        &["-c", "SELECT count(* FROM app"],
+        &["-c", "SELECT 1;\nSELECT count(*) FROM app;\n  SELEC 2"],
+        &["-c", "SELECT pod,\n       mesage\nFROM logs"],
+        &["-c", "SELECT nothing_like_it FROM logs"],
+        &["-c", "SELECT * FROM log"],
+        &["-c", "SELECT * FROM nothing_like_it"],
+        &["-c", "SELECT cunt(*) FROM app"],
+        &["-c", "SELECT a.pod FROM app b"],
+        &["-c", "SELECT count(*) FROM logs VERSION AS OF 9"],
+        &[
+            "-c",
+            "SELECT count(*) FROM logs VERSION AS OF 0 WHERE levl = 'ERROR'",
+        ],
+        &["-c", "SELECT 'unterminated FROM app"],
+        &[
+            "-c",
+            "SELECT * FROM log_context(app, 'mesage LIKE ''%OOM%''', before => 2)",
+        ],
+        &[
+            "-c",
+            "SELECT * FROM log_context(app, 'message LIKE ''%OOM%''', partition_by => 'pod, nod')",
+        ],
+        &[
+            "-c",
+            "SELECT * FROM correlate(app, events, key => 'pood', within => INTERVAL '10 seconds')",
+        ],
+        &[
+            "-c",
+            "SELECT *\nFROM correlate('SELECT * FROM app WHERE log_levl(message) = ''ERROR''',\n               events, key => 'node', within => INTERVAL '10 seconds')",
+        ],
+        &[
+            "-c",
+            "SELECT * FROM correlate(app, events, key => 'node', within => 10)",
+        ],
+        &[
+            "-c",
+            "SELECT * FROM correlate(app, events, key => 'node', within => INTERVAL '1 minute', time => 'tss')",
+        ],
+    ];
+    let out = transcript(cases);
+    for forbidden in ["ParserError(", "__src", "Valid fields are", "SQL error:"] {
+        assert!(!out.contains(forbidden), "{forbidden} in:\n{out}");
+    }
+    snapshot("errors.txt", &out);
+}
+
+fn run_with(lake: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_loglake-query"));
+    cmd.arg("--lake")
+        .arg(lake)
+        .args(args)
+        .env_remove("LOGLAKE_LAKE")
+        .env_remove("LOGLAKE_PROGRESS");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd.output().expect("run loglake-query")
+}
+
+/// A lake folder whose table folders are symlinks (a lake assembled from several disks or
+/// checkouts) registers them, as DuckDB and datafusion-cli follow symlinks.
+#[test]
+fn symlinked_table_folders_are_tables() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let linked = dir.path().join("lake");
+    std::fs::create_dir_all(linked.join("disk2")).expect("mkdir");
+    std::os::unix::fs::symlink(lake().join("svc/app"), linked.join("basic_append"))
+        .expect("symlink");
+    std::os::unix::fs::symlink(lake().join("k8s"), linked.join("disk2/k8s")).expect("symlink");
+    let o = run_with(
+        &linked,
+        &[
+            "-c",
+            "SHOW TABLES; SELECT count(*) AS n FROM basic_append; SELECT count(*) AS n FROM events",
+            "--format",
+            "csv",
+        ],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let out = text(&o.stdout);
+    assert!(
+        out.contains("loglake,lake,basic_append,BASE TABLE"),
+        "{out}"
+    );
+    assert!(out.contains("loglake,lake,events,BASE TABLE"), "{out}");
+    assert!(out.ends_with("n\n14\nn\n4\n"), "{out}");
+}
+
+/// Headers without qualifiers and literal types, intervals as DuckDB prints them.
+#[test]
+fn plain_headers_and_readable_intervals() {
+    let o = run(
+        &[
+            "-c",
+            "SELECT count(*), min(ts), max(ts) - min(ts), min(app.ts) - max(ts), 1, 'x' FROM app",
+        ],
+        None,
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    snapshot("headers_intervals.txt", &text(&o.stdout));
+}
+
+/// EXPLAIN of a count answered from the Delta log's file statistics says so instead of
+/// "0 of 2 files scanned".
+#[test]
+fn explain_says_when_statistics_answer() {
+    let o = run(
+        &[
+            "-c",
+            "EXPLAIN SELECT count(*) FROM logs WHERE hour = 1",
+            "--format",
+            "csv",
+        ],
+        None,
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let out = text(&o.stdout);
+    assert!(
+        out.contains("logs@v1: no file read, the answer comes from the Delta log's file statistics; filters: hour = Int32(1)"),
+        "{out}"
+    );
+    let o = run(
+        &[
+            "-c",
+            "SELECT count(*) FROM logs WHERE hour = 1",
+            "--format",
+            "csv",
+        ],
+        None,
+    );
+    assert_eq!(text(&o.stdout), "count(*)\n1500\n");
+}
+
+/// The progress line is drawn by a thread of its own while the query keeps the runtime busy,
+/// with rows, bytes and files scanned (`LOGLAKE_PROGRESS=always` draws it without a terminal;
+/// the delay and tick are shortened so a sub-second query shows it).
+#[test]
+fn progress_line_appears_while_the_query_runs() {
+    let o = run_with(
+        lake(),
+        &[
+            "-c",
+            "SELECT count(*) FROM logs a JOIN logs b ON a.pod = b.pod AND a.message <> b.message",
+            "--format",
+            "csv",
+            "--target-partitions",
+            "2",
+        ],
+        &[
+            ("LOGLAKE_PROGRESS", "always"),
+            ("LOGLAKE_PROGRESS_DELAY_MS", "0"),
+            ("LOGLAKE_PROGRESS_TICK_MS", "2"),
+        ],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let err = text(&o.stderr);
+    let re =
+        regex::Regex::new(r"… \d+\.\ds: scanned [\d,]+ rows, [\d.]+ [KMG]?B, \d+ of \d+ files")
+            .expect("regex");
+    assert!(re.is_match(&err), "no progress line in {err:?}");
+    // the line is cleared before the result
+    assert!(err.ends_with("\r\x1b[2K"), "{err:?}");
+    assert!(text(&o.stdout).starts_with("count(*)\n"));
+}

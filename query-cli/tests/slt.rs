@@ -37,11 +37,10 @@ impl sqllogictest::AsyncDB for Db {
             column: 1,
             text: sql,
         };
-        let res = self
-            .engine
-            .execute(&stmt)
-            .await
-            .map_err(|e| DbError(loglake_query::engine::describe_error(&stmt, &e)))?;
+        let res = self.engine.execute(&stmt).await.map_err(|e| {
+            let names = loglake_query::diagnose::names_of(&self.engine);
+            DbError(loglake_query::diagnose::describe(&stmt, &e, &names))
+        })?;
         let ncols = res.schema.fields().len();
         let mut rows = Vec::new();
         let mut stream = res.stream;
