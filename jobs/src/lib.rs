@@ -9,7 +9,12 @@
 //!    end of the day plus `late_after` ([`complete`]);
 //! 3. **compact** closed partitions (with the checkpoint and log cleanup that follow it);
 //! 4. **retention**: remove the files past the table's days;
-//! 5. **vacuum**: delete files removed longer ago than the vacuum retention, and orphans.
+//! 5. **vacuum**: delete files removed longer ago than the vacuum retention, and orphans;
+//! 6. **export** (when `[nightly] export_hive` is set): each data table's day, once marked
+//!    complete, as Hive-partitioned Parquet for Spark/Hadoop (`loglake_export::export_hive`);
+//! 7. **insights** (when `[nightly] insights` names the logs table): the day's templates,
+//!    Kubernetes health, anomalies and, with `report_dir`, the HTML report
+//!    (`loglake_insights::derive_day`).
 //!
 //! One runner per lake: a lease at `<lake>/_loglake/lease/` (the compactor's [`Lease`]); a second
 //! runner exits with [`error::EXIT_LEASE_HELD`]. Every stage attempt is a row of the run ledger
@@ -48,7 +53,15 @@ pub use error::JobError;
 use ledger::{Entry, Ledger, Status};
 
 /// The stages, in the order they run.
-pub const STAGES: [&str; 5] = ["archive", "complete", "compact", "retention", "vacuum"];
+pub const STAGES: [&str; 7] = [
+    "archive",
+    "complete",
+    "compact",
+    "retention",
+    "vacuum",
+    "export",
+    "insights",
+];
 
 /// `loglake nightly`: the T+1 job of a lake.
 #[derive(Debug, Clone, clap::Args)]
@@ -64,7 +77,8 @@ pub struct NightlyArgs {
     /// Print the plan (stages and tables) and change nothing.
     #[arg(long)]
     pub dry_run: bool,
-    /// Run only these stages (comma-separated: archive, complete, compact, retention, vacuum).
+    /// Run only these stages (comma-separated: archive, complete, compact, retention, vacuum,
+    /// export, insights).
     #[arg(long, value_delimiter = ',', value_parser = parse_stage)]
     pub only: Vec<String>,
     /// Skip these stages.
@@ -102,6 +116,13 @@ pub struct NightlySettings {
     pub memory_budget: u64,
     /// The lake lease (and the tables' maintenance leases) lapse this long after a renewal.
     pub lease_ttl: Duration,
+    /// Export root for the Hive export of each complete day (`<root>/<table>`); `None`: no
+    /// export stage.
+    pub export_hive: Option<String>,
+    /// The logs table the insights stage mines; `None`: no insights stage.
+    pub insights: Option<String>,
+    /// Where the insights stage writes the day's report (`<dir>/<date>/`); `None`: no report.
+    pub report_dir: Option<PathBuf>,
 }
 
 impl Default for NightlySettings {
@@ -111,6 +132,9 @@ impl Default for NightlySettings {
             vacuum_retention: None,
             memory_budget: 512 << 20,
             lease_ttl: Duration::from_secs(120),
+            export_hive: None,
+            insights: None,
+            report_dir: None,
         }
     }
 }
@@ -130,9 +154,13 @@ impl NightlySettings {
                 "vacuum_retention" => s.vacuum_retention = Some(parse_duration(text).map_err(bad)?),
                 "memory_budget" => s.memory_budget = parse_bytes(text).map_err(bad)?,
                 "lease_ttl" => s.lease_ttl = parse_duration(text).map_err(bad)?,
+                "export_hive" => s.export_hive = Some(text.trim_end_matches('/').to_string()),
+                "insights" => s.insights = Some(text.to_string()),
+                "report_dir" => s.report_dir = Some(PathBuf::from(text)),
                 _ => {
                     return Err(JobError::Config(format!(
-                        "[nightly] {k}: unknown key (settle, vacuum_retention, memory_budget, lease_ttl)"
+                        "[nightly] {k}: unknown key (settle, vacuum_retention, memory_budget, \
+                         lease_ttl, export_hive, insights, report_dir)"
                     )));
                 }
             }
@@ -196,7 +224,13 @@ struct Run {
 
 impl Run {
     fn wants(&self, stage: &str) -> bool {
-        (self.args.only.is_empty() || self.args.only.iter().any(|s| s == stage))
+        let configured = match stage {
+            "export" => self.settings.export_hive.is_some(),
+            "insights" => self.settings.insights.is_some(),
+            _ => true,
+        };
+        configured
+            && (self.args.only.is_empty() || self.args.only.iter().any(|s| s == stage))
             && !self.args.skip.iter().any(|s| s == stage)
     }
 
@@ -401,13 +435,23 @@ fn record(
         error,
     };
     let duration_ms = started.1.elapsed().as_millis() as u64;
-    tracing::info!(
-        stage,
-        table,
-        status = status.as_str(),
-        duration_ms,
-        "stage done"
-    );
+    if run.args.quiet {
+        tracing::debug!(
+            stage,
+            table,
+            status = status.as_str(),
+            duration_ms,
+            "stage done"
+        );
+    } else {
+        tracing::info!(
+            stage,
+            table,
+            status = status.as_str(),
+            duration_ms,
+            "stage done"
+        );
+    }
     if !run.args.quiet {
         eprintln!(
             "nightly {}: {stage:<9} {table:<20} {} in {:.1}s",
@@ -596,7 +640,111 @@ fn run_stages(
             })?;
         }
     }
+
+    if run.wants("export")
+        && let Some(root) = &run.settings.export_hive
+    {
+        for (name, url) in &data_tables {
+            export_day(run, rt, &mut ledger, summary, root, name, url)?;
+        }
+    }
+
+    if run.wants("insights")
+        && let Some(logs) = &run.settings.insights
+    {
+        insights_day(run, rt, &mut ledger, summary, logs)?;
+    }
     Ok(())
+}
+
+/// The export stage of one table: its day as Hive-partitioned Parquet under `<root>/<table>`,
+/// once the day is marked complete (a T+1 reader of the export never sees a partial day); the
+/// export itself skips a day already exported from the same table version.
+#[allow(clippy::too_many_arguments)]
+fn export_day(
+    run: &Run,
+    rt: &tokio::runtime::Runtime,
+    ledger: &mut Ledger,
+    summary: &mut Summary,
+    root: &str,
+    name: &str,
+    url: &Url,
+) -> Result<(), JobError> {
+    let started = (Utc::now(), Instant::now());
+    let options = &run.archive.storage_options;
+    let table = rt
+        .block_on(loglake_lake::open_table(name, url, options))
+        .map_err(|e| JobError::stage("export", name, e))?;
+    let complete = table.version().is_some() && {
+        let store = table.log_store().object_store(None);
+        rt.block_on(complete::marker(store.as_ref(), run.date))
+            .is_some()
+    };
+    if !complete {
+        // not a success: the next run exports the day once it is marked complete
+        let outcome = Ok((
+            Status::Skipped,
+            None,
+            serde_json::json!({"reason": "the day is not marked complete"}),
+        ));
+        return record(
+            rt,
+            ledger,
+            summary,
+            run,
+            "export",
+            name,
+            "incomplete",
+            started,
+            outcome,
+        );
+    }
+    maintain(run, rt, ledger, summary, "export", name, url, |v| {
+        let mut opts = loglake_export::HiveOptions::new(run.lake.as_str(), name, run.date);
+        opts.to = Some(format!("{root}/{name}"));
+        rt.block_on(loglake_export::export_hive(&opts))
+            .map(|m| (v, serde_json::to_value(&m).unwrap_or_default()))
+            .map_err(|e| JobError::stage("export", name, e))
+    })
+}
+
+/// The insights stage: the day's templates, Kubernetes health, anomalies and report, derived
+/// from the logs table `logs` (each replaces its day's partition: a re-run is safe).
+fn insights_day(
+    run: &Run,
+    rt: &tokio::runtime::Runtime,
+    ledger: &mut Ledger,
+    summary: &mut Summary,
+    logs: &str,
+) -> Result<(), JobError> {
+    let Some((_, url)) = run
+        .archive
+        .tables
+        .iter()
+        .map(|t| (t.name.clone(), t.url.clone()))
+        .find(|(n, _)| n == logs)
+    else {
+        return Err(JobError::Config(format!(
+            "[nightly] insights = {logs:?}: no such table in the lake's configuration"
+        )));
+    };
+    maintain(run, rt, ledger, summary, "insights", logs, &url, |v| {
+        let opts = loglake_insights::DayOptions {
+            lake: run.lake.to_string(),
+            day: run.date,
+            logs_table: Some(logs.to_string()),
+            report_dir: run
+                .settings
+                .report_dir
+                .as_ref()
+                .map(|d| d.join(run.date.to_string())),
+            drain: Default::default(),
+            anomalies: Default::default(),
+        };
+        rt.block_on(loglake_insights::derive_day(&opts))
+            .map(|m| (v, serde_json::to_value(&m).unwrap_or_default()))
+            .map_err(|e| JobError::stage("insights", logs, e))
+    })
 }
 
 /// A maintenance stage on one table: skipped when the ledger has a success on the table's

@@ -276,11 +276,14 @@ fn write_config(lake: &Path, brokers: &str) -> Result<PathBuf, JobError> {
              brokers = {}\ngroup = \"loglake-quickstart\"\nlake = {}\ntables_dir = {}\n\
              dlq_table = {}\ncluster = \"quickstart\"\nmemory_budget = \"256MB\"\n\
              stall_timeout = \"30s\"\nwatermark_timeout = \"30s\"\n\n[nightly]\n\
-             lease_ttl = \"60s\"\n",
+             lease_ttl = \"60s\"\nexport_hive = {}\ninsights = \"container_logs\"\n\
+             report_dir = {}\n",
             toml_str(brokers),
             toml_str(&lake_text),
             toml_str(&tables.to_string_lossy()),
             toml_str(&format!("{lake_text}/dead_letters")),
+            toml_str(&format!("{lake_text}/_export/hive")),
+            toml_str(&format!("{lake_text}/_report")),
         ),
     )?;
     Ok(config)
@@ -347,6 +350,20 @@ fn describe(stage: &str, status: Status, r: &Value) -> String {
             "{} files deleted ({} bytes)",
             n(r, "files_deleted"),
             n(r, "bytes_deleted")
+        ),
+        ("export", _) => format!(
+            "{} rows in {} Hive partitions ({} files) at {}",
+            n(r, "rows"),
+            n(r, "partitions"),
+            n(r, "files"),
+            r["target"].as_str().unwrap_or("?")
+        ),
+        ("insights", _) => format!(
+            "{} templates ({} new), {} anomalies; report {}",
+            n(&r["templates"], "templates"),
+            n(&r["templates"], "new_templates"),
+            n(r, "anomalies"),
+            r["report"]["html"].as_str().unwrap_or("not written")
         ),
         _ => status.as_str().to_string(),
     }
@@ -473,9 +490,17 @@ pub fn run(args: QuickstartArgs) -> Result<std::process::ExitCode, JobError> {
 
     // 5. Query.
     rt.block_on(query(&lake))?;
+    let report = second
+        .stages
+        .iter()
+        .find(|s| s.stage == "insights")
+        .and_then(|s| s.report["report"]["html"].as_str().map(str::to_string))
+        .unwrap_or_else(|| "(not written)".into());
     println!(
         "\nThe lake is at {lake}/ — Delta tables readable by Spark, DuckDB, polars and delta-rs; the\n\
          run ledger is the Delta table {lake}/_loglake/runs.\n\
+         The day's report:      {report}\n\
+         The day for Spark:     {lake}/_export/hive/<table>/ (DDL in _ddl/, _SUCCESS when complete)\n\
          Explore it with SQL:   loglake query --lake {lake}\n\
          Run the nightly job:   loglake nightly --config {} --skip archive --date {day}",
         config.display()
@@ -511,6 +536,7 @@ async fn query(lake: &str) -> Result<(), JobError> {
         "k8s_audit",
         "access",
         "dead_letters",
+        "log_templates",
         "runs",
     ] {
         let t = register(&ctx, lake, name).await?;
@@ -543,6 +569,10 @@ async fn query(lake: &str) -> Result<(), JobError> {
         (
             "dead letters (nothing is dropped)",
             "SELECT kafka_topic, kafka_partition, kafka_offset, substr(error, 1, 60) AS error FROM dead_letters ORDER BY kafka_offset",
+        ),
+        (
+            "the day's log templates (Drain-style mining by the nightly insights stage)",
+            "SELECT service, template, count FROM log_templates ORDER BY count DESC, template LIMIT 6",
         ),
         (
             "the run ledger: stage attempts of the two nightly passes",

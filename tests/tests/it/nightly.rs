@@ -49,11 +49,17 @@ fn lake_config(
         format!(
             "brokers = \"{}\"\ngroup = \"{}\"\nlake = \"{lake}\"\ntables_dir = \"{}\"\n\
              dlq_table = \"{lake}/dead_letters\"\nstall_timeout = \"120s\"\n\n\
-             [nightly]\nsettle = \"{}s\"\nlease_ttl = \"5s\"\n",
+             [nightly]\nsettle = \"{}s\"\nlease_ttl = \"5s\"\n{}",
             kafka().brokers,
             unique_name("g-nightly"),
             tables.display(),
-            settle.as_secs()
+            settle.as_secs(),
+            // the four-kinds run also exports complete days for Spark
+            if extra.is_empty() {
+                String::new()
+            } else {
+                format!("export_hive = \"{lake}/_export\"\n")
+            }
         ),
     )
     .expect("lake.toml");
@@ -255,7 +261,7 @@ async fn nightly_marks_complete_days_compacts_closed_partitions_and_reruns_chang
     let st = statuses(&summary);
     assert_eq!(st[&("archive".into(), "*".into())], "success", "{summary}");
     for name in ["containers", "audit", "access", "otlp"] {
-        for stage in ["complete", "compact", "retention", "vacuum"] {
+        for stage in ["complete", "compact", "retention", "vacuum", "export"] {
             assert_eq!(
                 st[&(stage.into(), name.into())],
                 "success",
@@ -327,6 +333,23 @@ async fn nightly_marks_complete_days_compacts_closed_partitions_and_reruns_chang
             .await
             .is_err()
     );
+    // ... and exported for Spark once complete: the day's rows, `_SUCCESS` after the manifest
+    let export_day = format!("{}/_export/containers/dt={d}", key_prefix(&lake));
+    let exported: Value = serde_json::from_slice(
+        &store
+            .get(&format!("{export_day}/_manifest.json").into())
+            .await
+            .expect("the export's manifest")
+            .bytes()
+            .await
+            .expect("bytes"),
+    )
+    .expect("manifest JSON");
+    assert_eq!(exported["rows"].as_u64(), Some(5_000), "{exported}");
+    store
+        .head(&format!("{export_day}/_SUCCESS").into())
+        .await
+        .expect("the export's _SUCCESS");
     // `loglake query` shows it: lake_status() has D as the newest complete day of containers
     let out = loglake_cmd()
         .args(["query", "--lake", &lake, "--format", "ndjson", "-c"])
@@ -416,6 +439,12 @@ async fn nightly_marks_complete_days_compacts_closed_partitions_and_reruns_chang
         .unwrap_or(Value::Null);
     assert_eq!(complete_e["status"], "skipped", "{summary_e}");
     assert_eq!(complete_e["report"]["complete"], false, "{summary_e}");
+    let st_e = statuses(&summary_e);
+    assert_eq!(
+        st_e[&("export".into(), "containers".into())],
+        "skipped",
+        "E is not complete, so not exported: {summary_e}"
+    );
 
     // Re-running D changes no table
     let others: Vec<String> = kinds.iter().map(|k| format!("{lake}/{}", k.0)).collect();
@@ -447,8 +476,8 @@ async fn nightly_marks_complete_days_compacts_closed_partitions_and_reruns_chang
     .await;
     assert_eq!(
         successes,
-        vec![1 + 4 * 4],
-        "archive, then complete, compact, retention, vacuum of each of the four tables"
+        vec![1 + 4 * 5],
+        "archive, then complete, compact, retention, vacuum, export of each of the four tables"
     );
 
     // Two runners at once: one runs, the other exits 3 and names the holder.

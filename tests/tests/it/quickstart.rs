@@ -112,6 +112,25 @@ fn quickstart_archives_the_bundled_samples_and_answers_its_queries() {
         assert!(stage("retention", table).ends_with("no retention set for this table"));
         assert!(stage("vacuum", table).contains("files deleted"));
     }
+    // the complete day exported for Spark: the container logs' 20 rows, with _SUCCESS last
+    let export = stage("export", "container_logs");
+    assert!(export.contains(" 20 rows in 2 Hive partitions"), "{export}");
+    let day = lake.join("_export/hive/container_logs/dt=2016-03-02");
+    assert!(
+        day.join("_SUCCESS").is_file(),
+        "no _SUCCESS in {}",
+        day.display()
+    );
+    // the insights stage: templates of the day and the report, one HTML file
+    let insights = stage("insights", "container_logs");
+    assert!(
+        insights.contains("new), 0 anomalies; report "),
+        "{insights}"
+    );
+    let report = lake.join("_report/2016-03-02/report-2016-03-02.html");
+    let html =
+        std::fs::read_to_string(&report).unwrap_or_else(|e| panic!("{}: {e}", report.display()));
+    assert!(html.contains("<svg"), "the report has no chart");
     // The query answers (the table listing before them has versions and file counts, which
     // depend on how the records were batched).
     let start = stdout
