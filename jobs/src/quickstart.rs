@@ -546,6 +546,19 @@ async fn query(lake: &str) -> Result<(), JobError> {
             t.version().unwrap_or(0)
         );
     }
+    // the queries run on `loglake query`'s engine: every table of the lake by folder name, the
+    // log functions (log_context, correlate, delta_scan, lake_status, ...)
+    let engine = loglake_query::Engine::new(loglake_query::EngineOptions {
+        lake: Some(lake.to_string()),
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| JobError::Internal(format!("loglake query's engine on {lake}: {e}")))?;
+    let runs = format!("{lake}/{}", crate::ledger::LEDGER_PATH);
+    let ledger_sql = format!(
+        "SELECT stage, status, count(*) AS attempts FROM delta_scan('{runs}') \
+         GROUP BY stage, status ORDER BY stage, status"
+    );
     let queries = [
         (
             "rows and partitions per table",
@@ -571,18 +584,35 @@ async fn query(lake: &str) -> Result<(), JobError> {
             "SELECT kafka_topic, kafka_partition, kafka_offset, substr(error, 1, 60) AS error FROM dead_letters ORDER BY kafka_offset",
         ),
         (
+            "grep -C for logs: the stderr lines of the annotations-exclude pods, one line before and after each (log_context)",
+            "SELECT pod, count(*) FILTER (WHERE \"offset\" = 0) AS hits, count(*) FILTER (WHERE \"offset\" <> 0) AS context_lines \
+             FROM log_context('container_logs', 'stream = ''stderr'' AND namespace = ''annotations-exclude''', before => 1, after => 1) \
+             GROUP BY pod ORDER BY pod",
+        ),
+        (
+            "what each user did within 10 seconds of a delete (correlate)",
+            "SELECT \"user\", r_verb, count(*) AS pairs \
+             FROM correlate('SELECT * FROM k8s_audit WHERE verb = ''delete''', 'k8s_audit', key => 'user', within => INTERVAL '10 seconds') \
+             GROUP BY 1, 2 ORDER BY pairs DESC, 1, 2",
+        ),
+        (
             "the day's log templates (Drain-style mining by the nightly insights stage)",
             "SELECT service, template, count FROM log_templates ORDER BY count DESC, template LIMIT 6",
         ),
         (
             "the run ledger: stage attempts of the two nightly passes",
-            "SELECT stage, status, count(*) AS attempts FROM runs GROUP BY stage, status ORDER BY stage, status",
+            ledger_sql.as_str(),
         ),
     ];
     for (title, sql) in queries {
         println!("\n-- {title}\n{sql}");
-        let batches = ctx
-            .sql(sql)
+        let plan = engine
+            .plan_sql(sql, true)
+            .await
+            .map_err(|e| JobError::Internal(format!("{title}: {e}")))?;
+        let batches = engine
+            .ctx
+            .execute_logical_plan(plan)
             .await
             .map_err(|e| JobError::Internal(format!("{title}: {e}")))?
             .collect()
