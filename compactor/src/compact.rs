@@ -335,10 +335,17 @@ async fn compact_held(
     let mut compacted_partitions = 0;
     let total = m.groups_planned;
     let mut done = 0;
+    let bar = progress_bar(name, total as u64);
     for pp in &the_plan.partitions {
         let mut any = false;
         for group in &pp.groups {
             done += 1;
+            bar.set_position(done as u64 - 1);
+            bar.set_message(format!(
+                "{} MiB in, {} MiB out",
+                m.bytes_in >> 20,
+                m.bytes_out >> 20
+            ));
             lease.ensure(margin).await?;
             let out_path = output_path(group, layout);
             let ndv = group.rows().map(|r| r.clamp(1, MAX_ROW_GROUP_ROWS as u64));
@@ -376,9 +383,27 @@ async fn compact_held(
         }
         compacted_partitions += usize::from(any);
     }
+    bar.finish_and_clear();
     m.partitions_compacted = compacted_partitions;
     m.requests_saved = m.files_in as i64 - m.files_out as i64;
     Ok(())
+}
+
+/// A progress bar over a table's groups on a terminal (stderr); hidden otherwise, where the
+/// "compacted a group" log lines tell the progress.
+fn progress_bar(table: &str, groups: u64) -> indicatif::ProgressBar {
+    use std::io::IsTerminal;
+    if groups == 0 || !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(groups);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "compact {prefix} [{bar:30}] {pos}/{len} groups, {msg} ({elapsed}, eta {eta})",
+    ) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_prefix(table.to_string());
+    bar
 }
 
 /// `compacted-<layout tag>-<uuid>.zstd.parquet` in the directory of the group's first file.
