@@ -76,7 +76,7 @@ async fn a_broker_address_that_does_not_resolve_is_one_line_and_exit_2() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_broker_that_accepts_and_never_answers_fails_within_the_preflight_bound() {
+async fn a_broker_that_accepts_and_never_answers_gets_one_warning_and_the_stall_error() {
     // a port that accepts connections and never says a word
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = listener.local_addr().expect("addr").to_string();
@@ -103,11 +103,13 @@ async fn a_broker_that_accepts_and_never_answers_fails_within_the_preflight_boun
         "--decoder",
         "fluentbit",
         "--until-end",
+        "--stall-timeout",
+        "5s",
     ]);
     cmd.env("LOGLAKE_LOG", "info");
-    let (code, stderr) = finish(cmd, Duration::from_secs(45)).await;
-    // retryable: the address is right, the broker is not answering
-    assert_eq!(code, Some(1), "{stderr}");
+    let (code, stderr) = finish(cmd, Duration::from_secs(90)).await;
+    // the stall error (exit 4): the address is right, the broker is not answering
+    assert_eq!(code, Some(4), "{stderr}");
     assert_plain(&stderr);
     // --log-format json: one JSON object per log line; the configuration as a readable summary
     let logged: Vec<serde_json::Value> = stderr
@@ -131,10 +133,20 @@ async fn a_broker_that_accepts_and_never_answers_fails_within_the_preflight_boun
         )),
         "{summary}"
     );
+    // one warning naming what to check (not a line per librdkafka retry), then the stall error
+    let warned = logged
+        .iter()
+        .filter(|v| {
+            v["fields"]["message"].as_str().is_some_and(|m| {
+                m.starts_with(&format!(
+                    "the Kafka brokers {addr} did not answer within 5s"
+                )) && m.contains("check --brokers")
+            })
+        })
+        .count();
+    assert_eq!(warned, 1, "{stderr}");
     assert!(
-        stderr.contains(&format!(
-            "the Kafka brokers {addr} did not answer within 15s"
-        )),
+        stderr.contains("loglake: error: no progress for 5s"),
         "{stderr}"
     );
 }
