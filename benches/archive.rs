@@ -27,7 +27,9 @@
 //! cargo bench -p loglake --bench archive -- --gb 2
 //! ```
 //! Options: `--gb N` (default 2), `--python P` (default `$LOGLAKE_BENCH_PYTHON` or `python3`),
-//! `--skip-duckdb`.
+//! `--skip-duckdb`, `--etl` (also archive the topic once more with the archive-time ETL rule set
+//! [`ETL_ARGS`] — one filter, two derived columns, three redactions — and print its CPU against
+//! the plain run's), `--etl-only` (that comparison only, no fetch-only stage or baselines).
 
 #[path = "../schemas/benches/common/naive.rs"]
 mod naive;
@@ -282,8 +284,53 @@ print(json.dumps({{"wall": wall, "cpu": r.ru_utime + r.ru_stime, "rss_mb": int(h
     })
 }
 
+/// The archive-time ETL of the `--etl` run (issue 24): a realistic rule set.
+const ETL_ARGS: [&str; 8] = [
+    "--filter",
+    "NOT (level = 'debug' AND namespace = 'kube-system')",
+    "--derive",
+    "service=coalesce(labels['app.kubernetes.io/name'], labels['app'], container)",
+    "--derive",
+    "tenant=split_part(namespace, '-', 1)",
+    "--redact",
+    "email,bearer,ipv4",
+];
+
+/// `loglake archive --until-end` of `topic` into `table` (with `extra` flags): (wall, CPU, RSS,
+/// report).
+fn archive_run(
+    topic: &str,
+    lake: &str,
+    table: &str,
+    extra: &[&str],
+) -> Result<(f64, f64, f64, serde_json::Value), BoxErr> {
+    let mut cmd = loglake_cmd();
+    cmd.env("LOGLAKE_LOG", "warn,buoyant_kernel=off")
+        .args([
+            "archive",
+            "--brokers",
+            &kafka().brokers,
+            "--topic",
+            topic,
+            "--group",
+            &unique_name("g"),
+            "--table",
+            table,
+            "--decoder",
+            "fluentbit",
+            "--dlq-table",
+            &format!("{lake}/dead_letters"),
+            "--until-end",
+        ])
+        .args(extra);
+    let (wall, cpu, rss, stdout) = run_child(cmd)?;
+    Ok((wall, cpu, rss, serde_json::from_str(stdout.trim())?))
+}
+
 fn main() -> Result<(), BoxErr> {
     let mut gb = 2.0f64;
+    let mut etl = false;
+    let mut etl_only = false;
     let mut python = std::env::var("LOGLAKE_BENCH_PYTHON").unwrap_or_else(|_| "python3".into());
     let mut skip_duckdb = false;
     let mut it = std::env::args().skip(1);
@@ -292,6 +339,8 @@ fn main() -> Result<(), BoxErr> {
             "--gb" => gb = it.next().ok_or("--gb needs a value")?.parse()?,
             "--python" => python = it.next().ok_or("--python needs a value")?,
             "--skip-duckdb" => skip_duckdb = true,
+            "--etl" => etl = true,
+            "--etl-only" => (etl, etl_only) = (true, true),
             "--bench" => {}
             other => return Err(format!("unknown argument {other}").into()),
         }
@@ -361,6 +410,34 @@ fn main() -> Result<(), BoxErr> {
     eprintln!("loglake archive: {ours:?}");
     if report["records_in"].as_u64() != Some(lines) {
         return Err(format!("archived {} of {lines} records", report["records_in"]).into());
+    }
+
+    // 2b. the same topic with the archive-time ETL rule set, into another table of the lake
+    if etl {
+        let etl_table = format!("{lake}/logs_etl");
+        let (e_wall, e_cpu, e_rss, e_report) = archive_run(&topic, &lake, &etl_table, &ETL_ARGS)?;
+        eprintln!("loglake archive with ETL report: {e_report}");
+        if e_report["records_in"].as_u64() != Some(lines) {
+            return Err(format!(
+                "ETL run archived {} of {lines} records",
+                e_report["records_in"]
+            )
+            .into());
+        }
+        println!(
+            "
+ETL ({}): plain {wall:.1} s wall / {cpu:.1} s CPU / {rss:.0} MB RSS; with ETL {e_wall:.1} s wall / \
+             {e_cpu:.1} s CPU / {e_rss:.0} MB RSS; CPU ratio {:.3} (+{:.1} %); rows {} of {lines} kept, {} filtered, redactions {}",
+            ETL_ARGS.join(" "),
+            e_cpu / cpu,
+            100.0 * (e_cpu / cpu - 1.0),
+            e_report["rows_written"],
+            e_report["rows_filtered"],
+            e_report["redactions"],
+        );
+        if etl_only {
+            return Ok(());
+        }
     }
 
     // 3. what the Kafka fetch alone costs (the floor of a Kafka-fed pipeline)

@@ -41,6 +41,7 @@ use tokio::runtime::Handle;
 use url::Url;
 
 use crate::error::ArchiveError;
+use crate::etl::{Etl, EtlSpec, filtered_info, moved_info};
 use crate::metrics::ArchiverMetrics;
 use crate::watch::{PartView, PartitionWait, StallWatch};
 use crate::writer::{ClosedFile, PartitionKey, RollPolicy, WriterSet, budget_victims};
@@ -66,6 +67,12 @@ pub struct TableTarget {
     pub target_file_bytes: Option<u64>,
     /// Copy the fields of JSON messages into `attrs` too (the table option of that name).
     pub json_message_attrs: bool,
+    /// Archive-time filter, derived columns and redactions ([`crate::etl`]).
+    pub etl: EtlSpec,
+    /// The table definition's file (for errors), if any.
+    pub definition: Option<std::path::PathBuf>,
+    /// The URL of each `[[route]]` table, in the definition's order (in the lake, next to it).
+    pub route_urls: Vec<Url>,
 }
 
 impl TableTarget {
@@ -79,6 +86,24 @@ impl TableTarget {
             ..options.clone()
         };
         Ok(decoder_for(&self.decoder, &options)?)
+    }
+
+    /// The table's compiled ETL (None without one); a definition that cannot work is a
+    /// configuration error naming the table, the key and the reason.
+    pub fn compile_etl(&self, options: &DecoderOptions) -> Result<Option<Arc<Etl>>, ArchiveError> {
+        if self.etl.is_empty() {
+            return Ok(None);
+        }
+        let schema = self.decoder(options)?.schema();
+        Etl::compile(
+            &self.name,
+            self.definition.as_deref(),
+            &self.etl,
+            schema,
+            &self.partition_by,
+        )
+        .map(|e| Some(Arc::new(e)))
+        .map_err(|e| ArchiveError::Config(e.to_string()))
     }
 }
 
@@ -142,12 +167,28 @@ pub struct ArchiveReport {
     /// Rows whose record reached Kafka more than `--late-after` after their event time.
     pub late_rows: u64,
     pub dead_letters: u64,
+    /// Rows the archive-time filters dropped (committed: their offsets advanced).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub rows_filtered: u64,
+    /// Redactions applied, per `table/pattern` (left out when none).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub redactions: BTreeMap<String, u64>,
+    /// Records an archive-time expression failed on (also counted in `dead_letters`).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub etl_failures: u64,
+    /// Rows committed to route tables, per `table/route_table` (left out when none).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub rows_routed: BTreeMap<String, u64>,
     pub files: u64,
     pub commits: u64,
     pub conflicts: u64,
     pub rebalances: u64,
     /// (table, topic, partition) → next offset committed.
     pub offsets: BTreeMap<String, i64>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -379,10 +420,41 @@ impl PartState {
 struct TableState {
     target: TableTarget,
     decoder: Box<dyn loglake_schemas::Decoder>,
+    etl: Option<Arc<Etl>>,
     writers: WriterSet,
     sink: DeltaSink,
     pending: Vec<Add>,
     pending_rows: u64,
+    /// Offsets the filter left without a row since the last commit, per (topic, partition):
+    /// recorded in the next commit's info ([`filtered_info`]).
+    pending_filtered: BTreeMap<(String, i32), Vec<i64>>,
+    pending_filtered_rows: u64,
+    /// Offsets whose rows all moved to route tables since the last commit (commit info, too).
+    pending_moved: BTreeMap<(String, i32), Vec<i64>>,
+    routes: Vec<RouteState>,
+}
+
+/// A `[[route]]` table of one source table: its own writers, and its own W per source
+/// partition (txn actions in the route table), committed before the source table, like the
+/// dead letters' D (DESIGN.md, "Archive-time ETL").
+struct RouteState {
+    name: String,
+    writers: WriterSet,
+    sink: DeltaSink,
+    pending: Vec<Add>,
+    pending_rows: u64,
+    /// W of the route table per source (topic, partition): routed rows below are in it.
+    committed: HashMap<(String, i32), Option<i64>>,
+}
+
+impl RouteState {
+    fn floor(&self, topic: &str, partition: i32) -> i64 {
+        self.committed
+            .get(&(topic.to_string(), partition))
+            .copied()
+            .flatten()
+            .unwrap_or(i64::MIN)
+    }
 }
 
 struct DlqState {
@@ -610,7 +682,11 @@ impl Archiver {
         let mut tables = Vec::new();
         for (i, t) in cfg.tables.iter().enumerate() {
             let decoder = t.decoder(&cfg.decoder_options)?;
-            let schema = decoder.schema();
+            let etl = t.compile_etl(&cfg.decoder_options)?;
+            // Derived columns join the table's schema (additive evolution of an existing table).
+            let schema = etl
+                .as_ref()
+                .map_or_else(|| decoder.schema(), |e| e.output_schema().clone());
             let writers = WriterSet::new(
                 schema.clone(),
                 &t.partition_by,
@@ -625,6 +701,34 @@ impl Archiver {
                 &t.partition_by,
                 writers.file_schema().clone(),
             ))?;
+            let mut routes = Vec::new();
+            if let Some(etl) = &etl {
+                for ((name, _), url) in etl.route_tables().into_iter().zip(&t.route_urls) {
+                    let schema = etl.output_schema().clone();
+                    let writers = WriterSet::new(
+                        schema.clone(),
+                        &t.partition_by,
+                        cfg.policy.for_table(t),
+                        &[],
+                    )?;
+                    let sink = handle.block_on(DeltaSink::open_or_create(
+                        &name,
+                        url,
+                        &cfg.storage_options,
+                        &schema,
+                        &t.partition_by,
+                        writers.file_schema().clone(),
+                    ))?;
+                    routes.push(RouteState {
+                        name,
+                        writers,
+                        sink,
+                        pending: Vec::new(),
+                        pending_rows: 0,
+                        committed: HashMap::new(),
+                    });
+                }
+            }
             for topic in &t.topics {
                 if topic_table.insert(topic.clone(), i).is_some() {
                     return Err(ArchiveError::Config(format!(
@@ -635,10 +739,15 @@ impl Archiver {
             tables.push(TableState {
                 target: t.clone(),
                 decoder,
+                etl,
                 writers,
                 sink,
                 pending: Vec::new(),
                 pending_rows: 0,
+                pending_filtered: BTreeMap::new(),
+                pending_filtered_rows: 0,
+                pending_moved: BTreeMap::new(),
+                routes,
             });
         }
         let dlq = match &cfg.dlq {
@@ -1065,7 +1174,10 @@ impl Archiver {
     }
 
     fn buffered_bytes(&self) -> u64 {
-        self.tables.iter().map(|t| t.writers.memory()).sum::<u64>()
+        self.tables
+            .iter()
+            .map(|t| t.writers.memory() + t.routes.iter().map(|r| r.writers.memory()).sum::<u64>())
+            .sum::<u64>()
             + self.dlq.as_ref().map(|d| d.writers.memory()).unwrap_or(0)
     }
 
@@ -1117,6 +1229,7 @@ impl Archiver {
                             },
                         );
                     }
+                    self.load_route_offsets()?;
                 }
                 GroupEvent::Failed(msg) => return Err(ArchiveError::Other(msg)),
             }
@@ -1132,6 +1245,15 @@ impl Archiver {
             let pending = std::mem::take(&mut t.pending);
             self.handle.block_on(t.sink.delete_uncommitted(&pending));
             t.pending_rows = 0;
+            t.pending_filtered.clear();
+            t.pending_filtered_rows = 0;
+            t.pending_moved.clear();
+            for r in &mut t.routes {
+                r.writers.discard_all();
+                let pending = std::mem::take(&mut r.pending);
+                self.handle.block_on(r.sink.delete_uncommitted(&pending));
+                r.pending_rows = 0;
+            }
         }
         if let Some(d) = &mut self.dlq {
             d.writers.discard_all();
@@ -1218,6 +1340,11 @@ impl Archiver {
     ) -> Result<(), ArchiveError> {
         // I2: rows at offsets below W are already in the table (re-read after a resume point).
         let batch = self.filter_committed(&batch)?;
+        let mut errors = errors;
+        let batch = match self.tables[ti].etl.clone() {
+            Some(etl) => self.apply_etl(ti, &etl, &batch, records, &mut errors)?,
+            None => batch,
+        };
         let rows = batch.num_rows() as u64;
         let late = count_late(
             &batch,
@@ -1254,6 +1381,105 @@ impl Archiver {
                 bad.push((e, raw.map(<[u8]>::to_vec), ts));
             }
             self.write_dead_letters(&self.tables[ti].target.decoder.clone(), bad)?;
+        }
+        Ok(())
+    }
+
+    /// Filters, derives and redacts (the table's [`Etl`]): the filtered offsets are kept for the
+    /// next commit's info, records an expression failed on join `errors` (the dead letters).
+    fn apply_etl(
+        &mut self,
+        ti: usize,
+        etl: &Etl,
+        batch: &RecordBatch,
+        records: &[RawRecord<'_>],
+        errors: &mut Vec<RecordError>,
+    ) -> Result<RecordBatch, ArchiveError> {
+        let out = etl.apply(batch)?;
+        let name = self.tables[ti].target.name.clone();
+        let metrics = self.cfg.metrics.clone();
+        if out.filtered_rows > 0 {
+            metrics.add_etl_filtered(&name, out.filtered_rows);
+        }
+        for (label, n) in etl.redaction_labels().iter().zip(&out.redactions) {
+            if *n > 0 {
+                metrics.add_etl_redactions(&name, label, *n);
+                *self
+                    .report
+                    .redactions
+                    .entry(format!("{name}/{label}"))
+                    .or_insert(0) += n;
+            }
+        }
+        let t = &mut self.tables[ti];
+        t.pending_filtered_rows += out.filtered_rows;
+        for (topic, p, o) in out.filtered_offsets {
+            t.pending_filtered.entry((topic, p)).or_default().push(o);
+        }
+        for (topic, p, o) in out.moved_offsets {
+            t.pending_moved.entry((topic, p)).or_default().push(o);
+        }
+        for (ri, rows) in out.routed.into_iter().enumerate() {
+            self.write_routed(ti, ri, &rows)?;
+        }
+        if !out.failed.is_empty() {
+            metrics.add_etl_failures(&name, out.failed.len() as u64);
+            self.report.etl_failures += out.failed.len() as u64;
+        }
+        for (topic, partition, offset, reason) in out.failed {
+            let index = records
+                .iter()
+                .position(|r| r.offset == offset && r.partition == partition && r.topic == topic)
+                .unwrap_or(usize::MAX);
+            errors.push(RecordError {
+                index,
+                topic,
+                partition,
+                offset,
+                reason,
+            });
+        }
+        Ok(out.batch)
+    }
+
+    /// Buffers the rows route `ri` of table `ti` copies or moves, except those below the route
+    /// table's W (already there: a crash between its commit and the source table's).
+    fn write_routed(
+        &mut self,
+        ti: usize,
+        ri: usize,
+        rows: &RecordBatch,
+    ) -> Result<(), ArchiveError> {
+        use arrow::array::{AsArray, BooleanArray};
+        use arrow::datatypes::{Int32Type, Int64Type};
+        if rows.num_rows() == 0 {
+            return Ok(());
+        }
+        let r = &self.tables[ti].routes[ri];
+        let (Some(t), Some(p), Some(o)) = (
+            rows.column_by_name("kafka_topic")
+                .and_then(|c| c.as_string_opt::<i32>()),
+            rows.column_by_name("kafka_partition")
+                .and_then(|c| c.as_primitive_opt::<Int32Type>()),
+            rows.column_by_name("kafka_offset")
+                .and_then(|c| c.as_primitive_opt::<Int64Type>()),
+        ) else {
+            return Err(ArchiveError::Other(format!(
+                "route table {}: rows without Kafka coordinates",
+                r.name
+            )));
+        };
+        let keep: BooleanArray = (0..rows.num_rows())
+            .map(|i| Some(o.value(i) >= r.floor(t.value(i), p.value(i))))
+            .collect();
+        let rows = filter_record_batch(rows, &keep)?;
+        let mut headroom = self.headroom();
+        let r = &mut self.tables[ti].routes[ri];
+        let closed = r.writers.write(&rows, &mut headroom)?;
+        r.pending_rows += rows.num_rows() as u64;
+        for f in closed {
+            let add = upload(&self.handle, &r.sink, f, &self.cfg.metrics)?;
+            r.pending.push(add);
         }
         Ok(())
     }
@@ -1363,7 +1589,28 @@ impl Archiver {
                 sizes.push(size);
             }
         }
+        // Route writers: closed here too (a route file is small; it is flushed whole).
+        let mut route_owners: Vec<(usize, usize, PartitionKey)> = Vec::new();
+        for (i, t) in self.tables.iter().enumerate() {
+            for (ri, r) in t.routes.iter().enumerate() {
+                for (k, size) in r.writers.sizes() {
+                    route_owners.push((i, ri, k));
+                    sizes.push(size);
+                }
+            }
+        }
+        let plain = owners.len();
         for v in budget_victims(&sizes, budget, budget / 4 * 3) {
+            if v >= plain {
+                self.cfg.metrics.budget_flushes.inc();
+                let (i, ri, key) = &route_owners[v - plain];
+                let r = &mut self.tables[*i].routes[*ri];
+                if let Some(f) = r.writers.close(key)? {
+                    let add = upload(&self.handle, &r.sink, f, &self.cfg.metrics)?;
+                    r.pending.push(add);
+                }
+                continue;
+            }
             self.cfg.metrics.budget_flushes.inc();
             match &owners[v] {
                 (Some(i), key) => {
@@ -1391,6 +1638,12 @@ impl Archiver {
         for ti in 0..self.tables.len() {
             while let Some(f) = self.tables[ti].writers.close_next()? {
                 self.upload_table(ti, vec![f])?;
+            }
+            for r in &mut self.tables[ti].routes {
+                while let Some(f) = r.writers.close_next()? {
+                    let add = upload(&self.handle, &r.sink, f, &self.cfg.metrics)?;
+                    r.pending.push(add);
+                }
             }
         }
         if let Some(d) = &mut self.dlq {
@@ -1452,6 +1705,60 @@ impl Archiver {
             }
         }
 
+        // Route tables next, before their source tables: a routed row below the source's W is
+        // in its route table (their W never goes back, as D).
+        for ti in 0..self.tables.len() {
+            for ri in 0..self.tables[ti].routes.len() {
+                if self.tables[ti].routes[ri].pending.is_empty() {
+                    continue;
+                }
+                let source = self.tables[ti].target.name.clone();
+                let r = &mut self.tables[ti].routes[ri];
+                let offsets: Vec<OffsetAdvance> = advanced
+                    .iter()
+                    .filter(|(_, s)| s.table == ti)
+                    .map(|((t, p), s)| {
+                        let from = r.committed.get(&(t.clone(), *p)).copied().flatten();
+                        OffsetAdvance {
+                            topic: t.clone(),
+                            partition: *p,
+                            from,
+                            to: from.map_or(s.next, |w| w.max(s.next)),
+                        }
+                    })
+                    .collect();
+                let adds = std::mem::take(&mut r.pending);
+                let outcome =
+                    self.handle
+                        .block_on(r.sink.commit(adds.clone(), &offsets, Vec::new()))?;
+                match outcome {
+                    CommitOutcome::Committed { version, .. } => {
+                        self.report.commits += 1;
+                        self.cfg.metrics.commits.inc();
+                        self.cfg
+                            .metrics
+                            .add_etl_routed(&source, &r.name, r.pending_rows);
+                        *self
+                            .report
+                            .rows_routed
+                            .entry(format!("{source}/{}", r.name))
+                            .or_insert(0) += r.pending_rows;
+                        tracing::info!(table = %r.name, source = %source, version, rows = r.pending_rows, files = adds.len(), "committed routed rows");
+                        r.pending_rows = 0;
+                        for o in &offsets {
+                            r.committed
+                                .insert((o.topic.clone(), o.partition), Some(o.to));
+                        }
+                    }
+                    CommitOutcome::Conflict { partitions } => {
+                        self.handle.block_on(r.sink.delete_uncommitted(&adds));
+                        let name = r.name.clone();
+                        return self.on_conflict(name, partitions);
+                    }
+                }
+            }
+        }
+
         for ti in 0..self.tables.len() {
             let mine: Vec<&((String, i32), PartState)> =
                 advanced.iter().filter(|(_, s)| s.table == ti).collect();
@@ -1474,9 +1781,15 @@ impl Archiver {
             }
             let adds = std::mem::take(&mut self.tables[ti].pending);
             let t = &mut self.tables[ti];
-            let outcome =
-                self.handle
-                    .block_on(t.sink.commit(adds.clone(), &offsets, resumes.clone()))?;
+            // The offsets the filter dropped go into the same commit as the W they are below.
+            let mut info = filtered_info(&t.pending_filtered, t.pending_filtered_rows);
+            info.extend(moved_info(&t.pending_moved));
+            let outcome = self.handle.block_on(t.sink.commit_with_info(
+                adds.clone(),
+                &offsets,
+                resumes.clone(),
+                info,
+            ))?;
             match outcome {
                 CommitOutcome::Committed { version, attempts } => {
                     self.report.commits += 1;
@@ -1484,8 +1797,12 @@ impl Archiver {
                     self.report.rows_written += t.pending_rows;
                     self.cfg.metrics.commits.inc();
                     self.cfg.metrics.rows_written.inc_by(t.pending_rows);
-                    tracing::info!(table = %name, version, attempts, rows = t.pending_rows, files = adds.len(), "committed");
+                    tracing::info!(table = %name, version, attempts, rows = t.pending_rows, filtered = t.pending_filtered_rows, files = adds.len(), "committed");
                     t.pending_rows = 0;
+                    self.report.rows_filtered += t.pending_filtered_rows;
+                    t.pending_filtered_rows = 0;
+                    t.pending_filtered.clear();
+                    t.pending_moved.clear();
                     for (o, (_, r)) in offsets.iter().zip(&resumes) {
                         if let Some(ps) = self.parts.get_mut(&(o.topic.clone(), o.partition)) {
                             ps.start.committed = Some(o.to);
@@ -1534,6 +1851,33 @@ impl Archiver {
             self.consumer
                 .seek(&k.0, k.1, off, Duration::from_secs(10))
                 .map_err(kafka_err("seek after conflict"))?;
+        }
+        self.load_route_offsets()
+    }
+
+    /// Reads each route table's W for the assigned partitions of its source table (I2: from the
+    /// tables).
+    fn load_route_offsets(&mut self) -> Result<(), ArchiveError> {
+        for (ti, t) in self.tables.iter_mut().enumerate() {
+            if t.routes.is_empty() {
+                continue;
+            }
+            let parts: Vec<(String, i32)> = self
+                .parts
+                .iter()
+                .filter(|(_, s)| s.table == ti)
+                .map(|(k, _)| k.clone())
+                .collect();
+            for r in &mut t.routes {
+                let offsets = self.handle.block_on(read_offsets(
+                    &r.name,
+                    r.sink.url(),
+                    &self.cfg.storage_options,
+                    &parts,
+                    false,
+                ))?;
+                r.committed = offsets.into_iter().map(|(k, (w, _))| (k, w)).collect();
+            }
         }
         Ok(())
     }
@@ -1710,6 +2054,9 @@ mod tests {
                 bloom_filter_columns: Vec::new(),
                 target_file_bytes: None,
                 json_message_attrs,
+                etl: EtlSpec::default(),
+                definition: None,
+                route_urls: Vec::new(),
             };
             let mut d = target.decoder(&DecoderOptions::default()).expect("decoder");
             let out = d.decode(&[RawRecord::new("t", 0, 0, payload)]);

@@ -5,7 +5,10 @@
 //! in `attrs['loglake.fragment_offsets']`, plus dead letters. `missing` counts offsets in the
 //! broker's `[low, high)` with no coverage; `duplicates` counts coverage beyond the first.
 //! `deleted` counts offsets with no coverage that a `loglake delete` recorded as deleted
-//! (`_loglake/deletes/*.json` under the table): they are not missing.
+//! (`_loglake/deletes/*.json` under the table): they are not missing. `filtered` counts offsets
+//! whose records an archive-time filter dropped: each commit lists them in its commit info
+//! (`loglake.filtered`, see [`crate::etl`]); they count as coverage, so a filtered record that
+//! is also a row or a dead letter is a duplicate.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -48,6 +51,14 @@ pub struct AuditReport {
     /// Offsets without a row that `loglake delete` recorded as deleted (left out when none).
     #[serde(skip_serializing_if = "is_zero")]
     pub deleted: u64,
+    /// Offsets an archive-time filter dropped, from the table's commit infos (left out when
+    /// none).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub filtered: u64,
+    /// Offsets whose rows all moved to route tables, from the table's commit infos (left out
+    /// when none).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub moved: u64,
     /// The first few offsets with no coverage, `[partition, offset]` (left out when none).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub missing_examples: Vec<MissingOffset>,
@@ -315,6 +326,48 @@ async fn mark_deleted(
     Ok(())
 }
 
+/// Adds to `cov` the offsets of `topic` that the table's commits record as filtered
+/// (`loglake.filtered` in their commit info); returns how many. Only commits still in the log
+/// are read: a log cleaned up past `delta.logRetentionDuration` forgets its filtered offsets.
+async fn add_filtered(
+    url: &Url,
+    storage_options: &HashMap<String, String>,
+    topic: &str,
+    cov: &mut Coverage,
+) -> Result<(u64, u64), ArchiveError> {
+    use futures::TryStreamExt;
+    let name = url.to_string();
+    let table = loglake_lake::open_table(&name, url, storage_options).await?;
+    if table.version().is_none() {
+        return Ok((0, 0));
+    }
+    let infos: Vec<deltalake::kernel::CommitInfo> = table
+        .history(None)
+        .try_collect()
+        .await
+        .map_err(|source| ArchiveError::Delta {
+            table: name.clone(),
+            source,
+        })?;
+    let (mut filtered, mut moved) = (0u64, 0u64);
+    for info in infos {
+        for (p, lo, hi) in crate::etl::parse_filtered_info(&info.info, topic) {
+            for o in lo..hi {
+                cov.add(p, o);
+                filtered += 1;
+            }
+        }
+        let key = crate::etl::MOVED_INFO_KEY;
+        for (p, lo, hi) in crate::etl::parse_offsets_info(&info.info, key, topic) {
+            for o in lo..hi {
+                cov.add(p, o);
+                moved += 1;
+            }
+        }
+    }
+    Ok((filtered, moved))
+}
+
 /// Runs the audit.
 pub async fn audit(
     args: &AuditArgs,
@@ -328,6 +381,7 @@ pub async fn audit(
     let url = loglake_lake::table_url(&args.table)?;
     let rows = scan_table(&url, storage_options, &args.topic, true, &mut cov).await?;
     mark_deleted(&url, storage_options, &args.topic, &mut cov).await?;
+    let (filtered, moved) = add_filtered(&url, storage_options, &args.topic, &mut cov).await?;
     let dead_letters = match &args.dlq_table {
         Some(d) => {
             scan_table(
@@ -355,6 +409,8 @@ pub async fn audit(
         missing,
         duplicates,
         deleted,
+        filtered,
+        moved,
         missing_examples,
         duplicate_examples,
     })

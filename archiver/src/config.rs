@@ -131,6 +131,22 @@ pub struct ArchiveArgs {
     /// Allow an S3 store that does not enforce put-if-absent (unsafe with concurrent writers).
     #[arg(long, env = "LOGLAKE_ALLOW_UNSAFE_STORE")]
     pub allow_unsafe_store: bool,
+    /// Single-table form: drop rows for which this SQL condition is not true (the table key
+    /// `filter`; README, "Transform at archive time").
+    #[arg(long, env = "LOGLAKE_FILTER")]
+    pub filter: Option<String>,
+    /// Single-table form: a derived column, NAME=SQL (repeatable; the table key `[derive]`).
+    #[arg(long = "derive", value_name = "NAME=SQL", value_parser = parse_kv)]
+    pub derive: Vec<(String, String)>,
+    /// Single-table form: mask a named pattern in `message` (repeatable or comma-separated:
+    /// email, ipv4, ipv6, jwt, bearer, aws_key, credit_card; the table key `redact`).
+    #[arg(long = "redact", value_name = "PATTERN", value_delimiter = ',')]
+    pub redact: Vec<String>,
+    /// Print what each table's filter, derived columns and redactions do to the records of
+    /// FILE (one record per line, as the table's decoder reads them) as JSON lines, before and
+    /// after, and exit; Kafka and the store are not contacted.
+    #[arg(long, value_name = "FILE")]
+    pub explain_etl: Option<PathBuf>,
 }
 
 /// The TOML file form. Its `Debug` shows the keys of `kafka` and `storage` but not their values
@@ -299,6 +315,52 @@ fn timeout_setting(
     Ok(d)
 }
 
+/// Route tables (`[[route]]`) are tables of the lake that only routes write: each named
+/// [a-z][a-z0-9_]*, not a table the archiver also writes from its own topics, and the target of
+/// one source table only (its schema is that table's).
+fn check_routes(defs: &[TableDef]) -> Result<(), ArchiveError> {
+    let mut targets: HashMap<&str, &str> = HashMap::new();
+    for d in defs {
+        let file = d
+            .source
+            .as_ref()
+            .map(|p| format!(" ({})", p.display()))
+            .unwrap_or_default();
+        for (i, r) in d.route.iter().enumerate() {
+            let bad = |reason: String| {
+                ArchiveError::Config(format!("table `{}`{file}: `route[{i}]`: {reason}", d.name))
+            };
+            let name_ok = r.table.bytes().enumerate().all(|(i, b)| {
+                b.is_ascii_lowercase() || (i > 0 && (b.is_ascii_digit() || b == b'_'))
+            });
+            if r.table.is_empty() || !name_ok {
+                return Err(bad(format!(
+                    "table `{}` must match [a-z][a-z0-9_]*",
+                    r.table
+                )));
+            }
+            if d.route[..i].iter().any(|o| o.table == r.table) {
+                return Err(bad(format!("`{}` is routed to twice", r.table)));
+            }
+            if defs.iter().any(|o| o.name == r.table) {
+                return Err(bad(format!(
+                    "`{}` is a table archived from its own topics; route to a table only routes write",
+                    r.table
+                )));
+            }
+            if let Some(other) = targets.insert(&r.table, &d.name)
+                && other != d.name
+            {
+                return Err(bad(format!(
+                    "`{}` is already the route table of `{other}`; one source table per route table",
+                    r.table
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The partition columns of the single-table form: `dt`, `hour`, then the `--partition-by`
 /// columns; when those name `dt` or `hour` themselves, they are the whole list, in their order.
 /// Validated against the schema of `decoder`'s table ([`check_partition_by`]).
@@ -340,6 +402,29 @@ pub fn single_table_partition_by(
 }
 
 impl ArchiveArgs {
+    /// The ETL of the single-table form, from `--filter`, `--derive` and `--redact`.
+    fn single_table_etl(&self) -> Result<crate::etl::EtlSpec, ArchiveError> {
+        let mut derive = std::collections::BTreeMap::new();
+        for (k, v) in &self.derive {
+            let k = k.trim().to_string();
+            if derive.insert(k.clone(), v.clone()).is_some() {
+                return Err(ArchiveError::Config(format!(
+                    "--derive: column `{k}` is derived twice"
+                )));
+            }
+        }
+        Ok(crate::etl::EtlSpec {
+            filter: self.filter.clone(),
+            derive,
+            redact: self
+                .redact
+                .iter()
+                .map(|n| loglake_schemas::RedactEntry::Named(n.trim().to_string()))
+                .collect(),
+            routes: Vec::new(),
+        })
+    }
+
     /// Resolves flags, environment, file and defaults into a run configuration.
     pub fn resolve(
         &self,
@@ -460,6 +545,9 @@ impl ArchiveArgs {
                 bloom_filter_columns: Vec::new(),
                 target_file_bytes: None,
                 json_message_attrs: self.json_message_attrs,
+                etl: self.single_table_etl()?,
+                definition: None,
+                route_urls: Vec::new(),
             });
         } else {
             if self.json_message_attrs {
@@ -470,6 +558,11 @@ impl ArchiveArgs {
             if !self.partition_by.is_empty() {
                 return Err(ArchiveError::Config(
                     "--partition-by (LOGLAKE_PARTITION_BY) is for the single-table form (--table); in the multi-table form each table's definition sets `partition_by`".into(),
+                ));
+            }
+            if self.filter.is_some() || !self.derive.is_empty() || !self.redact.is_empty() {
+                return Err(ArchiveError::Config(
+                    "--filter, --derive and --redact are for the single-table form (--table); in the multi-table form each table's definition sets `filter`, `[derive]` and `redact`".into(),
                 ));
             }
             let lake = self.lake.clone().or(file.lake.clone()).ok_or_else(|| {
@@ -485,8 +578,14 @@ impl ArchiveArgs {
                     )
                 })?;
             let defs: Vec<TableDef> = load_table_dir(&dir)?;
+            check_routes(&defs)?;
             for d in defs {
                 let url = table_url(&format!("{}/{}", lake.trim_end_matches('/'), d.name))?;
+                let route_urls = d
+                    .route
+                    .iter()
+                    .map(|r| table_url(&format!("{}/{}", lake.trim_end_matches('/'), r.table)))
+                    .collect::<Result<Vec<_>, _>>()?;
                 tables.push(TableTarget {
                     name: d.name.clone(),
                     url,
@@ -498,6 +597,9 @@ impl ArchiveArgs {
                         .is_none()
                         .then_some(d.target_file_size_bytes),
                     json_message_attrs: d.json_message_attrs,
+                    etl: crate::etl::EtlSpec::from_def(&d),
+                    definition: d.source.clone(),
+                    route_urls,
                 });
             }
         }
@@ -513,6 +615,11 @@ impl ArchiveArgs {
             cluster: self.cluster.clone().or(file.cluster.clone()),
             ..DecoderOptions::default()
         };
+        // Every ETL expression is parsed, typed and tried now: a bad one fails the start
+        // (exit code 2), naming the table, the key and the reason.
+        for t in &tables {
+            t.compile_etl(&decoder_options)?;
+        }
         let cfg = ArchiveConfig {
             brokers,
             group,
@@ -601,6 +708,80 @@ mod tests {
         assert!(d.contains("k:9092") && d.contains("sasl.password"), "{d}");
         assert!(d.contains("AWS_SECRET_ACCESS_KEY"), "{d}");
         assert!(!d.contains("p4ss") && !d.contains("s3cr3t"), "{d}");
+    }
+
+    #[test]
+    fn etl_flags_reach_the_single_table_and_bad_ones_fail_the_start() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let cfg = dir.path().join("a.toml");
+        let table = dir.path().join("t");
+        let args = ArchiveArgs {
+            filter: Some("level <> 'debug'".into()),
+            derive: vec![("tenant".into(), "split_part(namespace, '-', 1)".into())],
+            redact: vec!["email".into(), " jwt".into()],
+            ..Default::default()
+        };
+        let c = resolve_single_table(&cfg, "", &table, args.clone()).expect("resolve");
+        let etl = &c.tables[0].etl;
+        assert_eq!(etl.filter.as_deref(), Some("level <> 'debug'"));
+        assert_eq!(etl.derive.keys().collect::<Vec<_>>(), vec!["tenant"]);
+        assert_eq!(
+            etl.redact,
+            vec![
+                loglake_schemas::RedactEntry::Named("email".into()),
+                loglake_schemas::RedactEntry::Named("jwt".into())
+            ]
+        );
+        // a bad expression is a configuration error (exit code 2) naming the key
+        let bad = ArchiveArgs {
+            derive: vec![("n".into(), "nosuchcolumn + 1".into())],
+            ..args.clone()
+        };
+        let e = resolve_single_table(&cfg, "", &table, bad).expect_err("bad derive");
+        assert_eq!(e.exit_code(), crate::error::CONFIG_EXIT_CODE);
+        assert!(e.to_string().contains("`derive.n`"), "{e}");
+        let twice = ArchiveArgs {
+            derive: vec![("n".into(), "1".into()), ("n".into(), "2".into())],
+            ..Default::default()
+        };
+        let e = resolve_single_table(&cfg, "", &table, twice).expect_err("twice");
+        assert!(e.to_string().contains("derived twice"), "{e}");
+        // the multi-table form takes them from the definitions
+        let e = ArchiveArgs {
+            brokers: Some("k:9092".into()),
+            tables_dir: Some(dir.path().to_path_buf()),
+            lake: Some("/tmp/lake".into()),
+            ..args
+        }
+        .resolve(Arc::default(), Arc::default())
+        .expect_err("multi-table form");
+        assert!(
+            e.to_string().contains("--filter, --derive and --redact"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn route_tables_are_checked_across_the_definitions() {
+        let def = |name: &str, routes: &[&str]| {
+            let mut text = format!("name = \"{name}\"\ntopics = [\"{name}\"]\ndecoder = \"cri\"\n");
+            for r in routes {
+                text.push_str(&format!("[[route]]\nwhen = \"true\"\ntable = \"{r}\"\n"));
+            }
+            loglake_schemas::parse_table_def(&text, Path::new("t.toml")).expect("def")
+        };
+        assert!(check_routes(&[def("a", &["a_errors"]), def("b", &["b_errors"])]).is_ok());
+        let e = check_routes(&[def("a", &["b"]), def("b", &[])]).expect_err("archived table");
+        assert!(
+            e.to_string().contains("archived from its own topics"),
+            "{e}"
+        );
+        let e = check_routes(&[def("a", &["x"]), def("b", &["x"])]).expect_err("two sources");
+        assert!(e.to_string().contains("route table of `a`"), "{e}");
+        let e = check_routes(&[def("a", &["x", "x"])]).expect_err("twice");
+        assert!(e.to_string().contains("routed to twice"), "{e}");
+        let e = check_routes(&[def("a", &["X-1"])]).expect_err("name");
+        assert!(e.to_string().contains("`route[0]`"), "{e}");
     }
 
     #[test]
@@ -815,6 +996,9 @@ mod tests {
             bloom_filter_columns: Vec::new(),
             target_file_bytes: None,
             json_message_attrs: false,
+            etl: Default::default(),
+            definition: None,
+            route_urls: Vec::new(),
         };
         assert_eq!(
             RollPolicy::default().for_table(&dlq).target_file_bytes,

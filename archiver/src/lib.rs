@@ -14,6 +14,8 @@ pub mod archive;
 pub mod audit;
 pub mod config;
 pub mod error;
+pub mod etl;
+pub mod explain;
 pub mod r#gen;
 pub mod metrics;
 pub mod preflight;
@@ -96,6 +98,16 @@ pub fn run(args: ArchiveArgs) -> Result<ExitCode, ArchiveError> {
     let telemetry = Arc::new(metrics::Telemetry::new());
     let metrics = Arc::new(metrics::ArchiverMetrics::new(telemetry.health()));
     telemetry.register(&*metrics);
+    if let Some(input) = &args.explain_etl {
+        // No Kafka and no store: brokers are not needed to explain the definitions.
+        let args = ArchiveArgs {
+            brokers: args.brokers.clone().or_else(|| Some("unused:9092".into())),
+            ..args.clone()
+        };
+        let (cfg, _) = args.resolve(shutdown, metrics)?;
+        explain::explain(&cfg, input, &mut std::io::stdout().lock())?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let (cfg, metrics_addr) = args.resolve(shutdown.clone(), metrics)?;
     tracing::info!("starting archiver: {}", preflight::summary(&cfg));
     if let Some(addr) = metrics_addr {

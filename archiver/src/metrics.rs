@@ -28,6 +28,18 @@ struct TableLabels {
     table: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    table: String,
+    route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RedactionLabels {
+    table: String,
+    pattern: String,
+}
+
 /// A gauge of a count or a byte size.
 type U64Gauge = Gauge<u64, AtomicU64>;
 
@@ -72,6 +84,16 @@ pub struct ArchiverMetrics {
     stalled: Gauge,
     /// Per table: records still to archive (`loglake_records_remaining{table}`).
     records_remaining: Family<TableLabels, U64Gauge>,
+    /// Per table: rows the archive-time filter dropped (`loglake_etl_rows_filtered_total{table}`).
+    etl_rows_filtered: Family<TableLabels, Counter>,
+    /// Per table and pattern: redactions applied (`loglake_etl_redactions_total{table,pattern}`).
+    etl_redactions: Family<RedactionLabels, Counter>,
+    /// Per table: records an ETL expression failed on, sent to the dead letters
+    /// (`loglake_etl_failures_total{table}`).
+    etl_failures: Family<TableLabels, Counter>,
+    /// Per source table and route table: rows committed to the route table
+    /// (`loglake_etl_rows_routed_total{table,route}`).
+    etl_rows_routed: Family<RouteLabels, Counter>,
     health: Health,
 }
 
@@ -103,6 +125,10 @@ impl ArchiverMetrics {
             flush_seconds: Histogram::new(FLUSH_BUCKETS),
             stalled: Gauge::default(),
             records_remaining: Family::default(),
+            etl_rows_filtered: Family::default(),
+            etl_redactions: Family::default(),
+            etl_failures: Family::default(),
+            etl_rows_routed: Family::default(),
             health,
         }
     }
@@ -149,6 +175,46 @@ impl ArchiverMetrics {
                 table: table.to_string(),
             })
             .set(n);
+    }
+}
+
+impl ArchiverMetrics {
+    /// Counts rows the archive-time filter of `table` dropped.
+    pub fn add_etl_filtered(&self, table: &str, n: u64) {
+        self.etl_rows_filtered
+            .get_or_create(&TableLabels {
+                table: table.to_string(),
+            })
+            .inc_by(n);
+    }
+
+    /// Counts redactions of `pattern` (a named pattern, or `redact[i]`) in `table`.
+    pub fn add_etl_redactions(&self, table: &str, pattern: &str, n: u64) {
+        self.etl_redactions
+            .get_or_create(&RedactionLabels {
+                table: table.to_string(),
+                pattern: pattern.to_string(),
+            })
+            .inc_by(n);
+    }
+
+    /// Counts rows of `table` committed to its route table `route`.
+    pub fn add_etl_routed(&self, table: &str, route: &str, n: u64) {
+        self.etl_rows_routed
+            .get_or_create(&RouteLabels {
+                table: table.to_string(),
+                route: route.to_string(),
+            })
+            .inc_by(n);
+    }
+
+    /// Counts records of `table` that an ETL expression failed on (sent to the dead letters).
+    pub fn add_etl_failures(&self, table: &str, n: u64) {
+        self.etl_failures
+            .get_or_create(&TableLabels {
+                table: table.to_string(),
+            })
+            .inc_by(n);
     }
 }
 
@@ -243,6 +309,26 @@ impl StageMetrics for ArchiverMetrics {
             "loglake_records_remaining",
             "Records still to archive, per table",
             self.records_remaining.clone(),
+        );
+        r.register(
+            "loglake_etl_rows_filtered",
+            "Rows dropped by a table's archive-time filter",
+            self.etl_rows_filtered.clone(),
+        );
+        r.register(
+            "loglake_etl_redactions",
+            "Redactions applied at archive time, per table and pattern",
+            self.etl_redactions.clone(),
+        );
+        r.register(
+            "loglake_etl_failures",
+            "Records an archive-time expression failed on (sent to the dead letters)",
+            self.etl_failures.clone(),
+        );
+        r.register(
+            "loglake_etl_rows_routed",
+            "Rows committed to a route table, per source table and route table",
+            self.etl_rows_routed.clone(),
         );
     }
 }

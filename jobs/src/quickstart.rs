@@ -257,12 +257,22 @@ fn write_config(lake: &Path, brokers: &str) -> Result<PathBuf, JobError> {
             .map_err(|e| JobError::Config(format!("writing {}: {e}", path.display())))
     };
     for (topic, _, name, decoder, sort_by, bloom) in TABLES {
+        // the container logs get the archive-time ETL a platform team starts with: DEBUG noise
+        // of kube-system dropped, a `service` derived from the labels, e-mail addresses and
+        // tokens masked before they reach storage
+        let etl = if name == "container_logs" {
+            "filter = \"NOT (level = 'debug' AND namespace = 'kube-system')\"\n\
+             redact = [\"email\", \"bearer\", \"jwt\"]\n\n[derive]\n\
+             service = \"coalesce(labels['app.kubernetes.io/name'], labels['app'], container)\"\n"
+        } else {
+            ""
+        };
         write(
             &tables.join(format!("{name}.toml")),
             format!(
                 "name = \"{name}\"\ntopics = [\"{topic}\"]\ndecoder = \"{decoder}\"\n\
                  partition_by = [\"dt\", \"hour\"]\nsort_by = [{sort_by}]\n\
-                 bloom_filter_columns = [{bloom}]\n"
+                 bloom_filter_columns = [{bloom}]\n{etl}"
             ),
         )?;
     }

@@ -133,6 +133,7 @@ pub use tables::{
     DEFAULT_TARGET_FILE_SIZE_BYTES, TableDef, check_partition_by, load_table_dir, load_table_file,
     parse_table_def, partition_column_candidates,
 };
+pub use tables::{RedactEntry, RedactRule, RouteDef};
 
 /// The crate version, for the dead-letter table's `loglake_version`.
 pub const LOGLAKE_VERSION: &str = env!("CARGO_PKG_VERSION");

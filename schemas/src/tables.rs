@@ -13,6 +13,14 @@
 //! payments = 365
 //! description = "…"                   # optional
 //! json_message_attrs = false          # also copy a JSON message's fields into attrs
+//! # Transform at archive time (the archiver's `etl` module; SQL expressions of DataFusion):
+//! filter = "NOT (level = 'debug' AND namespace = 'kube-system')"   # rows that fail are dropped
+//! redact = ["email", "jwt"]           # named patterns on `message`, or [[redact]] tables
+//! [derive]                            # new or overwritten columns
+//! tenant = "split_part(namespace, '-', 1)"
+//! [[route]]                           # copy (or mode = "move") matching rows to LAKE/<table>
+//! when = "namespace = 'security'"
+//! table = "security_events"
 //! ```
 //! Unknown keys and wrong types are rejected; the error names the file and the key.
 
@@ -59,12 +67,69 @@ pub struct TableDef {
     /// `message` only, where `json_get_*` reads them; copied, they are stored twice).
     #[serde(default)]
     pub json_message_attrs: bool,
+    /// Rows for which this SQL expression is not true are dropped at archive time (their
+    /// offsets still advance; they are recorded as filtered in the commit info).
+    #[serde(default)]
+    pub filter: Option<String>,
+    /// Derived columns: name → SQL expression over the decoded columns. A new name joins the
+    /// table schema (nullable, typed from the expression); an existing one is overwritten
+    /// (cast to its type).
+    #[serde(default)]
+    pub derive: std::collections::BTreeMap<String, String>,
+    /// Regex masking: named patterns (`"email"`) or `{ column, pattern, replace }` tables.
+    #[serde(default)]
+    pub redact: Vec<RedactEntry>,
+    /// Copy or move matching rows to another table of the lake.
+    #[serde(default)]
+    pub route: Vec<RouteDef>,
     /// The file it was loaded from (not a TOML key).
     #[serde(skip)]
     pub source: Option<PathBuf>,
 }
 
+/// One `redact` entry: a named pattern (`"email"`, applied to `message`) or a table.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum RedactEntry {
+    Named(String),
+    Rule(RedactRule),
+}
+
+/// A `[[redact]]` table: `name` (a named pattern) or `pattern` (a regex), on `column`
+/// (default `message`), replaced by `replace` (default: the named pattern's, or `<redacted>`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedactRule {
+    #[serde(default)]
+    pub column: Option<String>,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub pattern: Option<String>,
+    #[serde(default)]
+    pub replace: Option<String>,
+}
+
+/// A `[[route]]` table: rows for which `when` is true go to the lake's table `table` (copied,
+/// or moved with `mode = "move"`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteDef {
+    pub when: String,
+    pub table: String,
+    #[serde(default)]
+    pub mode: Option<String>,
+}
+
 impl TableDef {
+    /// Whether the definition transforms rows at archive time.
+    pub fn has_etl(&self) -> bool {
+        self.filter.is_some()
+            || !self.derive.is_empty()
+            || !self.redact.is_empty()
+            || !self.route.is_empty()
+    }
+
     /// The kind of table (and so the schema) its decoder writes.
     pub fn kind(&self) -> TableKind {
         TableKind::for_decoder(&self.decoder).unwrap_or(TableKind::Container)
@@ -204,7 +269,44 @@ pub fn parse_table_def(text: &str, path: &Path) -> Result<TableDef, SchemaError>
                 )
             })
     };
-    check_partition_by(kind, &def.partition_by).map_err(|r| invalid("partition_by", r))?;
+    // Derived columns may partition the table; their type is checked by the archiver, which
+    // types the expressions.
+    let base_partitions: Vec<String> = def
+        .partition_by
+        .iter()
+        .filter(|c| !def.derive.contains_key(*c))
+        .cloned()
+        .collect();
+    if base_partitions.len() < def.partition_by.len() {
+        if let Some((_, c)) = def
+            .partition_by
+            .iter()
+            .enumerate()
+            .find(|(i, c)| def.partition_by[..*i].contains(c))
+        {
+            return Err(invalid(
+                "partition_by",
+                format!("column `{c}` is listed twice"),
+            ));
+        }
+        if !base_partitions.is_empty() {
+            check_partition_by(kind, &base_partitions).map_err(|r| invalid("partition_by", r))?;
+        }
+    } else {
+        check_partition_by(kind, &def.partition_by).map_err(|r| invalid("partition_by", r))?;
+    }
+    for name in def.derive.keys() {
+        let ok = name
+            .bytes()
+            .enumerate()
+            .all(|(i, b)| b.is_ascii_lowercase() || b == b'_' || (i > 0 && b.is_ascii_digit()));
+        if name.is_empty() || !ok {
+            return Err(invalid(
+                "derive",
+                format!("column name `{name}` must match [a-z_][a-z0-9_]*"),
+            ));
+        }
+    }
     for c in &def.sort_by {
         match column("sort_by", c)? {
             DataType::Map(..) | DataType::List(_) => {
@@ -404,6 +506,51 @@ mod tests {
             e.contains("retention_by_namespace") && e.contains("`payments`"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn etl_keys_are_read_and_a_derived_column_may_partition_the_table() {
+        let text = "name = \"t\"\ntopics = [\"x\"]\ndecoder = \"fluentbit\"\n\
+                    partition_by = [\"dt\", \"tenant\"]\n\
+                    filter = \"level <> 'DEBUG'\"\n\
+                    redact = [\"email\", { column = \"pod\", pattern = \"[0-9]+\", replace = \"#\" }]\n\
+                    [derive]\ntenant = \"split_part(namespace, '-', 1)\"\n\
+                    [[route]]\nwhen = \"level = 'ERROR'\"\ntable = \"errors\"\n";
+        let def = parse_table_def(text, Path::new("t.toml")).expect("valid");
+        assert!(def.has_etl());
+        assert_eq!(def.filter.as_deref(), Some("level <> 'DEBUG'"));
+        assert_eq!(
+            def.derive.get("tenant").map(String::as_str),
+            Some("split_part(namespace, '-', 1)")
+        );
+        assert_eq!(def.redact.len(), 2);
+        assert_eq!(def.redact[0], RedactEntry::Named("email".into()));
+        assert!(
+            matches!(&def.redact[1], RedactEntry::Rule(r) if r.column.as_deref() == Some("pod"))
+        );
+        assert_eq!(def.route[0].table, "errors");
+        // without the derived column, `tenant` is not a column of the table
+        let e = parse_table_def(
+            "name = \"t\"\ntopics = [\"x\"]\ndecoder = \"fluentbit\"\npartition_by = [\"dt\", \"tenant\"]\n",
+            Path::new("t.toml"),
+        )
+        .expect_err("unknown column")
+        .to_string();
+        assert!(e.contains("`tenant`"), "{e}");
+        // an unknown key of a [[redact]] table is refused
+        let e = parse_table_def(
+            "name = \"t\"\ntopics = [\"x\"]\ndecoder = \"cri\"\n[[redact]]\ncolum = \"message\"\n",
+            Path::new("t.toml"),
+        )
+        .expect_err("unknown key");
+        assert!(e.to_string().contains("redact"), "{e}");
+        // a definition without them has no ETL
+        let def = parse_table_def(
+            "name = \"t\"\ntopics = [\"x\"]\ndecoder = \"cri\"\n",
+            Path::new("t.toml"),
+        )
+        .expect("valid");
+        assert!(!def.has_etl());
     }
 
     #[test]

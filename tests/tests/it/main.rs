@@ -7,6 +7,7 @@ mod archiver;
 mod archiver_ops;
 mod compactor;
 mod deploy;
+mod etl;
 mod export;
 mod faults;
 mod generator;
