@@ -421,25 +421,7 @@ pub async fn detect_anomalies_for_day(
     }
     let rows = score_day(&lake, &src, day, opts).await?;
     let batch = to_batch(&rows)?;
-    let url = crate::lake::table_url(&lake.root, ANOMALIES_TABLE)?;
-    let table =
-        loglake_lake::open_table(ANOMALIES_TABLE, &url, &crate::lake::storage_options()).await?;
-    let exists = table.version().is_some();
-    let mut w = table
-        .write(vec![batch])
-        .with_partition_columns(["dt"])
-        .with_save_mode(if exists {
-            deltalake::protocol::SaveMode::Overwrite
-        } else {
-            deltalake::protocol::SaveMode::Append
-        });
-    if exists {
-        w = w.with_replace_where(format!("dt = '{day}'"));
-    }
-    w.await.map_err(|e| InsightsError::Delta {
-        table: ANOMALIES_TABLE.into(),
-        source: e,
-    })?;
+    crate::lake::replace_day(&lake.root, ANOMALIES_TABLE, batch, day).await?;
     Ok(AnomalyMetrics {
         day,
         service_hours: rows.len(),

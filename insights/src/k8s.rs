@@ -516,25 +516,7 @@ pub async fn derive_k8s_health_for_day(
         totals.insert(name.to_string(), rows.iter().map(|r| r.counts[i]).sum());
     }
     let batch = health_batch(&rows)?;
-    let url = crate::lake::table_url(&lake.root, HEALTH_TABLE)?;
-    let table =
-        loglake_lake::open_table(HEALTH_TABLE, &url, &crate::lake::storage_options()).await?;
-    let exists = table.version().is_some();
-    let mut w = table
-        .write(vec![batch])
-        .with_partition_columns(["dt"])
-        .with_save_mode(if exists {
-            deltalake::protocol::SaveMode::Overwrite
-        } else {
-            deltalake::protocol::SaveMode::Append
-        });
-    if exists {
-        w = w.with_replace_where(format!("dt = '{day}'"));
-    }
-    w.await.map_err(|e| InsightsError::Delta {
-        table: HEALTH_TABLE.into(),
-        source: e,
-    })?;
+    crate::lake::replace_day(&lake.root, HEALTH_TABLE, batch, day).await?;
     Ok(HealthMetrics {
         day,
         events: events.len(),

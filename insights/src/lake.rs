@@ -194,3 +194,33 @@ pub fn table_url(root: &Url, name: &str) -> Result<Url, InsightsError> {
     }
     Ok(url)
 }
+
+/// Writes `batch` as `day`'s partition (`dt`) of the derived table `name` under the lake root,
+/// replacing what an earlier run wrote for that day (the first write creates the table): every
+/// nightly derivation is re-runnable. The written table.
+pub async fn replace_day(
+    root: &Url,
+    name: &str,
+    batch: RecordBatch,
+    day: NaiveDate,
+) -> Result<DeltaTable, InsightsError> {
+    use deltalake::protocol::SaveMode;
+    let url = table_url(root, name)?;
+    let table = loglake_lake::open_table(name, &url, &storage_options()).await?;
+    let exists = table.version().is_some();
+    let mut w = table
+        .write(vec![batch])
+        .with_partition_columns(["dt"])
+        .with_save_mode(if exists {
+            SaveMode::Overwrite
+        } else {
+            SaveMode::Append
+        });
+    if exists {
+        w = w.with_replace_where(format!("dt = '{day}'"));
+    }
+    w.await.map_err(|source| InsightsError::Delta {
+        table: name.into(),
+        source,
+    })
+}

@@ -17,7 +17,6 @@ use arrow::array::{
 };
 use arrow::datatypes::{DataType, Date32Type, Field, Schema, SchemaRef};
 use chrono::NaiveDate;
-use deltalake::protocol::SaveMode;
 
 use crate::drain::DrainConfig;
 use crate::error::InsightsError;
@@ -330,26 +329,7 @@ pub async fn mine_templates_for_day(
     let src = DaySource::resolve(&lake, logs_table, day)?;
     let rows = mine_day(&lake, &src, day, cfg).await?;
     let batch = to_batch(day, &rows)?;
-    let url = crate::lake::table_url(&lake.root, TEMPLATES_TABLE)?;
-    let table =
-        loglake_lake::open_table(TEMPLATES_TABLE, &url, &crate::lake::storage_options()).await?;
-    let err = |e: deltalake::DeltaTableError| InsightsError::Delta {
-        table: TEMPLATES_TABLE.into(),
-        source: e,
-    };
-    let exists = table.version().is_some();
-    let mut w = table
-        .write(vec![batch])
-        .with_partition_columns(["dt"])
-        .with_save_mode(if exists {
-            SaveMode::Overwrite
-        } else {
-            SaveMode::Append
-        });
-    if exists {
-        w = w.with_replace_where(format!("dt = '{day}'"));
-    }
-    let written = w.await.map_err(err)?;
+    let written = crate::lake::replace_day(&lake.root, TEMPLATES_TABLE, batch, day).await?;
     let services: BTreeSet<&str> = rows.iter().map(|r| r.service.as_str()).collect();
     Ok(TemplatesMetrics {
         day,
