@@ -160,6 +160,21 @@ pub(crate) fn audit_at(brokers: &str, topic: &str, table: &str, dlq: &str) -> (A
 }
 
 pub(crate) async fn query_i64(table_url: &str, sql: &str) -> Vec<i64> {
+    let mut out = Vec::new();
+    for b in query_batches(table_url, sql).await {
+        for c in b.columns() {
+            let a: &Int64Array = c.as_primitive::<Int64Type>();
+            out.extend(a.values().iter().copied());
+        }
+    }
+    out
+}
+
+/// The result of `sql` on the Delta table at `table_url`, registered as `t`.
+pub(crate) async fn query_batches(
+    table_url: &str,
+    sql: &str,
+) -> Vec<arrow::record_batch::RecordBatch> {
     deltalake::aws::register_handlers(None);
     let t = DeltaTable::try_from_url_with_storage_options(
         Url::parse(table_url).expect("url"),
@@ -171,21 +186,12 @@ pub(crate) async fn query_i64(table_url: &str, sql: &str) -> Vec<i64> {
     t.update_datafusion_session(&ctx.state()).expect("session");
     ctx.register_table("t", t.table_provider().await.expect("provider"))
         .expect("register");
-    let batches = ctx
-        .sql(sql)
+    ctx.sql(sql)
         .await
         .expect("plan")
         .collect()
         .await
-        .expect("query");
-    let mut out = Vec::new();
-    for b in batches {
-        for c in b.columns() {
-            let a: &Int64Array = c.as_primitive::<Int64Type>();
-            out.extend(a.values().iter().copied());
-        }
-    }
-    out
+        .expect("query")
 }
 
 pub(crate) fn run_archive(args: &[&str]) -> std::process::Output {

@@ -10,10 +10,7 @@ use std::time::Duration;
 
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::DataType;
-use datafusion::prelude::SessionContext;
-use deltalake::DeltaTable;
 use loglake_tests::{Proc, announce, kafka, loglake_cmd, s3, unique_name};
-use url::Url;
 
 use crate::archiver::{produce_with, run_archive_blocking};
 
@@ -130,24 +127,7 @@ fn index_of(message: Option<&str>) -> usize {
 
 /// Every row of `sql` on the Delta table at `url`, each column cast to a string.
 async fn query_strings(url: &str, sql: &str) -> Vec<Vec<Option<String>>> {
-    deltalake::aws::register_handlers(None);
-    let t = DeltaTable::try_from_url_with_storage_options(
-        Url::parse(url).expect("url"),
-        s3().storage_options(),
-    )
-    .await
-    .expect("open table");
-    let ctx = SessionContext::new();
-    t.update_datafusion_session(&ctx.state()).expect("session");
-    ctx.register_table("t", t.table_provider().await.expect("provider"))
-        .expect("register");
-    let batches = ctx
-        .sql(sql)
-        .await
-        .expect("plan")
-        .collect()
-        .await
-        .expect("query");
+    let batches = crate::archiver::query_batches(url, sql).await;
     let mut out = Vec::new();
     for b in batches {
         let cols: Vec<_> = b
