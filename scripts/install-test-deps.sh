@@ -20,6 +20,21 @@ mkdir -p "$CACHE"
 
 log() { echo "install-test-deps: $*" >&2; }
 
+# Debian packages the tests need (buildah, the Pushgateway, tmux, chromium): one `apt-get update`
+# per run at most; without recommended packages unless the first argument is --with-recommends.
+SUDO=()
+[[ "$(id -u)" == 0 ]] || SUDO=(sudo)
+APT_UPDATED=""
+apt_install() {
+  local opts=(--no-install-recommends)
+  if [[ "${1:-}" == "--with-recommends" ]]; then opts=(); shift; fi
+  if [[ -z "$APT_UPDATED" ]]; then
+    "${SUDO[@]}" apt-get update -qq >&2
+    APT_UPDATED=1
+  fi
+  "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${opts[@]}" "$@" >&2
+}
+
 # --- tansu (Kafka-protocol broker, SQLite storage) -----------------------------------------------
 TANSU_ROOT="$CACHE/tansu-$TANSU_VERSION"
 TANSU_BIN="$TANSU_ROOT/bin/tansu"
@@ -74,10 +89,7 @@ if command -v buildah >/dev/null 2>&1; then
   log "$(buildah --version)"
 else
   log "installing buildah (Debian package, one-off)..."
-  SUDO=()
-  [[ "$(id -u)" == 0 ]] || SUDO=(sudo)
-  "${SUDO[@]}" apt-get update -qq >&2
-  "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq buildah >&2
+  apt_install --with-recommends buildah
   buildah --version >&2
 fi
 
@@ -86,11 +98,7 @@ if command -v prometheus-pushgateway >/dev/null 2>&1; then
   log "prometheus-pushgateway: $(command -v prometheus-pushgateway)"
 else
   log "installing prometheus-pushgateway (Debian package, one-off)..."
-  SUDO=()
-  [[ "$(id -u)" == 0 ]] || SUDO=(sudo)
-  "${SUDO[@]}" apt-get update -qq >&2
-  "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-    prometheus-pushgateway >&2
+  apt_install prometheus-pushgateway
   # the package enables a system service; the tests start their own on a free port
   "${SUDO[@]}" systemctl disable --now prometheus-pushgateway >/dev/null 2>&1 || true
 fi
@@ -114,10 +122,7 @@ if command -v tmux >/dev/null 2>&1; then
   log "$(tmux -V)"
 else
   log "installing tmux (Debian package, one-off)..."
-  SUDO=()
-  [[ "$(id -u)" == 0 ]] || SUDO=(sudo)
-  "${SUDO[@]}" apt-get update -qq >&2
-  "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends tmux >&2
+  apt_install tmux
 fi
 
 # --- Chromium (the report test renders loglake report's page headless) -----------------------------
@@ -125,11 +130,7 @@ if command -v chromium >/dev/null 2>&1; then
   log "chromium: $(command -v chromium)"
 else
   log "installing chromium (Debian package, one-off)..."
-  SUDO=()
-  [[ "$(id -u)" == 0 ]] || SUDO=(sudo)
-  "${SUDO[@]}" apt-get update -qq >&2
-  "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-    chromium fonts-dejavu-core >&2
+  apt_install chromium fonts-dejavu-core
 fi
 
 echo "export LOGLAKE_TANSU_BIN='$TANSU_BIN'"
