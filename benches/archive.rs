@@ -39,6 +39,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
+use loglake_tests::archive::Archive;
 use loglake_tests::{kafka, loglake_cmd, s3, unique_name};
 
 type BoxErr = Box<dyn std::error::Error + Send + Sync>;
@@ -296,6 +297,16 @@ const ETL_ARGS: [&str; 8] = [
     "email,bearer,ipv4",
 ];
 
+/// The benchmark's `loglake archive --until-end` of `topic` into `table` (dead letters in
+/// `lake`), in a fresh group.
+fn bench_archive(topic: &str, lake: &str, table: &str) -> Archive {
+    Archive::topic(topic, table)
+        .fresh_group()
+        .dlq(&format!("{lake}/dead_letters"))
+        .until_end()
+        .env("LOGLAKE_LOG", "warn,buoyant_kernel=off")
+}
+
 /// `loglake archive --until-end` of `topic` into `table` (with `extra` flags): (wall, CPU, RSS,
 /// report).
 fn archive_run(
@@ -304,25 +315,7 @@ fn archive_run(
     table: &str,
     extra: &[&str],
 ) -> Result<(f64, f64, f64, serde_json::Value), BoxErr> {
-    let mut cmd = loglake_cmd();
-    cmd.env("LOGLAKE_LOG", "warn,buoyant_kernel=off")
-        .args([
-            "archive",
-            "--brokers",
-            &kafka().brokers,
-            "--topic",
-            topic,
-            "--group",
-            &unique_name("g"),
-            "--table",
-            table,
-            "--decoder",
-            "fluentbit",
-            "--dlq-table",
-            &format!("{lake}/dead_letters"),
-            "--until-end",
-        ])
-        .args(extra);
+    let cmd = bench_archive(topic, lake, table).args(extra).command();
     let (wall, cpu, rss, stdout) = run_child(cmd)?;
     Ok((wall, cpu, rss, serde_json::from_str(stdout.trim())?))
 }
@@ -380,24 +373,7 @@ fn main() -> Result<(), BoxErr> {
     // 2. loglake archive
     let lake = s3().unique_url("bench");
     let table = format!("{lake}/logs");
-    let mut cmd = loglake_cmd();
-    cmd.env("LOGLAKE_LOG", "warn,buoyant_kernel=off").args([
-        "archive",
-        "--brokers",
-        &kafka().brokers,
-        "--topic",
-        &topic,
-        "--group",
-        &unique_name("g"),
-        "--table",
-        &table,
-        "--decoder",
-        "fluentbit",
-        "--dlq-table",
-        &format!("{lake}/dead_letters"),
-        "--until-end",
-    ]);
-    let (wall, cpu, rss, stdout) = run_child(cmd)?;
+    let (wall, cpu, rss, stdout) = run_child(bench_archive(&topic, &lake, &table).command())?;
     let report: serde_json::Value = serde_json::from_str(stdout.trim())?;
     let ours = Run {
         wall_s: wall,

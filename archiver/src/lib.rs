@@ -17,6 +17,7 @@ pub mod error;
 pub mod etl;
 pub mod explain;
 pub mod r#gen;
+pub mod kafka_log;
 pub mod metrics;
 pub mod preflight;
 pub mod progress;

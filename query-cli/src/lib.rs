@@ -12,8 +12,10 @@
 
 pub mod diagnose;
 pub mod engine;
+pub mod fit;
 pub mod functions;
 pub mod r#gen;
+pub mod highlight;
 pub mod lake;
 pub mod output;
 pub mod progress;
@@ -244,14 +246,19 @@ pub fn run_batch(
             other => QueryError::DataFusion(other),
         })?;
     let mut wrote_parquet = false;
+    // batch mode never cuts values: its output is read by programs and files
+    let shape = output::ResultShape {
+        format,
+        max_rows: args.max_rows,
+        max_width: None,
+    };
     for stmt in script::split_statements(&sql) {
         let started = Instant::now();
         let res = run_statement(
             &rt,
             &engine,
             &stmt,
-            format,
-            args.max_rows,
+            &shape,
             &mut *out,
             err,
             None,
@@ -284,8 +291,7 @@ pub fn run_statement(
     rt: &tokio::runtime::Runtime,
     engine: &Engine,
     stmt: &script::Statement,
-    format: Format,
-    max_rows: Option<usize>,
+    shape: &output::ResultShape,
     out: &mut output::Out,
     err: &mut dyn Write,
     cancel: Option<&tokio::sync::Notify>,
@@ -296,8 +302,7 @@ pub fn run_statement(
         rt,
         engine,
         stmt,
-        format,
-        max_rows,
+        shape,
         out,
         err,
         cancel,
@@ -313,8 +318,7 @@ fn run_statement_inner(
     rt: &tokio::runtime::Runtime,
     engine: &Engine,
     stmt: &script::Statement,
-    format: Format,
-    max_rows: Option<usize>,
+    shape: &output::ResultShape,
     out: &mut output::Out,
     err: &mut dyn Write,
     cancel: Option<&tokio::sync::Notify>,
@@ -344,6 +348,7 @@ fn run_statement_inner(
         }
         return Ok(0);
     }
+    let (format, max_rows) = (shape.format, shape.max_rows);
     if format == Format::Parquet {
         if *wrote_parquet {
             return Err(QueryError::Statement(format!(
@@ -364,7 +369,7 @@ fn run_statement_inner(
         )
         .map_err(|e| named(e.into()))
     };
-    let mut w = output::ResultWriter::new(format, out);
+    let mut w = output::ResultWriter::new(format, out).with_max_width(shape.max_width);
     w.begin(Arc::clone(&schema)).map_err(named)?;
     let mut stream = res.stream;
     let mut rows = 0usize;

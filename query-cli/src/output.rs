@@ -67,6 +67,15 @@ fn cells(batch: &RecordBatch) -> Result<Vec<ArrayFormatter<'_>>> {
         .collect()
 }
 
+/// How results are printed: the format, a row limit and, for a boxed table on a terminal, the
+/// width to fit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResultShape {
+    pub format: Format,
+    pub max_rows: Option<usize>,
+    pub max_width: Option<usize>,
+}
+
 /// A writer of one result set in one format. `begin` is called once with the schema, then
 /// `batch` for every batch, then `finish`.
 pub struct ResultWriter<'w> {
@@ -76,6 +85,7 @@ pub struct ResultWriter<'w> {
     buffered: Vec<RecordBatch>,
     parquet: Option<ArrowWriter<&'w mut Out>>,
     header_done: bool,
+    max_width: Option<usize>,
 }
 
 /// Where results go.
@@ -90,7 +100,15 @@ impl<'w> ResultWriter<'w> {
             buffered: Vec::new(),
             parquet: None,
             header_done: false,
+            max_width: None,
         }
+    }
+
+    /// Fit a boxed table to `width` characters (the terminal's): wide values are cut with `…`
+    /// ([`crate::fit`]). Other formats are never cut.
+    pub fn with_max_width(mut self, width: Option<usize>) -> Self {
+        self.max_width = width;
+        self
     }
 
     pub fn begin(&mut self, schema: SchemaRef) -> Result<()> {
@@ -170,6 +188,14 @@ impl<'w> ResultWriter<'w> {
                     let empty = RecordBatch::new_empty(Arc::clone(&schema));
                     let t = arrow::util::pretty::pretty_format_batches_with_options(
                         &[empty],
+                        &format_options(),
+                    )?;
+                    writeln!(out, "{t}").map_err(io)?;
+                } else if let Some(w) = self.max_width {
+                    let (_, fitted) =
+                        crate::fit::fit_batches(&schema, &self.buffered, w, &format_options())?;
+                    let t = arrow::util::pretty::pretty_format_batches_with_options(
+                        &fitted,
                         &format_options(),
                     )?;
                     writeln!(out, "{t}").map_err(io)?;

@@ -10,11 +10,11 @@ use std::time::Instant;
 
 use rustyline::completion::{Completer, Pair};
 use rustyline::error::ReadlineError;
-use rustyline::highlight::Highlighter;
+use rustyline::highlight::{CmdKind, Highlighter};
 use rustyline::hint::Hinter;
 use rustyline::history::DefaultHistory;
 use rustyline::validate::Validator;
-use rustyline::{CompletionType, Config, Context, Editor, Helper};
+use rustyline::{ColorMode, CompletionType, Config, Context, Editor, Helper};
 
 use crate::output::Format;
 use crate::{Engine, QueryArgs, QueryError, script};
@@ -155,7 +155,15 @@ impl Hinter for LqHelper {
 }
 impl Highlighter for LqHelper {
     fn highlight<'l>(&self, line: &'l str, _pos: usize) -> Cow<'l, str> {
-        Cow::Borrowed(line)
+        match crate::highlight::highlight_sql(line) {
+            Some(h) => Cow::Owned(h),
+            None => Cow::Borrowed(line),
+        }
+    }
+    // Any edit can change what a token is (`sel` → `select`, an opening quote): re-colour on
+    // every change, not on cursor moves.
+    fn highlight_char(&self, _line: &str, _pos: usize, kind: CmdKind) -> bool {
+        kind != CmdKind::MoveCursor
     }
 }
 // Multi-line statements are gathered by the main loop (so it can show a continuation prompt),
@@ -187,6 +195,10 @@ const COMMANDS: &[(&str, &str)] = &[
     ("\\o", "results back to the terminal"),
     ("\\maxrows N|off", "print at most N rows of a result"),
     (
+        "\\maxwidth N|auto|off",
+        "fit tables to N columns (auto: the terminal's width; long values end in …)",
+    ),
+    (
         "\\timing",
         "toggle the time each query takes (not the pager)",
     ),
@@ -201,11 +213,45 @@ struct OutFile {
     format: Format,
 }
 
+/// How wide a boxed table may be (`\\maxwidth`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Width {
+    /// The terminal's width, read before every statement (it may have been resized).
+    Terminal,
+    Fixed(usize),
+    Off,
+}
+
 struct Session {
     format: Format,
     timing: bool,
     output: Option<OutFile>,
     max_rows: Option<usize>,
+    width: Width,
+    /// The terminal's columns when the last statement started (None: not a terminal).
+    terminal_columns: Option<usize>,
+}
+
+impl Session {
+    /// The shape of the next result: results written to a `\\o` file are never cut.
+    fn shape(&self) -> crate::output::ResultShape {
+        let (format, max_width) = match &self.output {
+            Some(o) => (o.format, None),
+            None => (
+                self.format,
+                match self.width {
+                    Width::Terminal => self.terminal_columns,
+                    Width::Fixed(n) => Some(n),
+                    Width::Off => None,
+                },
+            ),
+        };
+        crate::output::ResultShape {
+            format,
+            max_rows: self.max_rows,
+            max_width,
+        }
+    }
 }
 
 /// The format a file name asks for (`\o`, `--output`), if its extension names one.
@@ -261,6 +307,14 @@ pub fn run(args: QueryArgs) -> Result<(), QueryError> {
     let config = Config::builder()
         .completion_type(CompletionType::List)
         .completion_show_all_if_ambiguous(true)
+        // rustyline colours only a terminal that supports it; NO_COLOR turns it off.
+        .color_mode(
+            if std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty()) {
+                ColorMode::Disabled
+            } else {
+                ColorMode::Enabled
+            },
+        )
         .build();
     let mut ed: Editor<LqHelper, DefaultHistory> = Editor::with_config(config)
         .map_err(|e| QueryError::Usage(format!("cannot start the prompt: {e}")))?;
@@ -276,6 +330,8 @@ pub fn run(args: QueryArgs) -> Result<(), QueryError> {
         timing: args.timing,
         output: None,
         max_rows: args.max_rows.or(Some(10_000)),
+        width: Width::Terminal,
+        terminal_columns: ed.dimensions().map(|(c, _)| usize::from(c)),
     };
     if let Some(p) = &args.output {
         meta(&rt, &engine, &format!("\\o {}", p.display()), &mut sess);
@@ -339,6 +395,7 @@ pub fn run(args: QueryArgs) -> Result<(), QueryError> {
                 }
                 let sql = std::mem::take(&mut buf);
                 let _ = ed.add_history_entry(sql.trim());
+                sess.terminal_columns = ed.dimensions().map(|(c, _)| usize::from(c));
                 run_sql(&rt, &engine, &sql, &mut sess, &cancel);
                 refresh_names(&rt, &engine, &names);
             }
@@ -441,12 +498,7 @@ fn run_sql(
     for stmt in script::split_statements(sql) {
         let mut result: Result<usize, QueryError> = Ok(0);
         let mut elapsed = std::time::Duration::ZERO;
-        let format = sess
-            .output
-            .as_ref()
-            .map(|o| o.format)
-            .unwrap_or(sess.format);
-        let max_rows = sess.max_rows;
+        let shape = sess.shape();
         with_output(sess, |out| {
             let mut err = std::io::stderr();
             let mut wrote = false;
@@ -456,8 +508,7 @@ fn run_sql(
                 rt,
                 engine,
                 &stmt,
-                format,
-                max_rows,
+                &shape,
                 out,
                 &mut err,
                 Some(cancel),
@@ -592,6 +643,31 @@ fn meta(rt: &tokio::runtime::Runtime, engine: &Engine, cmd: &str, sess: &mut Ses
                 Err(_) => eprintln!("usage: \\maxrows N|off"),
             },
         },
+        "\\maxwidth" => {
+            match arg {
+                "" => {}
+                "off" | "0" => sess.width = Width::Off,
+                "auto" => sess.width = Width::Terminal,
+                n => match n.parse::<usize>() {
+                    Ok(n) => sess.width = Width::Fixed(n),
+                    Err(_) => {
+                        eprintln!("usage: \\maxwidth N|auto|off");
+                        return;
+                    }
+                },
+            }
+            match sess.width {
+                Width::Terminal => eprintln!(
+                    "tables fit the terminal's width ({}); \\maxwidth N|off changes it",
+                    sess.terminal_columns
+                        .map_or("not a terminal: no limit".to_string(), |c| format!(
+                            "{c} columns"
+                        ))
+                ),
+                Width::Fixed(n) => eprintln!("tables fit in {n} columns"),
+                Width::Off => eprintln!("no width limit: long values are printed whole"),
+            }
+        }
         other => eprintln!("unknown command {other}; \\? lists the commands"),
     }
 }

@@ -172,6 +172,7 @@ fn prompt_in_tmux() {
     for c in [
         "\\x ",
         "\\maxrows N|off",
+        "\\maxwidth N|auto|off",
         "\\o FILE",
         "\\timing",
         "\\d TABLE",
@@ -232,6 +233,16 @@ fn prompt_in_tmux() {
     t.send("SELECT pod FROM app ORDER BY pod;", &["Enter"]);
     let s = t.wait_new(&s, "row(s) in ");
     assert!(s.contains("output limited to 1 rows"), "{s}");
+
+    // a wide value is cut to fit the terminal (tmux's 160 columns): `| k   | x…x… |` is 160
+    // characters on one line; \maxwidth sets another width
+    let wide = "x".repeat(300);
+    t.send(&format!("SELECT 'k' AS key, '{wide}' AS v;"), &["Enter"]);
+    let s = t.wait_new(&s, &format!("| k   | {}… |\n", "x".repeat(149)));
+    t.send("\\maxwidth 40", &["Enter"]);
+    let s = t.wait_new(&s, "tables fit in 40 columns");
+    t.send(&format!("SELECT 'k' AS key, '{wide}' AS v;"), &["Enter"]);
+    t.wait_new(&s, &format!("| k   | {}… |\n", "x".repeat(29)));
 
     // an ambiguous Tab lists the candidates
     t.send("SELECT co", &["Tab"]);

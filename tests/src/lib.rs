@@ -14,6 +14,7 @@
 //! `PR_SET_PDEATHSIG = SIGKILL`, so the kernel kills them even if the test binary panics or is
 //! killed. Each test gets its own topic names and its own S3 prefix ([`unique_name`]).
 
+pub mod archive;
 pub mod fault;
 
 use std::collections::HashMap;

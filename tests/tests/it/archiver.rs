@@ -13,6 +13,7 @@ use deltalake::DeltaTable;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use url::Url;
 
+use loglake_tests::archive::Archive;
 use loglake_tests::{announce, kafka, loglake_cmd, s3, unique_name};
 
 /// A Fluent Bit record (after its kubernetes filter) for message `i`; every 100th record is
@@ -194,26 +195,22 @@ pub(crate) async fn query_batches(
         .expect("query")
 }
 
-pub(crate) fn run_archive(args: &[&str]) -> std::process::Output {
-    let out = loglake_cmd()
-        .arg("archive")
-        .args(args)
-        .output()
-        .expect("run loglake archive");
-    assert!(
-        out.status.success(),
-        "loglake archive failed: {}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-/// `run_archive` off the async runtime (the binary blocks until it exits).
+/// `loglake archive ARGS` off the async runtime, asserting it succeeded (see
+/// [`loglake_tests::archive::Archive`] to build ARGS).
 pub(crate) async fn run_archive_blocking(args: Vec<String>) -> std::process::Output {
     tokio::task::spawn_blocking(move || {
-        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        run_archive(&refs)
+        let out = loglake_cmd()
+            .arg("archive")
+            .args(&args)
+            .output()
+            .expect("run loglake archive");
+        assert!(
+            out.status.success(),
+            "loglake archive failed: {}\nargs: {args:?}\nstderr:\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
     })
     .await
     .expect("join")
@@ -241,19 +238,11 @@ async fn two_hundred_thousand_records_into_two_tables_exactly_once_with_dead_let
     let dlq = format!("{lake}/dead_letters");
     // every run uses a fresh group: offsets come from the tables, never from the group
     let archive_all = || {
-        run_archive(&[
-            "--brokers",
-            &kafka().brokers,
-            "--group",
-            &unique_name("g"),
-            "--lake",
-            &lake,
-            "--tables-dir",
-            &defs.path().to_string_lossy(),
-            "--dlq-table",
-            &dlq,
-            "--until-end",
-        ])
+        Archive::lake(&lake, &defs.path().to_string_lossy())
+            .fresh_group()
+            .dlq(&dlq)
+            .until_end()
+            .run()
     };
     let out = archive_all();
     let report: serde_json::Value =
@@ -311,23 +300,7 @@ async fn batch_mode_stops_at_the_frozen_end_while_the_producer_continues() {
     let table = s3().unique_url("batch-table");
     let dlq = format!("{table}-dlq");
     let group = unique_name("g");
-    let args = |t: &str| {
-        vec![
-            "--brokers".to_string(),
-            kafka().brokers.clone(),
-            "--topic".into(),
-            t.to_string(),
-            "--group".into(),
-            group.clone(),
-            "--table".into(),
-            table.clone(),
-            "--decoder".into(),
-            "fluentbit".into(),
-            "--dlq-table".into(),
-            dlq.clone(),
-            "--until-end".into(),
-        ]
-    };
+    let args = |t: &str| archive_args(t, &group, &table, &dlq);
     // Keep producing, 50 records at a time through one producer, until the batch run has
     // exited. Each batch's acknowledgement is logged with its time, so the test can tell what
     // was in the topic while the archiver was still running.
@@ -421,37 +394,13 @@ fn dated_record(i: usize, epoch_s: f64) -> Vec<u8> {
     .into_bytes()
 }
 
+/// The arguments of `loglake archive --until-end` of `topic` into `table` (+ `dlq`), in `group`.
 pub(crate) fn archive_args(topic: &str, group: &str, table: &str, dlq: &str) -> Vec<String> {
-    let mut args = archive_args_at(&kafka().brokers, topic, group, table, dlq);
-    args.push("--until-end".into());
-    args
-}
-
-/// The arguments of a continuous `loglake archive` (no subcommand) of `topic` on `brokers`.
-pub(crate) fn archive_args_at(
-    brokers: &str,
-    topic: &str,
-    group: &str,
-    table: &str,
-    dlq: &str,
-) -> Vec<String> {
-    [
-        "--brokers",
-        brokers,
-        "--topic",
-        topic,
-        "--group",
-        group,
-        "--table",
-        table,
-        "--decoder",
-        "fluentbit",
-        "--dlq-table",
-        dlq,
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
+    Archive::topic(topic, table)
+        .group(group)
+        .dlq(dlq)
+        .until_end()
+        .to_args()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -597,19 +546,8 @@ async fn crash_loop_with_sigkill_loses_and_duplicates_nothing() {
     // Every incarnation and the final run use one group, as a restarted pod does. They are one
     // static member (`--instance-id`, as the pod name on Kubernetes): a restart takes the killed
     // incarnation's partitions back at once instead of waiting for its session to time out.
-    let base_args = vec![
-        "archive".to_string(),
-        "--brokers".into(),
-        kafka().brokers.clone(),
-        "--topic".into(),
-        topic.clone(),
-        "--table".into(),
-        table.clone(),
-        "--decoder".into(),
-        "fluentbit".into(),
-        "--dlq-table".into(),
-        dlq.clone(),
-    ];
+    let mut base_args = vec!["archive".to_string()];
+    base_args.extend(Archive::topic(&topic, &table).dlq(&dlq).to_args());
     let mut rng_state: u64 = 0x9e37_79b9_7f4a_7c15;
     let mut kills = 0;
     let started = Instant::now();
@@ -723,23 +661,7 @@ async fn a_crash_between_the_dead_letter_and_the_table_commit_duplicates_nothing
     produce_to_partition(&topic, 0, 0, 10_000, |i| fluentbit_record(i, true)).await;
     let table = s3().unique_url("dlq-ahead-table");
     let dlq = format!("{table}-dlq");
-    let base = |group: &str| {
-        vec![
-            "--brokers".to_string(),
-            kafka().brokers.clone(),
-            "--topic".into(),
-            topic.clone(),
-            "--group".into(),
-            group.to_string(),
-            "--table".into(),
-            table.clone(),
-            "--decoder".into(),
-            "fluentbit".into(),
-            "--dlq-table".into(),
-            dlq.clone(),
-            "--until-end".into(),
-        ]
-    };
+    let base = |group: &str| archive_args(&topic, group, &table, &dlq);
     // Run 1 commits dead letters (D = 10,000), then the table (W = 10,000) — one commit each.
     run_archive_blocking(base(&unique_name("g"))).await;
     let (a, _) = audit(&topic, &table, &dlq);

@@ -23,6 +23,7 @@ use object_store::ObjectStoreExt;
 use url::Url;
 
 use crate::archiver::{Audit, audit, fluentbit_record, produce, produce_with, query_i64};
+use loglake_tests::archive::{Archive, COMMIT_LOGS};
 use loglake_tests::{
     Proc, announce, free_port, http_get, kafka, loglake_cmd, parse_openmetrics, s3, unique_name,
 };
@@ -30,23 +31,6 @@ use loglake_tests::{
 // ------------------------------------------------------------------------------------------------
 // Helpers
 // ------------------------------------------------------------------------------------------------
-
-/// `loglake archive ARGS` with plain-text logs (no ANSI colours) at `log_filter`.
-fn archive_cmd(args: &[String], log_filter: &str) -> Command {
-    let mut c = loglake_cmd();
-    c.arg("archive")
-        .args(args)
-        .env("NO_COLOR", "1")
-        .env("LOGLAKE_LOG", log_filter);
-    c
-}
-
-/// Log filter of the archivers whose commits the tests read back from their logs.
-const COMMIT_LOGS: &str = "warn,loglake_archiver=info";
-
-fn strings(args: &[&str]) -> Vec<String> {
-    args.iter().map(|s| s.to_string()).collect()
-}
 
 /// One `committed` line of an archiver's log: the data table's commits (`dead_letters: false`)
 /// and the dead-letter table's (`true`).
@@ -401,31 +385,12 @@ async fn two_archivers_and_a_rewriter_on_one_table_lose_and_duplicate_nothing() 
     let table = s3().unique_url("pair-table");
     let table_name = table.rsplit('/').next().expect("name").to_string();
     let dlq = format!("{table}-dlq");
-    let args = strings(&[
-        "--brokers",
-        &kafka().brokers,
-        "--topic",
-        &topic,
-        "--table",
-        &table,
-        "--decoder",
-        "fluentbit",
-        "--dlq-table",
-        &dlq,
-    ]);
+    let run = Archive::topic(&topic, &table).dlq(&dlq).logs(COMMIT_LOGS);
     // Both in one consumer group: the 6 partitions are split between them.
-    let mut continuous = args.clone();
-    continuous.extend(strings(&[
-        "--group",
-        &unique_name("g"),
-        "--roll-interval",
-        "1s",
-    ]));
+    let continuous = run.clone().fresh_group().flag("roll-interval", "1s");
     let addr_b = format!("127.0.0.1:{}", free_port().expect("port"));
-    let mut with_metrics = continuous.clone();
-    with_metrics.extend(strings(&["--metrics-addr", &addr_b]));
-    let mut a = Proc::spawn(archive_cmd(&continuous, COMMIT_LOGS)).expect("archiver a");
-    let mut b = Proc::spawn(archive_cmd(&with_metrics, COMMIT_LOGS)).expect("archiver b");
+    let mut a = continuous.spawn();
+    let mut b = continuous.flag("metrics-addr", &addr_b).spawn();
 
     // The producer: 60,000 records (1 % malformed) in 15 bursts.
     let t = topic.clone();
@@ -474,19 +439,10 @@ async fn two_archivers_and_a_rewriter_on_one_table_lose_and_duplicate_nothing() 
     // come from the table, and tansu 0.6 sometimes keeps a member that left during a rebalance
     // as the group's leader, so that a newcomer's SyncGroup is answered "rebalance in
     // progress" for minutes (both archivers did send LeaveGroup and got the response).
-    let mut batch = args.clone();
-    batch.extend(strings(&[
-        "--until-end",
-        "--group",
-        &unique_name("g-final"),
-    ]));
-    let out = tokio::task::spawn_blocking(move || {
-        archive_cmd(&batch, COMMIT_LOGS)
-            .output()
-            .expect("final archive run")
-    })
-    .await
-    .expect("join");
+    let batch = run.group(&unique_name("g-final")).until_end();
+    let out = tokio::task::spawn_blocking(move || batch.output())
+        .await
+        .expect("join");
     let final_log = String::from_utf8_lossy(&out.stderr).to_string();
     assert!(out.status.success(), "final run failed:\n{final_log}");
     stop.store(true, Ordering::Relaxed);
@@ -595,24 +551,12 @@ async fn a_shutdown_that_cannot_commit_ends_at_the_shutdown_timeout() {
     let topic = unique_name("stuck");
     kafka().create_topic(&topic, 1).await.expect("topic");
     produce(&topic, 0, 100, false).await;
-    let args = strings(&[
-        "--brokers",
-        &kafka().brokers,
-        "--topic",
-        &topic,
-        "--group",
-        &unique_name("g"),
-        "--table",
-        "s3://nowhere/stuck",
-        "--decoder",
-        "fluentbit",
-        "--allow-unsafe-store",
-        "--shutdown-timeout",
-        "2s",
-    ]);
-    let mut cmd = archive_cmd(&args, "info");
-    cmd.env("AWS_ENDPOINT_URL", &endpoint);
-    let mut p = Proc::spawn(cmd).expect("spawn");
+    let mut p = Archive::topic(&topic, "s3://nowhere/stuck")
+        .fresh_group()
+        .args(["--allow-unsafe-store", "--shutdown-timeout", "2s"])
+        .logs("info")
+        .env("AWS_ENDPOINT_URL", &endpoint)
+        .spawn();
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(
         p.running(),
@@ -660,30 +604,16 @@ async fn sigterm_commits_the_last_records_and_metrics_follow_the_run() {
     // An 8 s roll latency: the first commit comes 8 s after start, the next one could not come
     // before 8 s after that — the last records are produced and consumed well within that window,
     // so only the SIGTERM flush can commit them (checked on /metrics right before the signal).
-    let args = strings(&[
-        "--brokers",
-        &kafka().brokers,
-        "--topic",
-        &topic,
-        "--group",
-        &unique_name("g"),
-        "--table",
-        &table,
-        "--decoder",
-        "fluentbit",
-        "--dlq-table",
-        &dlq,
-        "--roll-interval",
-        "8s",
-        "--metrics-addr",
-        &addr,
-        "-X",
-        "sasl.username=loglake",
-        "-X",
-        &format!("sasl.password={sasl_secret}"),
-    ]);
-    // Every log line the binary can produce (debug for the archiver), to look for secrets.
-    let mut p = Proc::spawn(archive_cmd(&args, "info,loglake_archiver=debug")).expect("spawn");
+    let run = Archive::topic(&topic, &table)
+        .fresh_group()
+        .dlq(&dlq)
+        .flag("roll-interval", "8s")
+        .flag("metrics-addr", &addr)
+        .args(["-X", "sasl.username=loglake", "-X"])
+        .args([format!("sasl.password={sasl_secret}")])
+        // Every log line the binary can produce (debug for the archiver), to look for secrets.
+        .logs("info,loglake_archiver=debug");
+    let mut p = run.spawn();
 
     wait_healthy(&mut p, &addr).await;
 
@@ -835,10 +765,13 @@ async fn an_archiver_whose_offsets_another_writer_advanced_drops_its_buffer() {
     let addr = format!("127.0.0.1:{}", free_port().expect("port"));
     let group = unique_name("g");
     // A roll latency of an hour: only the SIGTERM flush commits.
-    let mut args = strings(&["--roll-interval", "1h", "--metrics-addr", &addr]);
-    args.extend(crate::archiver::archive_args(&topic, &group, &table, &dlq));
-    args.retain(|a| a != "--until-end");
-    let mut p = Proc::spawn(archive_cmd(&args, COMMIT_LOGS)).expect("spawn");
+    let mut p = Archive::topic(&topic, &table)
+        .group(&group)
+        .dlq(&dlq)
+        .flag("roll-interval", "1h")
+        .flag("metrics-addr", &addr)
+        .logs(COMMIT_LOGS)
+        .spawn();
     wait_healthy(&mut p, &addr).await;
     let (m, _) = metrics_until(
         &mut p,
@@ -1078,29 +1011,16 @@ async fn memory_stays_within_the_budget_with_five_thousand_open_partitions() {
     let fanout_records = (FANOUT_RECORDS_PER_64MIB as u64 * fanout_budget / (64 << 20)) as usize;
     let budget = format!("{}MiB", fanout_budget >> 20);
     let args = |tables: &Path, group: &str| -> Vec<String> {
-        [
-            "--brokers",
-            &kafka().brokers,
-            "--group",
-            group,
-            "--lake",
-            &lake_path,
-            "--tables-dir",
-            &tables.to_string_lossy(),
-            "--dlq-table",
-            &dlq,
-            "--memory-budget",
-            &budget,
+        Archive::lake(&lake_path, &tables.to_string_lossy())
+            .group(group)
+            .dlq(&dlq)
+            .flag("memory-budget", &budget)
             // Only the budget closes files early: with the default 5 min roll, a run slowed by
             // a loaded machine also closes every file by age (10–11k files instead of 5.3k), so
             // what it holds would depend on the machine's load, not on the budget.
-            "--roll-interval",
-            "1h",
-            "--until-end",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
+            .flag("roll-interval", "1h")
+            .until_end()
+            .to_args()
     };
 
     // Baseline: the same run over 100 records (100 partitions) — the process's fixed footprint.

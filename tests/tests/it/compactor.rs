@@ -19,9 +19,10 @@ use serde_json::Value;
 use url::Url;
 
 use crate::archiver::{
-    Audit, archive_args, archive_args_at, audit, fluentbit_record, produce, produce_with,
-    query_i64, run_archive_blocking,
+    Audit, archive_args, audit, fluentbit_record, produce, produce_with, query_i64,
+    run_archive_blocking,
 };
+use loglake_tests::archive::Archive;
 use loglake_tests::{Proc, announce, kafka, loglake_cmd, s3, unique_name};
 
 const SORT_BY: [&str; 4] = ["namespace", "pod", "container", "ts"];
@@ -205,20 +206,14 @@ async fn compaction_beside_two_live_archivers_keeps_every_record_once_sorted_wit
     write_def(defs.path(), name, &topic);
     let group = unique_name("g");
     let continuous = || {
-        let mut c = loglake_cmd();
-        c.arg("archive")
-            .args(archive_args_at(
-                &kafka().brokers,
-                &topic,
-                &group,
-                &table,
-                &dlq,
-            ))
-            .args(["--roll-interval", "1s"]);
-        c
+        Archive::topic(&topic, &table)
+            .group(&group)
+            .dlq(&dlq)
+            .flag("roll-interval", "1s")
+            .spawn()
     };
-    let mut a = Proc::spawn(continuous()).expect("a");
-    let mut b = Proc::spawn(continuous()).expect("b");
+    let mut a = continuous();
+    let mut b = continuous();
 
     let t = topic.clone();
     let producer = tokio::spawn(async move {

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::archiver::run_archive_blocking;
+use loglake_tests::archive::Archive;
 use loglake_tests::{Proc, announce, kafka, loglake_cmd, s3, unique_name};
 
 const DAY: &str = "2024-05-01";
@@ -88,27 +88,12 @@ async fn gen_into(topic: &str, records: u64, start: &str, seed: u64) {
 
 /// Archives `topic` into `<lake>/containers` (+ dead letters); rows written.
 async fn archive(topic: &str, lake: &str) -> u64 {
-    let out = run_archive_blocking(
-        [
-            "--brokers",
-            &kafka().brokers,
-            "--topic",
-            topic,
-            "--group",
-            &unique_name("g"),
-            "--table",
-            &format!("{lake}/containers"),
-            "--decoder",
-            "fluentbit",
-            "--dlq-table",
-            &format!("{lake}/dead_letters"),
-            "--until-end",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect(),
-    )
-    .await;
+    let out = Archive::topic(topic, &format!("{lake}/containers"))
+        .fresh_group()
+        .dlq(&format!("{lake}/dead_letters"))
+        .until_end()
+        .run_blocking()
+        .await;
     let report: Value = serde_json::from_slice(out.stdout.trim_ascii()).expect("archive report");
     report["rows_written"].as_u64().expect("rows")
 }

@@ -2,7 +2,8 @@
 //! `loglake archive --until-end` and `loglake audit`: every generated record is a row or a dead
 //! letter, exactly once.
 
-use crate::archiver::{Audit, audit, run_archive};
+use crate::archiver::{Audit, audit};
+use loglake_tests::archive::Archive;
 use loglake_tests::{kafka, loglake_cmd, s3, unique_name};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -47,21 +48,11 @@ async fn generated_zstd_topic_is_archived_exactly_once() {
 
     let lake = s3().unique_url("gen");
     let (table, dlq) = (format!("{lake}/logs"), format!("{lake}/dead_letters"));
-    let out = run_archive(&[
-        "--brokers",
-        &kafka().brokers,
-        "--topic",
-        &topic,
-        "--group",
-        &unique_name("g"),
-        "--table",
-        &table,
-        "--decoder",
-        "fluentbit",
-        "--dlq-table",
-        &dlq,
-        "--until-end",
-    ]);
+    let out = Archive::topic(&topic, &table)
+        .fresh_group()
+        .dlq(&dlq)
+        .until_end()
+        .run();
     let report: serde_json::Value =
         serde_json::from_slice(out.stdout.trim_ascii()).expect("archive report");
     assert_eq!(report["records_in"], 20_000);

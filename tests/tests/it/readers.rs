@@ -15,7 +15,8 @@ use futures::TryStreamExt;
 use object_store::{ObjectStore, ObjectStoreExt};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 
-use crate::archiver::{query_i64, run_archive_blocking};
+use crate::archiver::query_i64;
+use loglake_tests::archive::Archive;
 use loglake_tests::{kafka, loglake_cmd, retry, s3, unique_name};
 
 /// The aggregates each reader computes (tests/python/readers.py's `AGG`, in loglake's dialect).
@@ -132,27 +133,12 @@ async fn python_deltalake_duckdb_polars_and_spark_read_what_the_archiver_wrote()
 
     let lake = s3().unique_url("readers");
     let (table, dlq) = (format!("{lake}/logs"), format!("{lake}/dead_letters"));
-    let out = run_archive_blocking(
-        [
-            "--brokers",
-            &kafka().brokers,
-            "--topic",
-            &topic,
-            "--group",
-            &unique_name("g"),
-            "--table",
-            &table,
-            "--decoder",
-            "fluentbit",
-            "--dlq-table",
-            &dlq,
-            "--until-end",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect(),
-    )
-    .await;
+    let out = Archive::topic(&topic, &table)
+        .fresh_group()
+        .dlq(&dlq)
+        .until_end()
+        .run_blocking()
+        .await;
     let report: serde_json::Value =
         serde_json::from_slice(out.stdout.trim_ascii()).expect("archive report");
     let rows = report["rows_written"].as_u64().expect("rows");

@@ -11,7 +11,8 @@
 
 use std::time::{Duration, Instant};
 
-use loglake_tests::{PrivateKafka, Proc, kafka, loglake_cmd, private_kafka, s3, unique_name};
+use loglake_tests::archive::{Archive, COMMIT_LOGS};
+use loglake_tests::{PrivateKafka, Proc, kafka, private_kafka, s3, unique_name};
 use rdkafka::producer::FutureProducer;
 
 use crate::archiver::{audit_at, fluentbit_record, send_all, table_version};
@@ -45,19 +46,13 @@ async fn topic_with_records(k: &PrivateKafka) -> String {
 /// `loglake archive` of `topic` on `brokers` into `table` (+ `-dlq`), group `group`, plus
 /// `extra`.
 fn archive_on(brokers: &str, topic: &str, group: &str, table: &str, extra: &[&str]) -> Proc {
-    let mut c = loglake_cmd();
-    c.arg("archive")
-        .args(crate::archiver::archive_args_at(
-            brokers,
-            topic,
-            group,
-            table,
-            &format!("{table}-dlq"),
-        ))
+    Archive::topic(topic, table)
+        .brokers(brokers)
+        .group(group)
+        .dlq(&format!("{table}-dlq"))
         .args(extra)
-        .env("NO_COLOR", "1")
-        .env("LOGLAKE_LOG", "warn,loglake_archiver=info");
-    Proc::spawn(c).expect("spawn archiver")
+        .logs(COMMIT_LOGS)
+        .spawn()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -176,17 +171,13 @@ async fn final_run(
     table: &str,
     extra: &[&str],
 ) -> loglake_tests::Finished {
-    let mut c = loglake_cmd();
-    c.arg("archive")
-        .args(crate::archiver::archive_args(
-            topic,
-            group,
-            table,
-            &format!("{table}-dlq"),
-        ))
+    let mut p = Archive::topic(topic, table)
+        .group(group)
+        .dlq(&format!("{table}-dlq"))
         .args(extra)
-        .env("NO_COLOR", "1");
-    let mut p = Proc::spawn(c).expect("spawn");
+        .until_end()
+        .env("NO_COLOR", "1")
+        .spawn();
     p.wait_within(Duration::from_secs(600))
         .await
         .expect("wait")
