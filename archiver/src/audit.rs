@@ -8,7 +8,11 @@
 //! (`_loglake/deletes/*.json` under the table): they are not missing. `filtered` counts offsets
 //! whose records an archive-time filter dropped: each commit lists them in its commit info
 //! (`loglake.filtered`, see [`crate::etl`]); they count as coverage, so a filtered record that
-//! is also a row or a dead letter is a duplicate.
+//! is also a row or a dead letter is a duplicate. Maintenance folds those lists into the ETL
+//! ledger (`_loglake/etl_offsets/`, `loglake_lake::etl_ledger`) before it cleans commit files
+//! from the log; the audit reads the ledger for the versions it covers and the commit infos of
+//! the later ones, each version once. Versions cleaned before they were folded are reported as
+//! `unverifiable_versions`.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -59,6 +63,14 @@ pub struct AuditReport {
     /// when none).
     #[serde(skip_serializing_if = "is_zero")]
     pub moved: u64,
+    /// Table versions whose filtered/moved offsets nobody can vouch for: their commit files
+    /// were cleaned from the log before maintenance folded them into the ETL ledger (left out
+    /// when none). Offsets those versions filtered or moved count as missing.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub unverifiable_versions: u64,
+    /// The first few of those versions, as `[first, last]` ranges (left out when none).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unverifiable_version_ranges: Vec<(u64, u64)>,
     /// The first few offsets with no coverage, `[partition, offset]` (left out when none).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub missing_examples: Vec<MissingOffset>,
@@ -326,46 +338,63 @@ async fn mark_deleted(
     Ok(())
 }
 
-/// Adds to `cov` the offsets of `topic` that the table's commits record as filtered
-/// (`loglake.filtered` in their commit info); returns how many. Only commits still in the log
-/// are read: a log cleaned up past `delta.logRetentionDuration` forgets its filtered offsets.
+/// What the table records as filtered and moved for the audit.
+struct EtlCounts {
+    filtered: u64,
+    moved: u64,
+    /// Versions nobody can vouch for (inclusive ranges).
+    unverifiable: Vec<(u64, u64)>,
+}
+
+/// Adds to `cov` the offsets of `topic` that the table records as filtered or moved: the ETL
+/// ledger (`_loglake/etl_offsets/`, folded by maintenance before log cleanup) for the versions
+/// it covers, the commit infos (`loglake.filtered`, `loglake.moved`) of the later versions —
+/// each version once (`loglake_lake::etl_ledger::coverage`). Versions whose commit file was
+/// cleaned before it was folded are returned as unverifiable.
 async fn add_filtered(
     url: &Url,
     storage_options: &HashMap<String, String>,
     topic: &str,
     cov: &mut Coverage,
-) -> Result<(u64, u64), ArchiveError> {
-    use futures::TryStreamExt;
+) -> Result<EtlCounts, ArchiveError> {
     let name = url.to_string();
     let table = loglake_lake::open_table(&name, url, storage_options).await?;
-    if table.version().is_none() {
-        return Ok((0, 0));
-    }
-    let infos: Vec<deltalake::kernel::CommitInfo> = table
-        .history(None)
-        .try_collect()
-        .await
-        .map_err(|source| ArchiveError::Delta {
-            table: name.clone(),
-            source,
-        })?;
-    let (mut filtered, mut moved) = (0u64, 0u64);
-    for info in infos {
-        for (p, lo, hi) in crate::etl::parse_filtered_info(&info.info, topic) {
-            for o in lo..hi {
-                cov.add(p, o);
-                filtered += 1;
+    let Some(latest) = table.version() else {
+        return Ok(EtlCounts {
+            filtered: 0,
+            moved: 0,
+            unverifiable: Vec::new(),
+        });
+    };
+    let store = table.log_store().object_store(None);
+    let found = loglake_lake::etl_ledger::coverage(store.as_ref(), &name, url, latest).await?;
+    let mut add = |ranges: &loglake_lake::etl_ledger::RangeMap| {
+        let mut n = 0u64;
+        for ((t, p), list) in ranges {
+            if t != topic {
+                continue;
+            }
+            for &(lo, hi) in list {
+                for o in lo..hi {
+                    cov.add(*p, o);
+                    n += 1;
+                }
             }
         }
-        let key = crate::etl::MOVED_INFO_KEY;
-        for (p, lo, hi) in crate::etl::parse_offsets_info(&info.info, key, topic) {
-            for o in lo..hi {
-                cov.add(p, o);
-                moved += 1;
-            }
-        }
+        n
+    };
+    let filtered = add(&found.offsets.filtered);
+    let moved = add(&found.offsets.moved);
+    if !found.unverifiable.is_empty() {
+        tracing::warn!(table = %name, versions = ?found.unverifiable,
+            "commit files cleaned from the log before their filtered/moved offsets were folded \
+             into the ETL ledger: offsets those versions filtered or moved show as missing");
     }
-    Ok((filtered, moved))
+    Ok(EtlCounts {
+        filtered,
+        moved,
+        unverifiable: found.unverifiable,
+    })
 }
 
 /// Runs the audit.
@@ -381,7 +410,7 @@ pub async fn audit(
     let url = loglake_lake::table_url(&args.table)?;
     let rows = scan_table(&url, storage_options, &args.topic, true, &mut cov).await?;
     mark_deleted(&url, storage_options, &args.topic, &mut cov).await?;
-    let (filtered, moved) = add_filtered(&url, storage_options, &args.topic, &mut cov).await?;
+    let etl = add_filtered(&url, storage_options, &args.topic, &mut cov).await?;
     let dead_letters = match &args.dlq_table {
         Some(d) => {
             scan_table(
@@ -409,8 +438,10 @@ pub async fn audit(
         missing,
         duplicates,
         deleted,
-        filtered,
-        moved,
+        filtered: etl.filtered,
+        moved: etl.moved,
+        unverifiable_versions: loglake_lake::etl_ledger::version_count(&etl.unverifiable),
+        unverifiable_version_ranges: etl.unverifiable.into_iter().take(EXAMPLES).collect(),
         missing_examples,
         duplicate_examples,
     })
@@ -465,6 +496,20 @@ mod tests {
         assert_eq!(
             serde_json::to_string(&bad).unwrap(),
             r#"{"expected":3,"rows":2,"dead_letters":1,"missing":0,"duplicates":1,"duplicate_examples":[[2,40,2]]}"#
+        );
+        let unverifiable = AuditReport {
+            expected: 3,
+            rows: 2,
+            dead_letters: 1,
+            missing: 1,
+            unverifiable_versions: 3,
+            unverifiable_version_ranges: vec![(4, 5), (9, 9)],
+            missing_examples: vec![(0, 7)],
+            ..Default::default()
+        };
+        assert_eq!(
+            serde_json::to_string(&unverifiable).unwrap(),
+            r#"{"expected":3,"rows":2,"dead_letters":1,"missing":1,"duplicates":0,"unverifiable_versions":3,"unverifiable_version_ranges":[[4,5],[9,9]],"missing_examples":[[0,7]]}"#
         );
     }
 }

@@ -903,8 +903,13 @@ pub fn offset_ranges(mut offsets: Vec<i64>) -> Vec<(i64, i64)> {
 }
 
 /// The commit-info key under which a commit lists the offsets its filter dropped:
-/// `[{"topic": …, "partition": …, "ranges": [[start, end), …]}, …]`.
-pub const FILTERED_INFO_KEY: &str = "loglake.filtered";
+/// `[{"topic": …, "partition": …, "ranges": [[start, end), …]}, …]` (the form and its parser
+/// live in `loglake_lake::etl_ledger`, which the maintenance side folds them into before log
+/// cleanup).
+pub use loglake_lake::etl_ledger::FILTERED_INFO_KEY;
+/// The commit-info key under which a commit lists the offsets whose rows all moved to route
+/// tables (same form as [`FILTERED_INFO_KEY`]).
+pub use loglake_lake::etl_ledger::MOVED_INFO_KEY;
 /// The commit-info key of the number of rows the filter dropped in a commit.
 pub const FILTERED_ROWS_INFO_KEY: &str = "loglake.filtered_rows";
 
@@ -913,31 +918,19 @@ pub fn filtered_info(
     offsets: &BTreeMap<(String, i32), Vec<i64>>,
     rows: u64,
 ) -> std::collections::HashMap<String, serde_json::Value> {
-    let list: Vec<serde_json::Value> = offsets
+    let ranges: loglake_lake::etl_ledger::RangeMap = offsets
         .iter()
         .filter(|(_, o)| !o.is_empty())
-        .map(|((t, p), o)| {
-            serde_json::json!({
-                "topic": t,
-                "partition": p,
-                "ranges": offset_ranges(o.clone()).into_iter().map(|(a, b)| [a, b]).collect::<Vec<_>>(),
-            })
-        })
+        .map(|(k, o)| (k.clone(), offset_ranges(o.clone())))
         .collect();
+    let list = loglake_lake::etl_ledger::offset_list(&ranges);
     let mut info = std::collections::HashMap::new();
-    if !list.is_empty() || rows > 0 {
-        info.insert(
-            FILTERED_INFO_KEY.to_string(),
-            serde_json::Value::Array(list),
-        );
+    if !ranges.is_empty() || rows > 0 {
+        info.insert(FILTERED_INFO_KEY.to_string(), list);
         info.insert(FILTERED_ROWS_INFO_KEY.to_string(), serde_json::json!(rows));
     }
     info
 }
-
-/// The commit-info key under which a commit lists the offsets whose rows all moved to route
-/// tables (same form as [`FILTERED_INFO_KEY`]).
-pub const MOVED_INFO_KEY: &str = "loglake.moved";
 
 /// The commit info of one commit's moved offsets (per (topic, partition)); empty when none.
 pub fn moved_info(
@@ -960,38 +953,24 @@ pub fn parse_filtered_info(
     parse_offsets_info(info, FILTERED_INFO_KEY, topic)
 }
 
-/// The (partition, start, end) ranges of `topic` under `key` of one commit's info.
+/// The (partition, start, end) ranges of `topic` under `key` of one commit's info; a malformed
+/// list yields the entries before the bad one (`loglake_lake::etl_ledger::parse_offset_list`
+/// is the strict form, which `loglake audit` uses).
 pub fn parse_offsets_info(
     info: &std::collections::HashMap<String, serde_json::Value>,
     key: &str,
     topic: &str,
 ) -> Vec<(i32, i64, i64)> {
-    let Some(list) = info.get(key).and_then(|v| v.as_array()) else {
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    for e in list {
-        if e.get("topic").and_then(|t| t.as_str()) != Some(topic) {
-            continue;
-        }
-        let Some(p) = e.get("partition").and_then(|p| p.as_i64()) else {
-            continue;
-        };
-        for r in e
-            .get("ranges")
-            .and_then(|r| r.as_array())
-            .into_iter()
-            .flatten()
-        {
-            if let (Some(a), Some(b)) = (
-                r.get(0).and_then(|v| v.as_i64()),
-                r.get(1).and_then(|v| v.as_i64()),
-            ) {
-                out.push((p as i32, a, b));
-            }
-        }
+    let mut ranges = loglake_lake::etl_ledger::RangeMap::new();
+    if let Some(list) = info.get(key) {
+        // lenient: what parsed before an error stays
+        let _ = loglake_lake::etl_ledger::parse_offset_list(list, &mut ranges);
     }
-    out
+    ranges
+        .into_iter()
+        .filter(|((t, _), _)| t == topic)
+        .flat_map(|((_, p), r)| r.into_iter().map(move |(a, b)| (p, a, b)))
+        .collect()
 }
 
 #[cfg(test)]

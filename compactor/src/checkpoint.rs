@@ -1,6 +1,10 @@
 //! Delta checkpoints and the cleanup of expired log files: the maintenance side owns both
 //! (DESIGN.md I7); the archiver's commits do neither.
 //!
+//! Before the cleanup, the commits up to the checkpoint are folded into the ETL offsets ledger
+//! (`loglake_lake::etl_ledger`): the offsets archive-time filters dropped or routes moved, which
+//! the commits list in their `commitInfo`, outlive the commit files.
+//!
 //! A checkpoint holds the newest `txn` of every app id, so the archiver's offsets survive it, as
 //! long as nobody sets `delta.setTransactionRetentionDuration` (then checkpoints drop old txns
 //! and exactly-once is gone): a table with that property is refused.
@@ -10,6 +14,7 @@ use std::time::Duration;
 use deltalake::DeltaTable;
 use deltalake::checkpoints::{cleanup_expired_logs_for, create_checkpoint};
 use deltalake::table::config::TablePropertiesExt;
+use loglake_lake::etl_ledger;
 use object_store::ObjectStoreExt;
 use serde::Serialize;
 use url::Url;
@@ -28,6 +33,13 @@ pub struct CheckpointMetrics {
     /// Commit and checkpoint files older than the retention and the checkpoint, removed.
     pub log_files_removed: usize,
     pub log_retention_secs: u64,
+    /// Versions whose filtered/moved offsets were folded into the ETL ledger before the cleanup
+    /// (`loglake_lake::etl_ledger::fold`; 0: the ledger was already at this version).
+    pub etl_versions_folded: u64,
+    /// Offset ranges (filtered + moved) in the ledger object written.
+    pub etl_ranges_folded: u64,
+    /// Folded versions whose commit file was already gone (the audit cannot vouch for them).
+    pub etl_unverifiable_versions: u64,
 }
 
 /// The version of the table's newest checkpoint (`_delta_log/_last_checkpoint`), if any.
@@ -67,6 +79,10 @@ pub async fn checkpoint_table(
             version,
         ))?;
     }
+    // The filtered/moved offsets of every commit up to the checkpoint go to the ETL ledger
+    // before the cleanup may delete commit files (never after: a failed fold cleans nothing).
+    let store = table.log_store().object_store(None);
+    let fold = etl_ledger::fold(store.as_ref(), name, url, version).await?;
     let cutoff = chrono::Utc::now().timestamp_millis() - retention.as_millis() as i64;
     let removed = cleanup_expired_logs_for(version, table.log_store().as_ref(), cutoff, None)
         .await
@@ -83,5 +99,8 @@ pub async fn checkpoint_table(
         created,
         log_files_removed: removed,
         log_retention_secs: retention.as_secs(),
+        etl_versions_folded: fold.versions,
+        etl_ranges_folded: fold.ranges,
+        etl_unverifiable_versions: fold.unverifiable_versions,
     })
 }

@@ -12,6 +12,8 @@
 //! - the `VACUUM END` commit without log cleanup (deltalake's `VACUUM START` commit runs its
 //!   default hooks: a checkpoint every 100 versions and the cleanup of log files past
 //!   `delta.logRetentionDuration`, as `loglake checkpoint` does — maintenance owns both, I7);
+//!   so before it, the commits up to the vacuum's version are folded into the ETL offsets ledger
+//!   (`loglake_lake::etl_ledger::fold`), as `checkpoint_table` does before its cleanup;
 //! - a report with files and bytes deleted (`--dry-run`: the files that would go, with sizes).
 
 use std::collections::HashMap;
@@ -22,6 +24,7 @@ use deltalake::DeltaTable;
 use deltalake::operations::vacuum::VacuumMode;
 use deltalake::table::config::TablePropertiesExt;
 use futures::TryStreamExt;
+use loglake_lake::etl_ledger;
 use loglake_lake::sink::no_log_maintenance;
 use object_store::ObjectStore;
 use serde::Serialize;
@@ -67,6 +70,14 @@ pub struct VacuumReport {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub files: Vec<VacuumFile>,
     pub duration_ms: u64,
+    /// Versions whose filtered/moved offsets were folded into the ETL ledger before deltalake's
+    /// `VACUUM START` commit (whose hooks may clean the log); 0 on a dry run or when the ledger
+    /// was already at the version.
+    pub etl_versions_folded: u64,
+    /// Offset ranges (filtered + moved) in the ledger object written.
+    pub etl_ranges_folded: u64,
+    /// Folded versions whose commit file was already gone (the audit cannot vouch for them).
+    pub etl_unverifiable_versions: u64,
 }
 
 /// Vacuums the table `name` at `url`.
@@ -148,6 +159,13 @@ async fn vacuum_held(
     }
     let period = chrono::Duration::from_std(retention)
         .map_err(|e| CompactError::Config(format!("--retention: {e}")))?;
+    if !s.dry_run {
+        // the VACUUM START commit's hooks may clean the log up to the version it commits on
+        let fold = etl_ledger::fold(store.as_ref(), name, url, r.version).await?;
+        r.etl_versions_folded = fold.versions;
+        r.etl_ranges_folded = fold.ranges;
+        r.etl_unverifiable_versions = fold.unverifiable_versions;
+    }
     let (after, metrics) = table
         .clone()
         .vacuum()

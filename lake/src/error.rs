@@ -56,6 +56,15 @@ pub enum LakeError {
         source: Box<object_store::Error>,
     },
 
+    /// A ledger object or commit file the ETL offsets ledger cannot use (`etl_ledger`).
+    #[error("Delta table {table} ({url}): ETL offsets ledger: {path}: {reason}")]
+    EtlLedger {
+        table: String,
+        url: String,
+        path: String,
+        reason: String,
+    },
+
     #[error("lake {url}: listing {path}: {source}")]
     List {
         url: String,

@@ -13,11 +13,14 @@
 //! - [`files`]: the Parquet writer properties of a table's files (encodings, statistics, page
 //!   index, bloom filters);
 //! - [`stats`]: Delta `add` actions with statistics from a written file's footer;
+//! - [`etl_ledger`]: the offsets archive-time filters dropped or routes moved, folded out of the
+//!   commit infos before log cleanup can delete them, and read back by `loglake audit`;
 //! - [`telemetry`]: the process's metrics registry, health and `/metrics` + `/healthz` endpoint.
 //!
 //! Errors are [`LakeError`], naming the table, URL, version or path concerned.
 
 pub mod error;
+pub mod etl_ledger;
 pub mod files;
 pub mod location;
 pub mod sink;

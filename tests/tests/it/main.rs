@@ -8,6 +8,7 @@ mod archiver_ops;
 mod compactor;
 mod deploy;
 mod etl;
+mod etl_ledger;
 mod export;
 mod faults;
 mod generator;
