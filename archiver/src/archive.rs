@@ -81,12 +81,36 @@ pub struct Archiver {
     stalled: Option<String>,
 }
 
+/// Creates the folders of the local tables this run writes (tables, route tables, dead
+/// letters); `resolve` only names them, so that a run stopped by a configuration or broker
+/// check creates nothing.
+fn create_local_folders(cfg: &ArchiveConfig) -> Result<(), ArchiveError> {
+    let urls = cfg
+        .tables
+        .iter()
+        .flat_map(|t| std::iter::once(&t.url).chain(t.route_urls.iter()))
+        .chain(cfg.dlq.iter());
+    for url in urls.filter(|u| u.scheme() == "file") {
+        let Ok(path) = url.to_file_path() else {
+            continue;
+        };
+        std::fs::create_dir_all(&path).map_err(|e| {
+            ArchiveError::Lake(loglake_lake::LakeError::Location {
+                location: path.display().to_string(),
+                reason: format!("creating it: {e}"),
+            })
+        })?;
+    }
+    Ok(())
+}
+
 impl Archiver {
     /// Opens (or creates) the tables and subscribes to the topics.
     pub fn new(cfg: ArchiveConfig, handle: Handle) -> Result<Self, ArchiveError> {
         if cfg.tables.is_empty() {
             return Err(ArchiveError::Config("no table to archive".into()));
         }
+        create_local_folders(&cfg)?;
         let mut topic_table = HashMap::new();
         let mut tables = Vec::new();
         for (i, t) in cfg.tables.iter().enumerate() {
@@ -144,6 +168,8 @@ impl Archiver {
     /// the broker does not answer ([`crate::run_archiver`] bounds that wait).
     pub fn run_to_end(&mut self) -> Result<ArchiveReport, ArchiveError> {
         let result = self.run_loop();
+        // what librdkafka repeated since its last line of each kind
+        crate::kafka_log::summarise(&self.consumer.context().kafka_log);
         result.map(|_| self.report.clone())
     }
 

@@ -26,6 +26,8 @@ pub enum Admit {
 struct Kind {
     logged_at: Instant,
     held_back: u64,
+    /// The newest text held back, for the summary.
+    last: String,
 }
 
 /// Per-kind state; pure apart from the clock it is given.
@@ -35,7 +37,8 @@ pub struct Limiter {
     kinds: Mutex<HashMap<String, Kind>>,
 }
 
-/// The kind of a message: its facility and its text with each run of digits replaced by `#`.
+/// The kind of a message: its facility and its text with each run of digits replaced by `#`
+/// and without librdkafka's own `, N identical error(s) suppressed` note.
 pub fn kind_of(facility: &str, text: &str) -> String {
     let mut k = String::with_capacity(facility.len() + 1 + text.len());
     k.push_str(facility);
@@ -52,7 +55,7 @@ pub fn kind_of(facility: &str, text: &str) -> String {
             in_digits = false;
         }
     }
-    k
+    k.replace(", # identical error(s) suppressed", "")
 }
 
 impl Limiter {
@@ -63,8 +66,13 @@ impl Limiter {
         }
     }
 
-    /// Whether a message of `kind` arriving at `now` is logged.
-    pub fn admit(&self, kind: &str, now: Instant) -> Admit {
+    /// The window: at most one line per kind in it.
+    pub fn window(&self) -> Duration {
+        self.window
+    }
+
+    /// Whether a message of `kind` (text `text`) arriving at `now` is logged.
+    pub fn admit(&self, kind: &str, text: &str, now: Instant) -> Admit {
         let mut kinds = match self.kinds.lock() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
@@ -72,6 +80,7 @@ impl Limiter {
         match kinds.get_mut(kind) {
             Some(k) if now.saturating_duration_since(k.logged_at) < self.window => {
                 k.held_back += 1;
+                text.clone_into(&mut k.last);
                 Admit::HoldBack
             }
             Some(k) => {
@@ -85,6 +94,7 @@ impl Limiter {
                     Kind {
                         logged_at: now,
                         held_back: 0,
+                        last: String::new(),
                     },
                 );
                 Admit::Log { held_back: 0 }
@@ -92,8 +102,8 @@ impl Limiter {
         }
     }
 
-    /// The kinds with messages held back, and how many, emptied: for a last summary when the
-    /// client is closed (a failure that stopped repeating is otherwise never summed up).
+    /// The newest text held back of each kind, and how many, emptied: for a last summary when
+    /// the client is closed (a failure that stopped repeating is otherwise never summed up).
     pub fn drain(&self) -> Vec<(String, u64)> {
         let mut kinds = match self.kinds.lock() {
             Ok(g) => g,
@@ -102,7 +112,7 @@ impl Limiter {
         let mut out: Vec<(String, u64)> = kinds
             .iter_mut()
             .filter(|(_, k)| k.held_back > 0)
-            .map(|(name, k)| (name.clone(), std::mem::take(&mut k.held_back)))
+            .map(|(_, k)| (k.last.clone(), std::mem::take(&mut k.held_back)))
             .collect();
         out.sort();
         out
@@ -115,7 +125,8 @@ impl Default for Limiter {
     }
 }
 
-fn suffix(held_back: u64, window: Duration) -> String {
+/// What a logged line adds when `held_back` like it were not shown.
+pub fn suffix(held_back: u64, window: Duration) -> String {
     if held_back == 0 {
         String::new()
     } else {
@@ -128,7 +139,8 @@ fn suffix(held_back: u64, window: Duration) -> String {
 
 /// `ClientContext::log` through the limiter.
 pub fn log(limiter: &Limiter, level: RDKafkaLogLevel, facility: &str, text: &str) {
-    let Admit::Log { held_back } = limiter.admit(&kind_of(facility, text), Instant::now()) else {
+    let Admit::Log { held_back } = limiter.admit(&kind_of(facility, text), text, Instant::now())
+    else {
         return;
     };
     let more = suffix(held_back, limiter.window);
@@ -152,7 +164,8 @@ pub fn log(limiter: &Limiter, level: RDKafkaLogLevel, facility: &str, text: &str
 /// `ClientContext::error` through the limiter.
 pub fn error(limiter: &Limiter, error: &rdkafka::error::KafkaError, reason: &str) {
     let text = format!("{error}: {reason}");
-    let Admit::Log { held_back } = limiter.admit(&kind_of("ERROR", &text), Instant::now()) else {
+    let Admit::Log { held_back } = limiter.admit(&kind_of("ERROR", &text), &text, Instant::now())
+    else {
         return;
     };
     let more = suffix(held_back, limiter.window);
@@ -161,8 +174,8 @@ pub fn error(limiter: &Limiter, error: &rdkafka::error::KafkaError, reason: &str
 
 /// Logs one line per kind whose repeats were held back (at the end of a run).
 pub fn summarise(limiter: &Limiter) {
-    for (kind, n) in limiter.drain() {
-        tracing::warn!(target: "librdkafka", "{n} more like \"{kind}\" were not shown");
+    for (text, n) in limiter.drain() {
+        tracing::warn!(target: "librdkafka", "{n} more like this were not shown, the last: {text}");
     }
 }
 
@@ -184,6 +197,13 @@ mod tests {
             )
         );
         assert_ne!(kind_of("FAIL", "a"), kind_of("CONNECT", "a"));
+        assert_eq!(
+            kind_of("FAIL", "refused (after 0ms in state CONNECT)"),
+            kind_of(
+                "FAIL",
+                "refused (after 0ms in state CONNECT, 1 identical error(s) suppressed)"
+            )
+        );
     }
 
     #[test]
@@ -191,14 +211,17 @@ mod tests {
         let l = Limiter::new(Duration::from_secs(30));
         let t0 = Instant::now();
         let at = |s: u64| t0 + Duration::from_secs(s);
-        assert_eq!(l.admit("k", at(0)), Admit::Log { held_back: 0 });
+        assert_eq!(l.admit("k", "k", at(0)), Admit::Log { held_back: 0 });
         for s in 1..30 {
-            assert_eq!(l.admit("k", at(s)), Admit::HoldBack);
+            assert_eq!(l.admit("k", "k", at(s)), Admit::HoldBack);
         }
         // another kind is not held back by the first
-        assert_eq!(l.admit("other", at(5)), Admit::Log { held_back: 0 });
-        assert_eq!(l.admit("k", at(30)), Admit::Log { held_back: 29 });
-        assert_eq!(l.admit("k", at(31)), Admit::HoldBack);
+        assert_eq!(
+            l.admit("other", "other", at(5)),
+            Admit::Log { held_back: 0 }
+        );
+        assert_eq!(l.admit("k", "k", at(30)), Admit::Log { held_back: 29 });
+        assert_eq!(l.admit("k", "k", at(31)), Admit::HoldBack);
         assert_eq!(l.drain(), vec![("k".to_string(), 1)]);
         assert_eq!(l.drain(), vec![]);
     }
@@ -218,7 +241,7 @@ mod tests {
             let mut logged: HashMap<u8, Vec<u64>> = HashMap::new();
             let mut accounted = 0u64;
             for (k, s) in &arrivals {
-                match l.admit(&k.to_string(), t0 + Duration::from_secs(*s)) {
+                match l.admit(&k.to_string(), "", t0 + Duration::from_secs(*s)) {
                     Admit::Log { held_back } => {
                         accounted += 1 + held_back;
                         logged.entry(*k).or_default().push(*s);

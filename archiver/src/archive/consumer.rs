@@ -32,6 +32,8 @@ pub(super) struct ArchiverContext {
     /// (low, high) watermarks per (topic, partition), from librdkafka's statistics: the source
     /// of the consumer-lag gauge (high − W).
     watermarks: Mutex<HashMap<(String, i32), (i64, i64)>>,
+    /// librdkafka's log lines and errors, one per kind per 30 s ([`crate::kafka_log`]).
+    pub(super) kafka_log: crate::kafka_log::Limiter,
 }
 
 impl ArchiverContext {
@@ -63,6 +65,14 @@ impl ArchiverContext {
 }
 
 impl ClientContext for ArchiverContext {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
+        crate::kafka_log::log(&self.kafka_log, level, fac, log_message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        crate::kafka_log::error(&self.kafka_log, &error, reason);
+    }
+
     // Served inside `poll` every `statistics.interval.ms`; only the watermarks are kept.
     fn stats(&self, stats: Statistics) {
         let mut fresh = Vec::new();
@@ -207,6 +217,7 @@ pub(super) fn create_consumer(
         resolver,
         events: Mutex::new(Vec::new()),
         watermarks: Mutex::new(HashMap::new()),
+        kafka_log: crate::kafka_log::Limiter::default(),
     };
     let consumer: BaseConsumer<ArchiverContext> = cc
         .create_with_context(context)
@@ -282,7 +293,16 @@ pub(super) fn poll_batch(
             }
             Some(Err(KafkaError::PartitionEOF(_))) => {}
             Some(Err(e)) => {
-                tracing::warn!(target: LOG_TARGET, error = %e, "Kafka consumer error");
+                // every poll repeats a broker outage's error: one line per kind per window
+                let limiter = &consumer.context().kafka_log;
+                let text = e.to_string();
+                let kind = crate::kafka_log::kind_of("consumer", &text);
+                if let crate::kafka_log::Admit::Log { held_back } =
+                    limiter.admit(&kind, &text, Instant::now())
+                {
+                    let more = crate::kafka_log::suffix(held_back, limiter.window());
+                    tracing::warn!(target: LOG_TARGET, error = %e, "Kafka consumer error{more}");
+                }
                 break;
             }
             None => break,

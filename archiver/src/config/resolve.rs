@@ -8,7 +8,13 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-use loglake_lake::table_url;
+use loglake_lake::location_url;
+
+/// A table's URL. A local folder is not created here: `Archiver::new` creates it, after the
+/// broker preflight, so a run that fails its checks leaves nothing behind.
+fn table_url(location: &str) -> Result<url::Url, loglake_lake::LakeError> {
+    location_url(location, false)
+}
 use loglake_schemas::{
     DECODER_NAMES, DecoderOptions, RedactEntry, TableDef, TableKind, check_partition_by,
     load_table_dir,

@@ -73,6 +73,67 @@ async fn a_broker_address_that_does_not_resolve_is_one_line_and_exit_2() {
         !stderr.contains("ArchiveConfig {"),
         "a Debug dump of the configuration:\n{stderr}"
     );
+    // nothing is created by a run that fails its checks
+    assert!(!table.exists(), "{} was created", table.display());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_that_refuses_connections_is_reported_once_per_kind_not_every_retry() {
+    // a port nobody listens on: every connection attempt is refused at once, and librdkafka
+    // retries (and reports) every 100 ms to 10 s
+    let addr = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").to_string()
+    };
+    let dir = tempfile::tempdir().expect("tmp");
+    let table = dir.path().join("t");
+    let mut cmd = bare(&[
+        "archive",
+        "--brokers",
+        &addr,
+        "--topic",
+        "logs",
+        "--group",
+        "g",
+        "--table",
+        &table.to_string_lossy(),
+        "--decoder",
+        "fluentbit",
+        "--until-end",
+        "--stall-timeout",
+        "8s",
+    ]);
+    cmd.env("LOGLAKE_LOG", "info").env("NO_COLOR", "1");
+    let (code, stderr) = finish(cmd, Duration::from_secs(90)).await;
+    assert_eq!(code, Some(4), "{stderr}");
+    assert!(
+        stderr.contains("loglake: error: no progress for 8s"),
+        "{stderr}"
+    );
+    // librdkafka's lines: each kind at most once in the run's ~8 s (the limiter's window is
+    // 30 s), the repeats summed up at the end
+    let refused: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("librdkafka") && l.contains("Connection refused"))
+        .collect();
+    assert!(!refused.is_empty(), "no librdkafka line at all:\n{stderr}");
+    let mut kinds: Vec<String> = refused
+        .iter()
+        .map(|l| {
+            let text = l.split("librdkafka").nth(1).unwrap_or(l);
+            text.chars()
+                .map(|c| if c.is_ascii_digit() { '#' } else { c })
+                .collect()
+        })
+        .collect();
+    let lines = kinds.len();
+    kinds.sort();
+    kinds.dedup();
+    assert_eq!(lines, kinds.len(), "a kind repeated within 30 s:\n{stderr}");
+    assert!(
+        stderr.contains("were not shown"),
+        "no summary of the held-back repeats:\n{stderr}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
