@@ -639,6 +639,24 @@ pub fn loglake_cmd() -> Command {
     c
 }
 
+/// `loglake ARGS` run to its end off the async runtime (the binary blocks until it exits);
+/// asserts it succeeded, naming the arguments and showing its stderr otherwise.
+pub async fn loglake_ok<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> std::process::Output {
+    let args: Vec<std::ffi::OsString> = args.iter().map(|a| a.as_ref().to_owned()).collect();
+    tokio::task::spawn_blocking(move || {
+        let out = loglake_cmd().args(&args).output().expect("run loglake");
+        assert!(
+            out.status.success(),
+            "loglake {args:?} failed: {}\nstderr:\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    })
+    .await
+    .expect("join")
+}
+
 // ------------------------------------------------------------------------------------------------
 // Processes under test
 // ------------------------------------------------------------------------------------------------

@@ -198,22 +198,9 @@ pub(crate) async fn query_batches(
 /// `loglake archive ARGS` off the async runtime, asserting it succeeded (see
 /// [`loglake_tests::archive::Archive`] to build ARGS).
 pub(crate) async fn run_archive_blocking(args: Vec<String>) -> std::process::Output {
-    tokio::task::spawn_blocking(move || {
-        let out = loglake_cmd()
-            .arg("archive")
-            .args(&args)
-            .output()
-            .expect("run loglake archive");
-        assert!(
-            out.status.success(),
-            "loglake archive failed: {}\nargs: {args:?}\nstderr:\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out
-    })
-    .await
-    .expect("join")
+    let mut all = vec!["archive".to_string()];
+    all.extend(args);
+    loglake_tests::loglake_ok(&all).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -23,7 +23,7 @@ use crate::archiver::{
     run_archive_blocking,
 };
 use loglake_tests::archive::Archive;
-use loglake_tests::{Proc, announce, kafka, loglake_cmd, s3, unique_name};
+use loglake_tests::{Proc, announce, kafka, loglake_cmd, loglake_ok, s3, unique_name};
 
 const SORT_BY: [&str; 4] = ["namespace", "pod", "container", "ts"];
 
@@ -750,22 +750,8 @@ async fn checkpoint_of_a_thousand_commits_keeps_state_and_offsets() {
         "no checkpoint by the writer"
     );
 
-    let out = tokio::task::spawn_blocking({
-        let table = local.to_string_lossy().to_string();
-        move || {
-            loglake_cmd()
-                .args(["checkpoint", "--table", &table, "--log-retention", "0s"])
-                .output()
-                .expect("checkpoint")
-        }
-    })
-    .await
-    .expect("join");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let path = local.to_string_lossy();
+    let out = loglake_ok(&["checkpoint", "--table", &path, "--log-retention", "0s"]).await;
     let r = reports(&out.stdout);
     assert_eq!(r[0]["version"].as_i64(), Some(COMMITS));
     assert_eq!(r[0]["created"], true);

@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 
-use loglake_tests::{announce, kafka, loglake_cmd, s3, unique_name};
+use loglake_tests::{announce, kafka, loglake_cmd, loglake_ok, s3, unique_name};
 use serde_json::Value;
 
 use crate::archiver::{archive_args, produce_with, run_archive_blocking};
@@ -51,20 +51,7 @@ async fn archive(topic: &str, table: &str, dlq: &str, first: usize, n: usize) ->
 
 /// `loglake checkpoint --log-retention 0s` on `table`: its one report.
 async fn checkpoint(table: &str) -> Value {
-    let table = table.to_string();
-    let out = tokio::task::spawn_blocking(move || {
-        loglake_cmd()
-            .args(["checkpoint", "--table", &table, "--log-retention", "0s"])
-            .output()
-            .expect("checkpoint")
-    })
-    .await
-    .expect("join");
-    assert!(
-        out.status.success(),
-        "checkpoint: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = loglake_ok(&["checkpoint", "--table", table, "--log-retention", "0s"]).await;
     let mut r = reports(&out.stdout);
     assert_eq!(r.len(), 1, "{}", String::from_utf8_lossy(&out.stdout));
     r.remove(0)

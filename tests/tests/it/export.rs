@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use loglake_tests::archive::Archive;
-use loglake_tests::{Proc, announce, kafka, loglake_cmd, s3, unique_name};
+use loglake_tests::{Proc, announce, kafka, loglake_cmd, loglake_ok, s3, unique_name};
 
 const DAY: &str = "2024-05-01";
 
@@ -125,20 +125,7 @@ fn ok_json(out: &Output) -> Value {
 
 /// `loglake query --lake LAKE -c SQL --format json`: the rows.
 async fn query(lake: &str, sql: &str) -> Vec<Value> {
-    let (lake, text) = (lake.to_string(), sql.to_string());
-    let out = tokio::task::spawn_blocking(move || {
-        loglake_cmd()
-            .args(["query", "--lake", &lake, "-c", &text, "--format", "json"])
-            .output()
-            .expect("run loglake query")
-    })
-    .await
-    .expect("join");
-    assert!(
-        out.status.success(),
-        "loglake query {sql}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = loglake_ok(&["query", "--lake", lake, "-c", sql, "--format", "json"]).await;
     let v: Value = serde_json::from_slice(out.stdout.trim_ascii()).expect("query JSON");
     v.as_array().expect("rows").clone()
 }

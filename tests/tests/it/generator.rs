@@ -4,38 +4,29 @@
 
 use crate::archiver::{Audit, audit};
 use loglake_tests::archive::Archive;
-use loglake_tests::{kafka, loglake_cmd, s3, unique_name};
+use loglake_tests::{kafka, loglake_ok, s3, unique_name};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn generated_zstd_topic_is_archived_exactly_once() {
     let topic = unique_name("gen");
     kafka().create_topic(&topic, 3).await.expect("topic");
-    let brokers = kafka().brokers.clone();
-    let t = topic.clone();
-    let out = tokio::task::spawn_blocking(move || {
-        loglake_cmd()
-            .args([
-                "gen",
-                "--brokers",
-                &brokers,
-                "--topic",
-                &t,
-                "--records",
-                "20000",
-                "--malformed-per-mille",
-                "10",
-                "--start",
-                "2024-05-01T00:00:00Z",
-                "--records-per-second",
-                "2",
-            ])
-            .output()
-            .expect("run loglake gen")
-    })
-    .await
-    .expect("join");
+    let out = loglake_ok(&[
+        "gen",
+        "--brokers",
+        &kafka().brokers,
+        "--topic",
+        &topic,
+        "--records",
+        "20000",
+        "--malformed-per-mille",
+        "10",
+        "--start",
+        "2024-05-01T00:00:00Z",
+        "--records-per-second",
+        "2",
+    ])
+    .await;
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "loglake gen failed: {stderr}");
     let summary: serde_json::Value = stderr
         .lines()
         .rev()

@@ -17,7 +17,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 
 use crate::archiver::query_i64;
 use loglake_tests::archive::Archive;
-use loglake_tests::{kafka, loglake_cmd, retry, s3, unique_name};
+use loglake_tests::{kafka, loglake_ok, retry, s3, unique_name};
 
 /// The aggregates each reader computes (tests/python/readers.py's `AGG`, in loglake's dialect).
 const AGG: &str = "SELECT count(*), count(DISTINCT pod), count(DISTINCT namespace), \
@@ -99,37 +99,24 @@ fn offsets_sum(topic: &str) -> (u64, u64) {
 async fn python_deltalake_duckdb_polars_and_spark_read_what_the_archiver_wrote() {
     let topic = unique_name("readers");
     kafka().create_topic(&topic, 3).await.expect("topic");
-    let brokers = kafka().brokers.clone();
-    let t = topic.clone();
-    let out = tokio::task::spawn_blocking(move || {
-        loglake_cmd()
-            .args([
-                "gen",
-                "--brokers",
-                &brokers,
-                "--topic",
-                &t,
-                "--records",
-                &RECORDS.to_string(),
-                "--namespaces",
-                &NAMESPACES.to_string(),
-                "--malformed-per-mille",
-                "20",
-                "--start",
-                "2024-05-01T22:00:00Z",
-                "--records-per-second",
-                "1",
-            ])
-            .output()
-            .expect("run loglake gen")
-    })
-    .await
-    .expect("join");
-    assert!(
-        out.status.success(),
-        "loglake gen failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    loglake_ok(&[
+        "gen",
+        "--brokers",
+        &kafka().brokers,
+        "--topic",
+        &topic,
+        "--records",
+        &RECORDS.to_string(),
+        "--namespaces",
+        &NAMESPACES.to_string(),
+        "--malformed-per-mille",
+        "20",
+        "--start",
+        "2024-05-01T22:00:00Z",
+        "--records-per-second",
+        "1",
+    ])
+    .await;
 
     let lake = s3().unique_url("readers");
     let (table, dlq) = (format!("{lake}/logs"), format!("{lake}/dead_letters"));
