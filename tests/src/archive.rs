@@ -140,30 +140,27 @@ impl Archive {
 
     /// The arguments after `archive`.
     pub fn to_args(&self) -> Vec<String> {
-        let mut a = vec!["--brokers".to_string(), self.brokers.clone()];
+        let mut pairs: Vec<(&str, &str)> = vec![("--brokers", &self.brokers)];
         match &self.source {
-            Source::Topic { topic, .. } => a.extend(["--topic".into(), topic.clone()]),
-            Source::Lake { lake, tables_dir } => a.extend([
-                "--lake".into(),
-                lake.clone(),
-                "--tables-dir".into(),
-                tables_dir.clone(),
+            Source::Topic { topic, .. } => pairs.push(("--topic", topic)),
+            Source::Lake { lake, tables_dir } => pairs.extend([
+                ("--lake", lake.as_str()),
+                ("--tables-dir", tables_dir.as_str()),
             ]),
         }
         if let Some(g) = &self.group {
-            a.extend(["--group".into(), g.clone()]);
+            pairs.push(("--group", g));
         }
         if let Source::Topic { table, decoder, .. } = &self.source {
-            a.extend([
-                "--table".into(),
-                table.clone(),
-                "--decoder".into(),
-                decoder.clone(),
-            ]);
+            pairs.extend([("--table", table.as_str()), ("--decoder", decoder.as_str())]);
         }
         if let Some(d) = &self.dlq {
-            a.extend(["--dlq-table".into(), d.clone()]);
+            pairs.push(("--dlq-table", d));
         }
+        let mut a: Vec<String> = pairs
+            .into_iter()
+            .flat_map(|(k, v)| [k.to_string(), v.to_string()])
+            .collect();
         a.extend(self.extra.iter().cloned());
         if self.until_end {
             a.push("--until-end".into());

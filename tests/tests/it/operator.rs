@@ -2,6 +2,7 @@
 //! line naming what to set or check, the documented exit code (2: configuration, 1: retryable),
 //! within a bound, and no colour codes when stderr is not a terminal.
 
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -17,6 +18,30 @@ fn bare(args: &[&str]) -> Command {
     }
     c.args(args);
     c
+}
+
+/// `loglake [BEFORE] archive` of topic `logs` in group `g` into the local `table` (fluentbit,
+/// `--until-end`) on `brokers`, plus `extra`, with no `AWS_*`/`LOGLAKE_*` from the test's
+/// environment.
+fn bare_archive(before: &[&str], brokers: &str, table: &Path, extra: &[&str]) -> Command {
+    let table = table.to_string_lossy();
+    let mut args: Vec<&str> = before.to_vec();
+    args.extend([
+        "archive",
+        "--brokers",
+        brokers,
+        "--topic",
+        "logs",
+        "--group",
+        "g",
+        "--table",
+        &table,
+        "--decoder",
+        "fluentbit",
+        "--until-end",
+    ]);
+    args.extend(extra);
+    bare(&args)
 }
 
 /// Runs `cmd` to its end (at most `bound`): exit code, stderr.
@@ -41,20 +66,7 @@ fn assert_plain(stderr: &str) {
 async fn a_broker_address_that_does_not_resolve_is_one_line_and_exit_2() {
     let dir = tempfile::tempdir().expect("tmp");
     let table = dir.path().join("t");
-    let cmd = bare(&[
-        "archive",
-        "--brokers",
-        "nosuchhost.invalid:9092",
-        "--topic",
-        "logs",
-        "--group",
-        "g",
-        "--table",
-        &table.to_string_lossy(),
-        "--decoder",
-        "fluentbit",
-        "--until-end",
-    ]);
+    let cmd = bare_archive(&[], "nosuchhost.invalid:9092", &table, &[]);
     // checked before any Kafka client starts; the bound is the resolver's
     let (code, stderr) = finish(cmd, Duration::from_secs(30)).await;
     assert_eq!(code, Some(2), "{stderr}");
@@ -87,22 +99,7 @@ async fn a_broker_that_refuses_connections_is_reported_once_per_kind_not_every_r
     };
     let dir = tempfile::tempdir().expect("tmp");
     let table = dir.path().join("t");
-    let mut cmd = bare(&[
-        "archive",
-        "--brokers",
-        &addr,
-        "--topic",
-        "logs",
-        "--group",
-        "g",
-        "--table",
-        &table.to_string_lossy(),
-        "--decoder",
-        "fluentbit",
-        "--until-end",
-        "--stall-timeout",
-        "8s",
-    ]);
+    let mut cmd = bare_archive(&[], &addr, &table, &["--stall-timeout", "8s"]);
     cmd.env("LOGLAKE_LOG", "info").env("NO_COLOR", "1");
     let (code, stderr) = finish(cmd, Duration::from_secs(90)).await;
     assert_eq!(code, Some(4), "{stderr}");
@@ -149,24 +146,12 @@ async fn a_broker_that_accepts_and_never_answers_gets_one_warning_and_the_stall_
     });
     let dir = tempfile::tempdir().expect("tmp");
     let table = dir.path().join("t");
-    let mut cmd = bare(&[
-        "--log-format",
-        "json",
-        "archive",
-        "--brokers",
+    let mut cmd = bare_archive(
+        &["--log-format", "json"],
         &addr,
-        "--topic",
-        "logs",
-        "--group",
-        "g",
-        "--table",
-        &table.to_string_lossy(),
-        "--decoder",
-        "fluentbit",
-        "--until-end",
-        "--stall-timeout",
-        "5s",
-    ]);
+        &table,
+        &["--stall-timeout", "5s"],
+    );
     cmd.env("LOGLAKE_LOG", "info");
     let (code, stderr) = finish(cmd, Duration::from_secs(90)).await;
     // the stall error (exit 4): the address is right, the broker is not answering
