@@ -28,7 +28,9 @@ pub(crate) enum AKey<'a> {
     Parts(u32, u32),
 }
 
-/// String columns of the container schema, in schema order.
+/// The string columns of the container schema that decoders set by name ([`COL_NAMES`] gives
+/// each its schema column; `finish` places every builder by that name, so the order here is
+/// free).
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Col {
     Cluster = 0,
@@ -48,6 +50,25 @@ pub(crate) enum Col {
     ImageId,
 }
 const NCOLS: usize = 15;
+
+/// The schema column of each [`Col`], by its discriminant.
+const COL_NAMES: [&str; NCOLS] = [
+    "cluster",
+    "namespace",
+    "pod",
+    "container",
+    "node",
+    "app",
+    "service",
+    "stream",
+    "level",
+    "trace_id",
+    "span_id",
+    "pod_uid",
+    "container_id",
+    "image",
+    "image_id",
+];
 
 /// One decoded row before it is appended to the builders.
 #[derive(Debug, Default)]
@@ -393,6 +414,65 @@ impl MsgJsonBufs {
     }
 }
 
+/// What a JSON message says for the level, trace id and span id columns.
+#[derive(Debug, Default)]
+struct JsonHints<'m> {
+    level: Option<&'m str>,
+    trace: Option<&'m str>,
+    span: Option<&'m str>,
+}
+
+/// Namespace, pod, container, pod uid and container id from the kubelet log path, where the
+/// record did not carry them.
+fn fill_from_path(row: &mut Row<'_>) {
+    let Some(p) = row.path.take() else {
+        return;
+    };
+    let cols = [
+        Col::Namespace,
+        Col::Pod,
+        Col::Container,
+        Col::PodUid,
+        Col::ContainerId,
+    ];
+    if cols.iter().all(|c| row.get(*c).is_some()) {
+        return;
+    }
+    let Some(m) = parse_k8s_log_path(&p) else {
+        return;
+    };
+    for (c, v) in cols
+        .into_iter()
+        .zip([m.namespace, m.pod, m.container, m.pod_uid, m.container_id])
+    {
+        if row.get(c).is_none()
+            && let Some(v) = v
+        {
+            row.set(c, v.to_owned());
+        }
+    }
+}
+
+/// The row's event time: its own, else the Kafka timestamp, else the ingest time (flagged in
+/// `loglake.ts_source`).
+fn row_ts(row: &mut Row<'_>, rec: &RawRecord<'_>, ingest_us: i64) -> i64 {
+    if let Some(t) = row.ts_us {
+        return t;
+    }
+    match rec.timestamp_ms.and_then(|ms| ms.checked_mul(1000)) {
+        Some(t) => {
+            row.flags
+                .push(("loglake.ts_source", Cow::Borrowed("kafka")));
+            t
+        }
+        None => {
+            row.flags
+                .push(("loglake.ts_source", Cow::Borrowed("ingest")));
+            ingest_us
+        }
+    }
+}
+
 /// Arrow builders of the container schema.
 pub(crate) struct ContainerBuilder {
     ts: TimestampMicrosecondBuilder,
@@ -455,108 +535,19 @@ impl ContainerBuilder {
         ingest_us: i64,
         opts: &DecoderOptions,
     ) {
-        // message
         let message = row.message.take().map(|m| clean_message_nl(m, row.msg_nl));
-
-        // path-derived kubernetes metadata
-        if let Some(p) = row.path.take()
-            && (row.get(Col::Pod).is_none()
-                || row.get(Col::Namespace).is_none()
-                || row.get(Col::Container).is_none()
-                || row.get(Col::PodUid).is_none()
-                || row.get(Col::ContainerId).is_none())
-            && let Some(m) = parse_k8s_log_path(&p)
-        {
-            for (c, v) in [
-                (Col::Namespace, m.namespace),
-                (Col::Pod, m.pod),
-                (Col::Container, m.container),
-                (Col::PodUid, m.pod_uid),
-                (Col::ContainerId, m.container_id),
-            ] {
-                if row.get(c).is_none()
-                    && let Some(v) = v
-                {
-                    row.set(c, v.to_owned());
-                }
-            }
-        }
+        fill_from_path(&mut row);
 
         // attrs: the record's own fields, then JSON found in the message, then flags
-        let mut json_level: Option<&str> = None;
-        let mut json_trace: Option<&str> = None;
-        let mut json_span: Option<&str> = None;
         for (k, v) in &row.attrs {
             row.write_key(self.attrs.keys(), k);
             self.attrs.values().append_option(v.as_deref());
         }
-        if let Some(m) = message.as_deref()
-            && opts.parse_json_message
-        {
-            let t = m.trim();
-            if t.len() >= 2 && t.starts_with('{') && t.ends_with('}') {
-                let has_trace = row.get(Col::TraceId).is_some();
-                let has_span = row.get(Col::SpanId).is_some();
-                let mut scratch = self.json.take();
-                // one pass: flattened into the scratch, kept only when the whole object is valid
-                if scratch.flatten(t) {
-                    let MsgJson { entries, keys, .. } = &mut scratch;
-                    for (k, v) in entries.drain(..) {
-                        let k: &str = match &k {
-                            MKey::One(c) => c,
-                            MKey::Joined(a, b) => keys.get(*a as usize..*b as usize).unwrap_or(""),
-                        };
-                        if row.has_attr(k) {
-                            continue;
-                        }
-                        match (k, &v) {
-                            (
-                                "level" | "lvl" | "severity" | "log.level" | "loglevel"
-                                | "log_level",
-                                JVal::Str(Cow::Borrowed(x)),
-                            ) if json_level.is_none() => json_level = Some(*x),
-                            // a trace or span id that becomes the column is not repeated in
-                            // attrs (it is copied verbatim, so nothing is lost)
-                            ("trace_id" | "traceId" | "trace.id", JVal::Str(Cow::Borrowed(x)))
-                                if json_trace.is_none() && !has_trace =>
-                            {
-                                json_trace = Some(*x);
-                                continue;
-                            }
-                            ("span_id" | "spanId" | "span.id", JVal::Str(Cow::Borrowed(x)))
-                                if json_span.is_none() && !has_span =>
-                            {
-                                json_span = Some(*x);
-                                continue;
-                            }
-                            _ => {}
-                        }
-                        if opts.json_message_attrs {
-                            self.attrs.keys().append_value(k);
-                            self.attrs.values().append_option(v.into_text().as_deref());
-                        }
-                    }
-                }
-                self.json.keep(scratch);
-            }
-        }
-
-        // timestamp
-        let ts = match row.ts_us {
-            Some(t) => t,
-            None => match rec.timestamp_ms.and_then(|ms| ms.checked_mul(1000)) {
-                Some(t) => {
-                    row.flags
-                        .push(("loglake.ts_source", Cow::Borrowed("kafka")));
-                    t
-                }
-                None => {
-                    row.flags
-                        .push(("loglake.ts_source", Cow::Borrowed("ingest")));
-                    ingest_us
-                }
-            },
+        let hints = match message.as_deref() {
+            Some(m) if opts.parse_json_message => self.append_message_json(&row, m, opts),
+            _ => JsonHints::default(),
         };
+        let ts = row_ts(&mut row, rec, ingest_us);
         if row.lossy {
             row.flags
                 .push(("loglake.invalid_utf8", Cow::Borrowed("true")));
@@ -568,7 +559,7 @@ impl ContainerBuilder {
         let _ = self.attrs.append(true);
 
         // level: envelope, else JSON in the message, else detected in the text
-        let level: Option<Cow<'_, str>> = match row.get(Col::Level).or(json_level) {
+        let level: Option<Cow<'_, str>> = match row.get(Col::Level).or(hints.level) {
             Some(l) => Some(match normalize_level(l) {
                 Some(c) => Cow::Borrowed(c),
                 None => Cow::Owned(l.to_lowercase()),
@@ -578,10 +569,10 @@ impl ContainerBuilder {
         let mut vals: [Option<&str>; NCOLS] = std::array::from_fn(|i| row.cols[i].as_deref());
         vals[Col::Level as usize] = level.as_deref();
         if vals[Col::TraceId as usize].is_none() {
-            vals[Col::TraceId as usize] = json_trace;
+            vals[Col::TraceId as usize] = hints.trace;
         }
         if vals[Col::SpanId as usize].is_none() {
-            vals[Col::SpanId as usize] = json_span;
+            vals[Col::SpanId as usize] = hints.span;
         }
         if vals[Col::App as usize].is_none() {
             vals[Col::App as usize] =
@@ -620,78 +611,123 @@ impl ContainerBuilder {
         self.bufs.keep(row);
     }
 
+    /// Adds to the row's attrs the fields of a message that is one JSON object (flattened in one
+    /// pass, kept only when the whole object is valid; fields the record has itself win); its
+    /// level and its trace and span ids (unless the record has them) are returned for the
+    /// columns instead, the ids not repeated in attrs (copied verbatim: nothing is lost).
+    fn append_message_json<'m>(
+        &mut self,
+        row: &Row<'_>,
+        message: &'m str,
+        opts: &DecoderOptions,
+    ) -> JsonHints<'m> {
+        let mut hints = JsonHints::default();
+        let t = message.trim();
+        if !(t.len() >= 2 && t.starts_with('{') && t.ends_with('}')) {
+            return hints;
+        }
+        let has_trace = row.get(Col::TraceId).is_some();
+        let has_span = row.get(Col::SpanId).is_some();
+        let mut scratch = self.json.take();
+        if scratch.flatten(t) {
+            let MsgJson { entries, keys, .. } = &mut scratch;
+            for (k, v) in entries.drain(..) {
+                let k: &str = match &k {
+                    MKey::One(c) => c,
+                    MKey::Joined(a, b) => keys.get(*a as usize..*b as usize).unwrap_or(""),
+                };
+                if row.has_attr(k) {
+                    continue;
+                }
+                match (k, &v) {
+                    (
+                        "level" | "lvl" | "severity" | "log.level" | "loglevel" | "log_level",
+                        JVal::Str(Cow::Borrowed(x)),
+                    ) if hints.level.is_none() => hints.level = Some(*x),
+                    ("trace_id" | "traceId" | "trace.id", JVal::Str(Cow::Borrowed(x)))
+                        if hints.trace.is_none() && !has_trace =>
+                    {
+                        hints.trace = Some(*x);
+                        continue;
+                    }
+                    ("span_id" | "spanId" | "span.id", JVal::Str(Cow::Borrowed(x)))
+                        if hints.span.is_none() && !has_span =>
+                    {
+                        hints.span = Some(*x);
+                        continue;
+                    }
+                    _ => {}
+                }
+                if opts.json_message_attrs {
+                    self.attrs.keys().append_value(k);
+                    self.attrs.values().append_option(v.into_text().as_deref());
+                }
+            }
+        }
+        self.json.keep(scratch);
+        hints
+    }
+
+    /// The batch of the rows appended since the last call. Each builder's array goes to the
+    /// schema column of its name (the schema in `schema.rs` is the one list of columns); a
+    /// column no builder fills is an error, not a silent shift.
     pub fn finish(&mut self) -> Result<RecordBatch, arrow::error::ArrowError> {
-        let mut cols = self.cols.iter_mut();
-        let mut next = || -> ArrayRef {
-            cols.next()
-                .map(|b| Arc::new(b.finish()) as ArrayRef)
-                .unwrap_or_else(|| Arc::new(StringBuilder::new().finish()))
+        let schema = self.schema.clone();
+        let mut out: Vec<Option<ArrayRef>> = vec![None; schema.fields().len()];
+        let mut put = |name: &str, a: ArrayRef| -> Result<(), arrow::error::ArrowError> {
+            out[schema.index_of(name)?] = Some(a);
+            Ok(())
         };
-        let cluster = next();
-        let namespace = next();
-        let pod = next();
-        let container = next();
-        let node = next();
-        let app = next();
-        let service = next();
-        let stream = next();
-        let level = next();
-        let trace = next();
-        let span = next();
-        let pod_uid = next();
-        let container_id = next();
-        let image = next();
-        let image_id = next();
-        let arrays: Vec<ArrayRef> = vec![
-            Arc::new(self.ts.finish()),
-            Arc::new(self.ts_nanos.finish()),
-            Arc::new(self.ingest_ts.finish()),
-            cluster,
-            namespace,
-            pod,
-            container,
-            node,
-            app,
-            service,
-            stream,
-            level,
-            {
-                // size the next batch's message buffer like this one (saves regrowth + page faults)
-                let (rows, bytes) = (self.rows, self.message.values_slice().len());
-                let m =
-                    std::mem::replace(&mut self.message, StringBuilder::with_capacity(rows, bytes));
-                let mut m = m;
-                Arc::new(m.finish())
-            },
-            trace,
-            span,
-            pod_uid,
-            container_id,
-            image,
-            image_id,
-            Arc::new(self.labels.finish()),
-            {
-                use arrow::array::ArrayBuilder;
-                let n = self.attrs.keys().len();
-                let kb = self.attrs.keys().values_slice().len();
-                let vb = self.attrs.values().values_slice().len();
-                let fresh = MapBuilder::with_capacity(
-                    Some(map_field_names()),
-                    StringBuilder::with_capacity(n, kb),
-                    StringBuilder::with_capacity(n, vb),
-                    self.rows,
-                );
-                let mut old = std::mem::replace(&mut self.attrs, fresh);
-                Arc::new(old.finish())
-            },
-            Arc::new(self.topic.finish()),
-            Arc::new(self.partition.finish()),
-            Arc::new(self.offset.finish()),
-            Arc::new(self.dt.finish()),
-            Arc::new(self.hour.finish()),
-        ];
+        put("ts", Arc::new(self.ts.finish()))?;
+        put("ts_nanos", Arc::new(self.ts_nanos.finish()))?;
+        put("ingest_ts", Arc::new(self.ingest_ts.finish()))?;
+        for (name, b) in COL_NAMES.iter().zip(self.cols.iter_mut()) {
+            put(name, Arc::new(b.finish()))?;
+        }
+        put("message", Arc::new(self.finish_message()))?;
+        put("labels", Arc::new(self.labels.finish()))?;
+        put("attrs", Arc::new(self.finish_attrs()))?;
+        put("kafka_topic", Arc::new(self.topic.finish()))?;
+        put("kafka_partition", Arc::new(self.partition.finish()))?;
+        put("kafka_offset", Arc::new(self.offset.finish()))?;
+        put("dt", Arc::new(self.dt.finish()))?;
+        put("hour", Arc::new(self.hour.finish()))?;
+        let arrays = out
+            .into_iter()
+            .zip(schema.fields())
+            .map(|(a, f)| {
+                a.ok_or_else(|| {
+                    arrow::error::ArrowError::SchemaError(format!(
+                        "the container builder fills no column {}",
+                        f.name()
+                    ))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         self.rows = 0;
-        RecordBatch::try_new(self.schema.clone(), arrays)
+        RecordBatch::try_new(schema, arrays)
+    }
+
+    /// The message column; the next batch's buffer is sized like this one's (saves regrowth
+    /// and page faults).
+    fn finish_message(&mut self) -> arrow::array::StringArray {
+        let (rows, bytes) = (self.rows, self.message.values_slice().len());
+        std::mem::replace(&mut self.message, StringBuilder::with_capacity(rows, bytes)).finish()
+    }
+
+    /// The attrs column; the next batch's builders are sized like this one's.
+    fn finish_attrs(&mut self) -> arrow::array::MapArray {
+        use arrow::array::ArrayBuilder;
+        let n = self.attrs.keys().len();
+        let kb = self.attrs.keys().values_slice().len();
+        let vb = self.attrs.values().values_slice().len();
+        let fresh = MapBuilder::with_capacity(
+            Some(map_field_names()),
+            StringBuilder::with_capacity(n, kb),
+            StringBuilder::with_capacity(n, vb),
+            self.rows,
+        );
+        std::mem::replace(&mut self.attrs, fresh).finish()
     }
 }
 
@@ -1182,6 +1218,20 @@ mod tests {
         assert_eq!(rows.len(), 2);
         let keys: Vec<&str> = rows[1].2.iter().map(|(k, _)| k.as_str()).collect();
         assert_eq!(keys, ["k3"]);
+    }
+
+    #[test]
+    fn every_string_column_names_a_distinct_utf8_column_of_the_schema() {
+        let schema = table_schema(TableKind::Container);
+        let mut seen = std::collections::HashSet::new();
+        for name in COL_NAMES {
+            let f = schema.field_with_name(name).expect("in the schema");
+            assert_eq!(f.data_type(), &arrow::datatypes::DataType::Utf8, "{name}");
+            assert!(seen.insert(name), "{name} twice");
+        }
+        // an empty batch has every column of the schema, in its order
+        let b = ContainerBuilder::new().finish().expect("batch");
+        assert_eq!(b.schema(), schema);
     }
 
     #[test]
