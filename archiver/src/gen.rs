@@ -1,9 +1,11 @@
 //! `loglake gen`: seeded synthetic Fluent Bit container logs (see `loglake_schemas::gen`) written
-//! to a Kafka topic or to a file (one JSON record per line), for load tests and benchmarks.
+//! to a Kafka topic, to a file (one JSON record per line), or straight into a container-log Delta
+//! table as `loglake archive` would write it ([`crate::fixture`]), for load tests and benchmarks.
 //!
 //! ```sh
 //! loglake gen --brokers kafka:9092 --topic k8s-logs --bytes 2GB
 //! loglake gen --output logs.ndjson --records 100000 --malformed-per-mille 10
+//! loglake gen --table /tmp/lake/containers --records 1000000 --commits 10
 //! ```
 //! Prints one JSON summary line on standard error (`records`, `bytes`, `malformed`, `failed`,
 //! `seconds`; standard output may be the data); progress
@@ -28,7 +30,7 @@ use crate::error::ArchiveError;
 /// Arguments of `loglake gen`.
 #[derive(Debug, Clone, clap::Args)]
 #[command(group(clap::ArgGroup::new("amount").required(true).args(["records", "bytes"])))]
-#[command(group(clap::ArgGroup::new("sink").required(true).args(["topic", "output"])))]
+#[command(group(clap::ArgGroup::new("sink").required(true).args(["topic", "output", "table"])))]
 pub struct GenArgs {
     /// Kafka bootstrap servers (with --topic).
     #[arg(long, env = "LOGLAKE_BROKERS", requires = "topic")]
@@ -39,6 +41,16 @@ pub struct GenArgs {
     /// File to write, one record per line (`-` for standard output).
     #[arg(long, value_name = "FILE")]
     pub output: Option<String>,
+    /// A new Delta table to write the records to, decoded and laid out as `loglake archive`
+    /// writes the shipped `containers` table, without Kafka (needs --records).
+    #[arg(long, value_name = "LOCATION", conflicts_with_all = ["bytes", "malformed_per_mille"])]
+    pub table: Option<String>,
+    /// With --table: number of commits (each of records / commits records).
+    #[arg(long, default_value_t = 1, requires = "table")]
+    pub commits: u64,
+    /// With --table: Kafka partitions of the synthetic coordinates (records round robin).
+    #[arg(long, default_value_t = 12, requires = "table")]
+    pub partitions: i32,
     /// Number of records.
     #[arg(long)]
     pub records: Option<u64>,
@@ -157,8 +169,47 @@ fn open_sink(args: &GenArgs) -> Result<Sink, ArchiveError> {
     Ok(Sink::File(w))
 }
 
+/// `loglake gen --table`: prints the table's [`crate::fixture::FixtureReport`] as one JSON line
+/// on standard output.
+fn run_gen_table(args: &GenArgs, table: &str) -> Result<ExitCode, ArchiveError> {
+    let g = options(args)?;
+    let rows = args
+        .records
+        .ok_or_else(|| ArchiveError::Config("--table needs --records".into()))?;
+    let opts = crate::fixture::FixtureOptions {
+        seed: g.seed,
+        namespaces: g.namespaces,
+        start_unix_secs: g.start_unix_secs,
+        records_per_second: g.records_per_second,
+        commits: args.commits,
+        partitions: args.partitions,
+        ..crate::fixture::FixtureOptions::new(rows).map_err(fixture_error)?
+    };
+    let rt = crate::runtime()?;
+    let report = rt
+        .block_on(crate::fixture::write_container_table(table, &opts))
+        .map_err(fixture_error)?;
+    println!("{}", serde_json::to_string(&report).unwrap_or_default());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn fixture_error(e: crate::fixture::FixtureError) -> ArchiveError {
+    use crate::fixture::FixtureError;
+    match e {
+        FixtureError::Archive(e) => *e,
+        FixtureError::Lake(e) => ArchiveError::Lake(*e),
+        e @ (FixtureError::Options(_) | FixtureError::Exists { .. }) => {
+            ArchiveError::Config(e.to_string())
+        }
+        e => ArchiveError::Other(e.to_string()),
+    }
+}
+
 /// `loglake gen`.
 pub fn run_gen(args: GenArgs) -> Result<ExitCode, ArchiveError> {
+    if let Some(table) = &args.table {
+        return run_gen_table(&args, table);
+    }
     let mut g = FluentBitGen::new(options(&args)?);
     let mut sink = open_sink(&args)?;
     let mut report = GenReport::default();
@@ -275,6 +326,62 @@ mod tests {
         assert_eq!(
             first["@timestamp"].as_f64().map(|t| t as i64),
             Some(1_714_521_600)
+        );
+    }
+
+    #[test]
+    fn writes_a_table_as_the_archiver_would() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let table = dir.path().join("containers");
+        let table = table.to_str().expect("utf8");
+        let argv = [
+            "gen",
+            "--table",
+            table,
+            "--records",
+            "500",
+            "--commits",
+            "2",
+            "--partitions",
+            "3",
+            "--start",
+            "2024-05-01T00:00:00Z",
+        ];
+        let cli = Cli::try_parse_from(argv).expect("args");
+        assert_eq!(run_gen(cli.args).expect("gen"), ExitCode::SUCCESS);
+        let rt = crate::runtime().expect("runtime");
+        let url = loglake_lake::table_url(table).expect("url");
+        let t = rt
+            .block_on(loglake_lake::open_table(
+                "containers",
+                &url,
+                &Default::default(),
+            ))
+            .expect("open");
+        // creation, then two commits
+        assert_eq!(t.version(), Some(2));
+        let parts: Vec<(String, i32)> = (0..3).map(|p| ("k8s-logs".to_string(), p)).collect();
+        let offsets = rt
+            .block_on(loglake_lake::read_offsets(
+                "containers",
+                &url,
+                &Default::default(),
+                &parts,
+                false,
+            ))
+            .expect("offsets");
+        // 500 records round robin over 3 partitions: 167, 167, 166
+        let mut w: Vec<(i32, Option<i64>)> = offsets.iter().map(|(k, v)| (k.1, v.0)).collect();
+        w.sort();
+        assert_eq!(w, vec![(0, Some(167)), (1, Some(167)), (2, Some(166))]);
+        // a second run does not write over it (exit code 2: configuration)
+        let cli = Cli::try_parse_from(argv).expect("args");
+        let e = run_gen(cli.args).expect_err("exists");
+        assert!(e.to_string().contains("already holds a Delta table"), "{e}");
+        assert_eq!(e.exit_code(), 2);
+        assert!(
+            Cli::try_parse_from(["gen", "--table", table, "--bytes", "1MB"]).is_err(),
+            "--table with --bytes"
         );
     }
 

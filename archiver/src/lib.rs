@@ -16,6 +16,7 @@ pub mod config;
 pub mod error;
 pub mod etl;
 pub mod explain;
+pub mod fixture;
 pub mod r#gen;
 pub mod kafka_log;
 pub mod metrics;

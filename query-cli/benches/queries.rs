@@ -8,6 +8,11 @@
 //! * **duckdb**: the `duckdb` Python package (pinned in `scripts/requirements-bench.txt`)
 //!   reading the same files with `read_parquet(…, hive_partitioning = true)`.
 //!
+//! The table is the archiver's: `loglake_archiver::fixture` writes Fluent Bit records of 100
+//! namespaces (1,800 pods) spread over one day, decoded and laid out as `loglake archive` writes
+//! the shipped `containers` table (26 columns, `dt`/`hour` partitions, bloom filters on
+//! `trace_id` and `pod`, the archiver's encodings), in 10 commits.
+//!
 //! "cold" is the first run on a fresh session/connection (no metadata or statistics caches; the
 //! OS page cache is warm for all three, the data having just been written or read), "hot" the
 //! median of the next `--runs` runs on the same session. Every engine's answer is compared
@@ -17,7 +22,8 @@
 //! cargo bench --workspace --bench queries -- --rows 50000000 --dir /tmp/loglake-bench
 //! ```
 //! Options: `--rows N` (default 50 M), `--dir D` (default `target/bench-lake`; the table is
-//! generated once and reused while its row count matches), `--runs N` (hot runs, default 3),
+//! generated once and reused while the generator settings recorded next to it,
+//! `logs.fixture.json`, match), `--runs N` (hot runs, default 3),
 //! `--python P` (default `$LOGLAKE_BENCH_PYTHON` or `python3`), `--only a,b` (query names).
 
 use std::collections::BTreeMap;
@@ -30,8 +36,8 @@ use arrow::datatypes::DataType;
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 use datafusion::prelude::{ParquetReadOptions, SessionContext};
 use futures::StreamExt;
+use loglake_archiver::fixture::{FixtureOptions, write_container_table};
 use loglake_query::engine::{Engine, EngineOptions};
-use loglake_query::r#gen::{GenConfig, write_delta};
 use loglake_query::script::Statement;
 
 struct Query {
@@ -65,19 +71,19 @@ fn queries(trace_id: &str) -> Vec<Query> {
         ),
         same(
             "top_namespaces_by_errors",
-            "SELECT namespace, count(*) AS n FROM logs WHERE level = 'ERROR' GROUP BY namespace ORDER BY n DESC, namespace LIMIT 10",
+            "SELECT namespace, count(*) AS n FROM logs WHERE level = 'fatal' GROUP BY namespace ORDER BY n DESC, namespace LIMIT 10",
         ),
         same(
             "like_timeout_scan",
-            "SELECT count(*) AS n FROM logs WHERE message LIKE '%timeout%'",
+            "SELECT count(*) AS n FROM logs WHERE message LIKE '%upstream timeout%'",
         ),
         same(
             "regexp_group_by",
-            "SELECT regexp_extract(message, 'table=(orders_[0-9]+)', 1) AS tbl, count(*) AS n FROM logs WHERE level = 'WARN' GROUP BY tbl ORDER BY n DESC, tbl LIMIT 20",
+            "SELECT regexp_extract(message, '\\[([A-Za-z/0-9]+)\\]', 1) AS tag, count(*) AS n FROM logs WHERE level = 'warn' GROUP BY tag ORDER BY n DESC, tag LIMIT 20",
         ),
         same(
             "grep_topk_latest",
-            "SELECT ts, pod, message FROM logs WHERE message LIKE '%OOMKilled%' ORDER BY ts DESC, pod LIMIT 100",
+            "SELECT ts, pod, message FROM logs WHERE message LIKE '%IllegalStateException: timeout%' ORDER BY ts DESC, pod LIMIT 100",
         ),
         same(
             "trace_id_point_lookup",
@@ -87,7 +93,7 @@ fn queries(trace_id: &str) -> Vec<Query> {
         ),
         same(
             "one_hour_slice_two_predicates",
-            "SELECT pod, count(*) AS n FROM logs WHERE ts >= TIMESTAMP '2024-05-01 13:00:00+00' AND ts < TIMESTAMP '2024-05-01 14:00:00+00' AND namespace = 'payments' AND stream = 'stderr' GROUP BY pod ORDER BY n DESC, pod LIMIT 20",
+            "SELECT pod, count(*) AS n FROM logs WHERE ts >= TIMESTAMP '2024-05-01 13:00:00+00' AND ts < TIMESTAMP '2024-05-01 14:00:00+00' AND namespace = 'team-3' AND stream = 'stderr' GROUP BY pod ORDER BY n DESC, pod LIMIT 20",
         ),
         Query {
             approx: true,
@@ -100,25 +106,25 @@ fn queries(trace_id: &str) -> Vec<Query> {
         same("distinct_pods", "SELECT count(DISTINCT pod) AS pods FROM logs"),
         q(
             "json_field_extraction",
-            "SELECT json_get_str(message, 'path') AS path, count(*) AS n, sum(json_get_int(message, 'latency_ms')) AS latency FROM logs WHERE message LIKE '{%' GROUP BY path ORDER BY path",
-            "SELECT json_extract_string(message, '$.path') AS path, count(*) AS n, sum(CAST(json_extract(message, '$.latency_ms') AS BIGINT)) AS latency FROM logs WHERE message LIKE '{%' GROUP BY path ORDER BY path",
+            "SELECT json_get_str(message, 'level') AS lvl, count(*) AS n, sum(json_get_int(message, 'duration_ms')) AS duration FROM logs WHERE message LIKE '{%' GROUP BY lvl ORDER BY lvl",
+            "SELECT json_extract_string(message, '$.level') AS lvl, count(*) AS n, sum(CAST(json_extract(message, '$.duration_ms') AS BIGINT)) AS duration FROM logs WHERE message LIKE '{%' GROUP BY lvl ORDER BY lvl",
         ),
         Query {
             loglake: Some(
-                "SELECT count(*) AS pairs, count(DISTINCT r_pod) AS pods FROM correlate('SELECT * FROM logs WHERE level = ''ERROR'' AND trace_id IS NOT NULL', 'SELECT * FROM logs WHERE trace_id IS NOT NULL', key => 'trace_id', within => INTERVAL '10 seconds')".into(),
+                "SELECT count(*) AS pairs, count(DISTINCT r_pod) AS pods FROM correlate('SELECT * FROM logs WHERE level = ''fatal'' AND trace_id IS NOT NULL', 'SELECT * FROM logs WHERE trace_id IS NOT NULL', key => 'trace_id', within => INTERVAL '10 seconds')".into(),
             ),
             ..same(
                 "correlate_trace_within_10s",
-                "SELECT count(*) AS pairs, count(DISTINCT b.pod) AS pods FROM logs a JOIN logs b ON a.trace_id = b.trace_id AND b.ts BETWEEN a.ts - INTERVAL '10 seconds' AND a.ts + INTERVAL '10 seconds' WHERE a.level = 'ERROR' AND a.trace_id IS NOT NULL AND b.trace_id IS NOT NULL",
+                "SELECT count(*) AS pairs, count(DISTINCT b.pod) AS pods FROM logs a JOIN logs b ON a.trace_id = b.trace_id AND b.ts BETWEEN a.ts - INTERVAL '10 seconds' AND a.ts + INTERVAL '10 seconds' WHERE a.level = 'fatal' AND a.trace_id IS NOT NULL AND b.trace_id IS NOT NULL",
             )
         },
         Query {
             compare_duck: false,
             ..q(
                 "log_template_top_k",
-                "SELECT log_template(message) AS template, count(*) AS n FROM logs WHERE level IN ('ERROR', 'WARN') GROUP BY template ORDER BY n DESC, template LIMIT 10",
+                "SELECT log_template(message) AS template, count(*) AS n FROM logs WHERE level IN ('error', 'warn') AND stream = 'stderr' GROUP BY template ORDER BY n DESC, template LIMIT 10",
                 // DuckDB has no template function: the nearest regexp masking
-                "SELECT regexp_replace(regexp_replace(message, '[0-9a-f]{8,}', '<HEX>', 'g'), '[0-9]+', '<NUM>', 'g') AS template, count(*) AS n FROM logs WHERE level IN ('ERROR', 'WARN') GROUP BY template ORDER BY n DESC, template LIMIT 10",
+                "SELECT regexp_replace(regexp_replace(message, '[0-9a-f]{8,}', '<HEX>', 'g'), '[0-9]+', '<NUM>', 'g') AS template, count(*) AS n FROM logs WHERE level IN ('error', 'warn') AND stream = 'stderr' GROUP BY template ORDER BY n DESC, template LIMIT 10",
             )
         },
     ];
@@ -187,23 +193,11 @@ async fn loglake_engine(lake: &Path) -> Result<Engine, BoxErr> {
 async fn plain_datafusion(table: &Path) -> Result<SessionContext, BoxErr> {
     let mut ctx = SessionContext::new();
     loglake_query::functions::register(&mut ctx)?;
-    // the files' own schemas disagree on the name of the map entries field ("key_value" from
-    // delta-rs's writer, "entries" from arrow's), which schema inference refuses to merge: give
-    // the generator's schema (without the partition columns) and let the scan adapt each file
-    let full = loglake_query::r#gen::schema();
-    let file_schema = arrow::datatypes::Schema::new(
-        full.fields()
-            .iter()
-            .filter(|f| f.name() != "dt" && f.name() != "hour")
-            .cloned()
-            .collect::<Vec<_>>(),
-    );
-    let opts = ParquetReadOptions::default()
-        .schema(&file_schema)
-        .table_partition_cols(vec![
-            ("dt".into(), DataType::Date32),
-            ("hour".into(), DataType::Int32),
-        ]);
+    // every file is written by the archiver's writer with the same schema: inferred from them
+    let opts = ParquetReadOptions::default().table_partition_cols(vec![
+        ("dt".into(), DataType::Date32),
+        ("hour".into(), DataType::Int32),
+    ]);
     ctx.register_parquet("logs", table.to_string_lossy().as_ref(), opts)
         .await?;
     Ok(ctx)
@@ -381,64 +375,81 @@ fn parse_args() -> Result<Args, BoxErr> {
     Ok(a)
 }
 
+/// The generator settings of the benchmark's table: `rows` records over one day
+/// (2024-05-01), 100 namespaces (1,800 pods), 12 Kafka partitions, 10 commits.
+fn fixture_options(rows: usize) -> Result<FixtureOptions, BoxErr> {
+    Ok(FixtureOptions {
+        namespaces: 100,
+        // 2024-05-01T00:00:00Z
+        start_unix_secs: 1_714_521_600,
+        records_per_second: (rows as u64).div_ceil(86_400),
+        commits: 10,
+        ..FixtureOptions::new(rows as u64)?
+    })
+}
+
+/// What the reuse of a generated table is checked against.
+fn fixture_marker(o: &FixtureOptions) -> String {
+    format!(
+        "{{\"generator\":\"loglake_archiver::fixture\",\"rows\":{},\"seed\":{},\"namespaces\":{},\"start\":{},\"records_per_second\":{},\"commits\":{},\"partitions\":{},\"table\":\"{}\"}}\n",
+        o.rows,
+        o.seed,
+        o.namespaces,
+        o.start_unix_secs,
+        o.records_per_second,
+        o.commits,
+        o.partitions,
+        o.table.name
+    )
+}
+
 async fn ensure_table(table: &Path, rows: usize) -> Result<(), BoxErr> {
+    let opts = fixture_options(rows)?;
+    let marker_path = table.with_extension("fixture.json");
+    let marker = fixture_marker(&opts);
     if table.join("_delta_log").exists() {
-        let engine = loglake_engine(table.parent().ok_or("dir has no parent")?).await?;
-        let b = run_loglake(&engine, "SELECT count(*) FROM logs").await?;
-        let n = b
-            .first()
-            .and_then(|b| {
-                b.column(0)
-                    .as_any()
-                    .downcast_ref::<arrow::array::Int64Array>()
-                    .map(|a| a.value(0))
-            })
-            .unwrap_or(-1);
-        if n == rows as i64 {
-            eprintln!("reusing {} ({n} rows)", table.display());
+        if std::fs::read_to_string(&marker_path).ok().as_deref() == Some(marker.as_str()) {
+            eprintln!("reusing {} ({rows} rows)", table.display());
             return Ok(());
         }
         eprintln!(
-            "{} has {n} rows, want {rows}: regenerating",
-            table.display()
+            "{} was generated with other settings than {}: regenerating",
+            table.display(),
+            marker.trim_end()
         );
         std::fs::remove_dir_all(table)?;
     }
-    let cfg = GenConfig {
-        rows,
-        pods: 2_000,
-        batch_rows: 131_072,
-        ..GenConfig::default()
-    };
+    let _ = std::fs::remove_file(&marker_path);
     let t0 = Instant::now();
-    let v = write_delta(
-        &table.to_string_lossy(),
-        &cfg,
-        (rows / 10).max(cfg.batch_rows),
-    )
-    .await?;
-    let bytes = dir_bytes(table);
+    let report = write_container_table(&table.to_string_lossy(), &opts).await?;
+    std::fs::write(&marker_path, marker)?;
     eprintln!(
-        "generated {rows} rows in {:.1} s: Delta version {v}, {:.1} MB of Parquet",
+        "generated {rows} rows in {:.1} s: Delta version {}, {} files, {:.1} MB of Parquet",
         t0.elapsed().as_secs_f64(),
-        bytes as f64 / 1e6
+        report.version,
+        report.files,
+        report.bytes as f64 / 1e6
     );
     Ok(())
 }
 
-fn dir_bytes(p: &Path) -> u64 {
-    let mut n = 0;
-    if let Ok(rd) = std::fs::read_dir(p) {
-        for e in rd.flatten() {
-            let path = e.path();
-            if path.is_dir() {
-                n += dir_bytes(&path);
-            } else if path.extension().is_some_and(|x| x == "parquet") {
-                n += e.metadata().map(|m| m.len()).unwrap_or(0);
-            }
-        }
-    }
-    n
+/// A trace id of a row near the middle of the table (first JSON line at or after the middle
+/// offset of Kafka partition 0; the generator's trace ids are unique per line).
+async fn middle_trace_id(lake: &Path, rows: usize) -> Result<String, BoxErr> {
+    let engine = loglake_engine(lake).await?;
+    let mid = rows / 2 / fixture_options(rows)?.partitions.max(1) as usize;
+    let b = run_loglake(
+        &engine,
+        &format!(
+            "SELECT trace_id FROM logs WHERE kafka_partition = 0 AND kafka_offset >= {mid} AND trace_id IS NOT NULL ORDER BY kafka_offset LIMIT 1"
+        ),
+    )
+    .await?;
+    let first = first_row(&b);
+    first
+        .into_iter()
+        .next()
+        .ok_or_else(|| "no row with a trace id in the second half of partition 0".into())
 }
 
 fn main() -> Result<(), BoxErr> {
@@ -450,11 +461,7 @@ fn main() -> Result<(), BoxErr> {
     let lake = args.dir.canonicalize()?;
     let table = lake.join("logs");
     rt.block_on(ensure_table(&table, args.rows))?;
-    // a trace id the generator gave to rows around the middle of the table
-    let trace = format!(
-        "{:032x}",
-        ((args.rows / 2) as u64 / 7).wrapping_mul(0x9E37_79B9_7F4A_7C15)
-    );
+    let trace = rt.block_on(middle_trace_id(&lake, args.rows))?;
     let all = queries(&trace);
     let qs: Vec<&Query> = all
         .iter()

@@ -6,7 +6,8 @@
 //! * [`functions`]: log functions (`log_level`, `log_template`, `regexp_extract`, `time_bucket`,
 //!   JSON access from `datafusion-functions-json`).
 //! * [`output`]: result formats. [`script`]: statements, parameters, positions.
-//! * [`repl`]: the interactive prompt. [`gen`]: the synthetic container-log generator.
+//! * [`repl`]: the interactive prompt. (Test and benchmark tables come from the archiver's
+//!   generator, `loglake_archiver::fixture`, a dev-dependency.)
 //!
 //! Exit codes: 0 success, 1 query error, 2 usage error.
 
@@ -14,7 +15,6 @@ pub mod diagnose;
 pub mod engine;
 pub mod fit;
 pub mod functions;
-pub mod r#gen;
 pub mod highlight;
 pub mod lake;
 pub mod output;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use arrow::array::{ArrayRef, Date32Array, RecordBatch, StringArray, TimestampMicrosecondArray};
 use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
-use loglake_query::r#gen::{GenConfig, write_delta};
+use loglake_archiver::fixture::{FixtureOptions, generated_rows, write_container_table};
 
 /// Repository root (the workspace).
 pub fn repo_root() -> PathBuf {
@@ -38,22 +38,36 @@ async fn write(dir: &Path, batch: RecordBatch, partition: &[&str]) {
     w.await.expect("write delta");
 }
 
+/// The `logs` table's generator options: 3,000 Fluent Bit records of one namespace (`team-0`,
+/// 18 pods), one per second from 2024-05-01T00:35:00Z (1,500 in hour 0, 1,500 in hour 1),
+/// written in two commits over 12 Kafka partitions.
+pub fn logs_options() -> FixtureOptions {
+    FixtureOptions {
+        namespaces: 1,
+        start_unix_secs: 1_714_523_700,
+        records_per_second: 1,
+        commits: 2,
+        ..FixtureOptions::new(3000).expect("fixture options")
+    }
+}
+
+/// The rows of `logs`, decoded in memory from the same records (Kafka order), for tests that
+/// compute their expected values without the engine.
+pub fn logs_rows() -> RecordBatch {
+    generated_rows(&logs_options()).expect("generated rows")
+}
+
 /// Build the fixture lake under `root`:
-/// * `logs`: 3,000 generated rows (2024-05-01 00:00–02:00 UTC, 12 pods), partitioned by dt/hour,
-///   written in two commits of 1,500 rows (versions 0 and 1), one file per hour (2 files);
+/// * `logs`: the generated container logs of [`logs_options`], written as `loglake archive`
+///   writes the shipped `containers` table (archiver/src/fixture.rs): version 0 creates the
+///   table, versions 1 and 2 add 1,500 rows each, one file per hour (2 files);
 /// * `svc/app` (registered as `app`): 14 hand-written log lines of two pods;
 /// * `k8s/events` (registered as `events`): 4 hand-written Kubernetes events.
 pub async fn build_lake(root: &Path) {
-    let cfg = GenConfig {
-        rows: 3000,
-        span_secs: 7200,
-        pods: 12,
-        batch_rows: 500,
-        ..GenConfig::default()
-    };
-    write_delta(root.join("logs").to_str().expect("utf8"), &cfg, 1500)
+    let report = write_container_table(root.join("logs").to_str().expect("utf8"), &logs_options())
         .await
-        .expect("gen logs");
+        .expect("generate logs");
+    assert_eq!((report.rows, report.files, report.version), (3000, 2, 2));
 
     let tsz = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
     let app_schema = Arc::new(Schema::new(vec![

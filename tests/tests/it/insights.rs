@@ -17,8 +17,9 @@ use arrow::array::{
 };
 use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use chrono::NaiveDate;
+use loglake_archiver::fixture::{FixtureOptions, generated_rows, write_container_table};
 use loglake_insights::accuracy::{drain_accuracy, grouping_accuracy, read_labelled};
-use loglake_insights::{Drain, DrainConfig};
+use loglake_insights::{Drain, DrainConfig, template_id};
 use loglake_tests::loglake_bin;
 
 fn data_dir() -> PathBuf {
@@ -68,51 +69,102 @@ fn loghub_grouping_accuracy_is_at_least_the_measured_floor() {
     assert!(avg >= 0.79, "average accuracy {avg:.4}\n{report}");
 }
 
-/// The shape of a message of `loglake_query::gen` (query-cli/src/gen.rs): the arm of its
-/// `match (level, r % 7)` that wrote it, plus the level where the message prints it (the JSON
-/// record's `"level"`). Each arm's constant words are distinct, so the first words tell them
-/// apart.
-fn generated_shape(msg: &str) -> String {
-    if msg.starts_with("OOMKilled: ") {
-        "oom".into()
-    } else if msg.starts_with("request ") && msg.contains(" failed: upstream timeout after ") {
-        "upstream_timeout".into()
-    } else if msg.starts_with("error writing ") {
-        "disk_quota".into()
-    } else if msg.starts_with("slow query took ") {
-        "slow_query".into()
-    } else if let Some(rest) = msg.strip_prefix("{\"level\":\"") {
-        format!("json_request_done_{}", rest.split('"').next().unwrap_or(""))
-    } else if msg.starts_with("GET ") {
-        "get".into()
-    } else {
-        panic!("unknown generated shape: {msg}")
+/// `n` log messages of seven known shapes, each with the name of its shape: the miner's test
+/// set where the right grouping is known. (The table generator, `loglake_archiver::fixture`,
+/// writes Fluent Bit records whose plain-text lines are random word sequences, which have no
+/// "right" grouping; this list keeps the message shapes of the query generator it replaced.)
+/// The shape is the message's constant words plus, for the JSON line, its `"level"`.
+fn shaped_messages(n: usize, seed: u64) -> Vec<(String, String)> {
+    const PATHS: [&str; 6] = [
+        "/api/v1/orders",
+        "/api/v1/pay",
+        "/healthz",
+        "/api/v2/search",
+        "/login",
+        "/metrics",
+    ];
+    let mut rng = loglake_schemas::r#gen::Rng::new(seed);
+    let mut out = Vec::with_capacity(n);
+    for row in 0..n as u64 {
+        let r = rng.next_u64();
+        let level = match r % 1000 {
+            0..=9 => "ERROR",
+            10..=49 => "WARN",
+            50..=199 => "DEBUG",
+            _ => "INFO",
+        };
+        let path = PATHS[(r % 6) as usize];
+        let (shape, msg) = match (level, r % 7) {
+            ("ERROR", 0) => (
+                "oom".to_string(),
+                format!(
+                    "OOMKilled: container {} exceeded memory limit {} Mi",
+                    ["app", "sidecar", "envoy"][(r >> 8) as usize % 3],
+                    256 << (r % 3)
+                ),
+            ),
+            ("ERROR", 1 | 2) => (
+                "upstream_timeout".to_string(),
+                format!(
+                    "request {} failed: upstream timeout after {}ms host=10.{}.{}.{}:8080",
+                    row.wrapping_mul(0x5851_F42D_4C95_7F2D) >> 32,
+                    100 + r % 900,
+                    r % 250,
+                    (r >> 8) % 250,
+                    (r >> 16) % 250
+                ),
+            ),
+            ("ERROR", _) => (
+                "disk_quota".to_string(),
+                format!(
+                    "error writing /var/lib/app/data/{}.db: disk quota exceeded",
+                    r % 100
+                ),
+            ),
+            ("WARN", _) => (
+                "slow_query".to_string(),
+                format!(
+                    "slow query took {}ms rows={} table=orders_{}",
+                    500 + r % 5000,
+                    r % 10_000,
+                    r % 16
+                ),
+            ),
+            (_, 0 | 1) => {
+                let lower = level.to_ascii_lowercase();
+                (
+                    format!("json_request_done_{lower}"),
+                    format!(
+                        "{{\"level\":\"{lower}\",\"msg\":\"request done\",\"path\":\"{path}\",\"status\":{},\"latency_ms\":{},\"user_id\":{}}}",
+                        [200, 200, 200, 201, 404, 500][((r >> 4) % 6) as usize],
+                        r % 2000,
+                        (r >> 20) % 100_000
+                    ),
+                )
+            }
+            _ => (
+                "get".to_string(),
+                format!(
+                    "GET {path} 200 {}ms user={} req_id={:016x}",
+                    r % 300,
+                    (r >> 12) % 50_000,
+                    rng.next_u64()
+                ),
+            ),
+        };
+        out.push((shape, msg));
     }
+    out
 }
 
 #[test]
-fn generated_shapes_are_mined_into_exactly_their_groups() {
-    let cfg = loglake_query::r#gen::GenConfig {
-        rows: 50_000,
-        pods: 50,
-        seed: 7,
-        ..Default::default()
-    };
+fn known_shapes_are_mined_into_exactly_their_groups() {
     let mut truth = Vec::new();
     let mut predicted = Vec::new();
     let mut d = Drain::default();
-    for b in loglake_query::r#gen::batches(&cfg) {
-        let b = b.expect("batch");
-        let idx = b.schema().index_of("message").expect("message column");
-        let m = b
-            .column(idx)
-            .as_any()
-            .downcast_ref::<StringArray>()
-            .expect("utf8 messages");
-        for msg in m.iter().flatten() {
-            truth.push(generated_shape(msg));
-            predicted.push(d.add(msg));
-        }
+    for (shape, msg) in shaped_messages(50_000, 7) {
+        predicted.push(d.add(&msg));
+        truth.push(shape);
     }
     assert_eq!(truth.len(), 50_000);
     let shapes: std::collections::BTreeSet<&String> = truth.iter().collect();
@@ -401,18 +453,62 @@ fn query_csv(lake: &str, sql: &str) -> Vec<Vec<String>> {
         .collect()
 }
 
-/// A generated day of container logs (query-cli's generator) in `<lake>/container_logs`.
-async fn generated_lake(lake: &Path, rows: usize) {
-    let cfg = loglake_query::r#gen::GenConfig {
-        rows,
-        pods: 10,
+/// Generated container logs in `<lake>/container_logs`, written as `loglake archive` writes the
+/// shipped `containers` table (`loglake_archiver::fixture`): one namespace (6 apps), one record
+/// a second from 2024-05-01T00:00:00Z, two commits.
+fn generated_options(rows: u64) -> FixtureOptions {
+    FixtureOptions {
         seed: 11,
-        ..Default::default()
-    };
+        namespaces: 1,
+        start_unix_secs: 1_714_521_600,
+        records_per_second: 1,
+        commits: 2,
+        ..FixtureOptions::new(rows).expect("fixture options")
+    }
+}
+
+async fn generated_lake(lake: &Path, rows: u64) {
     let t = lake.join("container_logs");
-    loglake_query::r#gen::write_delta(t.to_str().expect("utf8"), &cfg, rows / 2)
+    let report = write_container_table(t.to_str().expect("utf8"), &generated_options(rows))
         .await
         .expect("generate");
+    assert_eq!(report.rows, rows);
+}
+
+/// Templates of the generated messages mined in Kafka order (the order of
+/// `ORDER BY kafka_offset, kafka_partition`), per app and in all: computed without the engine.
+fn mined_in_kafka_order(rows: u64) -> (BTreeMap<String, (u64, usize)>, usize, Vec<String>) {
+    let batch = generated_rows(&generated_options(rows)).expect("generated rows");
+    let col = |name: &str| {
+        arrow::compute::cast(batch.column_by_name(name).expect("column"), &DataType::Utf8)
+            .expect("utf8")
+    };
+    let (apps, messages) = (col("app"), col("message"));
+    let apps = apps.as_any().downcast_ref::<StringArray>().expect("utf8");
+    let messages = messages
+        .as_any()
+        .downcast_ref::<StringArray>()
+        .expect("utf8");
+    let mut all = Drain::default();
+    let mut per_app: BTreeMap<String, Drain> = BTreeMap::new();
+    let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+    let mut ids = Vec::new();
+    for i in 0..batch.num_rows() {
+        let (app, msg) = (apps.value(i).to_string(), messages.value(i));
+        ids.push(all.add(msg));
+        per_app.entry(app.clone()).or_default().add(msg);
+        *counts.entry(app).or_default() += 1;
+    }
+    let by_app = per_app
+        .iter()
+        .map(|(app, d)| (app.clone(), (counts[app], d.templates().len())))
+        .collect();
+    let texts: Vec<String> = all.clusters().iter().map(|c| c.template()).collect();
+    let ids = ids
+        .iter()
+        .map(|c| template_id(&texts[*c as usize]))
+        .collect();
+    (by_app, all.templates().len(), ids)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -421,38 +517,47 @@ async fn log_templates_and_window_functions_in_loglake_query() {
     let lake = dir.path().join("lake");
     generated_lake(&lake, 6000).await;
     let lake_s = lake.to_str().expect("utf8");
-    // per service: the templates' counts add up to the service's rows
-    let by_svc = query_csv(
+    let order = "ORDER BY kafka_offset, kafka_partition";
+    // log_templates mines its query's rows in the order they come: DataFusion drops the ORDER BY
+    // of a subquery unless it has a LIMIT
+    let sorted = format!("{order} LIMIT 6000");
+    let (by_app, templates, ids) = mined_in_kafka_order(6000);
+    assert_eq!(by_app.len(), 6, "{by_app:?}");
+    // per app: the rows and templates of mining each app's messages in Kafka order
+    let mined = query_csv(
         lake_s,
-        "SELECT service, sum(count) AS n, count(*) AS templates FROM log_templates('SELECT service, message FROM container_logs', 'by=service') GROUP BY service ORDER BY service",
+        &format!(
+            "SELECT app, sum(count) AS n, count(*) AS templates FROM log_templates('SELECT app, message FROM container_logs {sorted}', 'by=app') GROUP BY app ORDER BY app"
+        ),
     );
-    let truth = query_csv(
-        lake_s,
-        "SELECT service, count(*) FROM container_logs GROUP BY service ORDER BY service",
-    );
-    assert_eq!(by_svc.len(), truth.len());
-    assert!(truth.len() >= 5, "{truth:?}");
-    for (m, t) in by_svc.iter().zip(&truth) {
-        assert_eq!((&m[0], &m[1]), (&t[0], &t[1]), "{by_svc:?} vs {truth:?}");
-        let templates: u32 = m[2].parse().expect("int");
-        assert!((1..=7).contains(&templates), "{m:?}");
-    }
-    // the whole table: the 7 shapes of the generator
+    let expected: Vec<Vec<String>> = by_app
+        .iter()
+        .map(|(app, (n, t))| vec![app.clone(), n.to_string(), t.to_string()])
+        .collect();
+    assert_eq!(mined, expected);
+    // the whole table
     let all = query_csv(
         lake_s,
-        "SELECT count(*), sum(count) FROM log_templates('container_logs')",
+        &format!(
+            "SELECT count(*), sum(count) FROM log_templates('SELECT message FROM container_logs {sorted}')"
+        ),
     );
-    assert_eq!(all, vec![vec!["7".to_string(), "6000".to_string()]]);
+    assert_eq!(all, vec![vec![templates.to_string(), "6000".to_string()]]);
     // the window function gives each row the id of its template in the whole-table mining
-    let ids = query_csv(
+    let window = query_csv(
         lake_s,
-        "SELECT count(DISTINCT id), count(*) FROM (SELECT log_template_id(message) OVER (ORDER BY ts) AS id FROM container_logs)",
+        &format!(
+            "SELECT log_template_id(message) OVER ({order}) AS id FROM container_logs {order}"
+        ),
     );
-    assert_eq!(ids, vec![vec!["7".to_string(), "6000".to_string()]]);
+    let window: Vec<String> = window.into_iter().map(|r| r.join(",")).collect();
+    assert_eq!(window, ids);
     let joined = query_csv(
         lake_s,
-        "SELECT count(*) FROM (SELECT log_template_id(message) OVER (ORDER BY ts) AS id FROM container_logs) r \
-         JOIN log_templates('SELECT message FROM container_logs ORDER BY ts') t ON r.id = t.template_id",
+        &format!(
+            "SELECT count(*) FROM (SELECT log_template_id(message) OVER ({order}) AS id FROM container_logs) r \
+             JOIN log_templates('SELECT message FROM container_logs {sorted}') t ON r.id = t.template_id"
+        ),
     );
     assert_eq!(joined, vec![vec!["6000".to_string()]]);
 }
@@ -558,7 +663,7 @@ async fn write_dead_letters(table: &Path, d: NaiveDate, n: usize) {
 async fn report_renders_in_headless_chromium_with_the_numbers_sql_gives() {
     let dir = tempfile::tempdir().expect("tmp");
     let lake = dir.path().join("lake");
-    // 2024-05-01, the generator's default day
+    // 2024-05-01 00:00 to 05:33, one record a second
     generated_lake(&lake, 20_000).await;
     write_dead_letters(&lake.join("dead_letters"), day("2024-05-01"), 9).await;
     // container_logs is marked complete for the day, as loglake nightly writes it
@@ -566,7 +671,7 @@ async fn report_renders_in_headless_chromium_with_the_numbers_sql_gives() {
     std::fs::create_dir_all(&marker).expect("mkdir");
     std::fs::write(
         marker.join("manifest.json"),
-        r#"{"table":"container_logs","date":"2024-05-01","watermark":"2024-05-02T00:10:00Z","late_after_secs":600,"rows":20000,"table_version":1,"run_id":"t","completed_at":"2024-05-02T01:00:00Z"}"#,
+        r#"{"table":"container_logs","date":"2024-05-01","watermark":"2024-05-02T00:10:00Z","late_after_secs":600,"rows":20000,"table_version":2,"run_id":"t","completed_at":"2024-05-02T01:00:00Z"}"#,
     )
     .expect("manifest");
     let lake_s = lake.to_str().expect("utf8");
@@ -703,7 +808,9 @@ async fn report_renders_in_headless_chromium_with_the_numbers_sql_gives() {
     );
     eprintln!("screenshot: {}", shot.display());
 
-    // the numbers in the DOM are the answers of SQL on the same lake
+    // the numbers in the DOM are the answers of SQL on the same lake; a row's service is the
+    // report's, COALESCE(service, app, container, 'unknown') (Fluent Bit's records carry an app
+    // label and no service)
     let card = |k: &str| -> String {
         elements(&dom, k)
             .first()
@@ -712,7 +819,7 @@ async fn report_renders_in_headless_chromium_with_the_numbers_sql_gives() {
     };
     let totals = query_csv(
         lake_s,
-        "SELECT count(*), sum(CASE WHEN upper(level) IN ('ERROR','FATAL','CRITICAL') THEN 1 ELSE 0 END), count(DISTINCT service) FROM container_logs WHERE dt = DATE '2024-05-01'",
+        "SELECT count(*), sum(CASE WHEN upper(level) IN ('ERROR','FATAL','CRITICAL') THEN 1 ELSE 0 END), count(DISTINCT COALESCE(service, app, container, 'unknown')) FROM container_logs WHERE dt = DATE '2024-05-01'",
     );
     assert_eq!(
         vec![card("rows"), card("errors"), card("services")],
@@ -720,7 +827,7 @@ async fn report_renders_in_headless_chromium_with_the_numbers_sql_gives() {
     );
     let services = query_csv(
         lake_s,
-        "SELECT service, count(*), sum(CASE WHEN upper(level) IN ('ERROR','FATAL','CRITICAL') THEN 1 ELSE 0 END) FROM container_logs WHERE dt = DATE '2024-05-01' GROUP BY 1 ORDER BY 1",
+        "SELECT COALESCE(service, app, container, 'unknown'), count(*), sum(CASE WHEN upper(level) IN ('ERROR','FATAL','CRITICAL') THEN 1 ELSE 0 END) FROM container_logs WHERE dt = DATE '2024-05-01' GROUP BY 1 ORDER BY 1",
     );
     let mut dom_services: Vec<Vec<String>> = elements(&dom, "service")
         .into_iter()
@@ -730,7 +837,7 @@ async fn report_renders_in_headless_chromium_with_the_numbers_sql_gives() {
     assert_eq!(dom_services, services);
     let cells = query_csv(
         lake_s,
-        "SELECT service, hour, count(*), sum(CASE WHEN upper(level) IN ('ERROR','FATAL','CRITICAL') THEN 1 ELSE 0 END) FROM container_logs WHERE dt = DATE '2024-05-01' GROUP BY 1, 2 ORDER BY 1, 2",
+        "SELECT COALESCE(service, app, container, 'unknown'), hour, count(*), sum(CASE WHEN upper(level) IN ('ERROR','FATAL','CRITICAL') THEN 1 ELSE 0 END) FROM container_logs WHERE dt = DATE '2024-05-01' GROUP BY 1, 2 ORDER BY 1, 2",
     );
     let mut dom_cells: Vec<Vec<String>> = elements(&dom, "cell")
         .into_iter()
@@ -754,10 +861,12 @@ async fn report_renders_in_headless_chromium_with_the_numbers_sql_gives() {
         .map(|e| vec![e["hour"].clone(), e["v"].clone()])
         .collect();
     assert_eq!(dom_hours, hours);
-    // templates: the page's top templates are log_templates' per service, same ids and counts
+    // templates: the page's top templates are log_templates' per service, same ids and counts,
+    // mined in the same order (the report's ORDER BY ts; a subquery keeps its sort only with a
+    // LIMIT)
     let top = query_csv(
         lake_s,
-        "SELECT service, template_id, count FROM log_templates('SELECT COALESCE(service, app, container, ''unknown'') AS service, message FROM container_logs WHERE dt = DATE ''2024-05-01'' ORDER BY ts', 'by=service') ORDER BY count DESC, service, template LIMIT 20",
+        "SELECT service, template_id, count FROM log_templates('SELECT COALESCE(service, app, container, ''unknown'') AS service, message FROM container_logs WHERE dt = DATE ''2024-05-01'' ORDER BY ts LIMIT 20000', 'by=service') ORDER BY count DESC, service, template LIMIT 20",
     );
     let dom_top: Vec<Vec<String>> = elements(&dom, "template")
         .into_iter()
@@ -792,9 +901,10 @@ async fn report_renders_in_headless_chromium_with_the_numbers_sql_gives() {
             )
         })
         .collect();
+    // one partition per hour: 20,000 records at one a second fill hours 00 to 05
     assert_eq!(
         tables["container_logs"],
-        ("true".to_string(), "24".to_string())
+        ("true".to_string(), 20_000u64.div_ceil(3600).to_string())
     );
     assert_eq!(
         tables["dead_letters"],
