@@ -17,8 +17,9 @@ use arrow::datatypes::SchemaRef;
 use chrono::DateTime;
 
 use crate::container::{clean_message, finish_output, new_map_builder};
+use crate::event_time::dt_hour;
 use crate::json::{JVal, flatten_object, join_path};
-use crate::util::{dt_hour, parse_k8s_log_path};
+use crate::kubelet_path::parse_k8s_log_path;
 use crate::{
     DecodeOutput, Decoder, DecoderOptions, RawRecord, RecordError, TableKind, table_schema,
     with_text,

@@ -12,7 +12,7 @@ use arrow::datatypes::{DataType, Field, SchemaRef};
 use serde_json::{Map, Value};
 
 use crate::container::{finish_output, new_map_builder};
-use crate::util::{dt_hour, parse_rfc3339_us};
+use crate::event_time::{dt_hour, parse_rfc3339_us};
 use crate::{
     DecodeOutput, Decoder, DecoderOptions, RawRecord, RecordError, TableKind, table_schema,
     with_text,

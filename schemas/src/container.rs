@@ -11,11 +11,10 @@ use arrow::array::{
 };
 use arrow::datatypes::SchemaRef;
 
+use crate::event_time::{EventTime, dt_hour, parse_any_ts, parse_epoch};
 use crate::json::{JVal, Parser, join_path};
-use crate::util::{
-    EventTime, detect_level, dt_hour, normalize_level, parse_any_ts, parse_epoch,
-    parse_k8s_log_path,
-};
+use crate::kubelet_path::parse_k8s_log_path;
+use crate::level::{detect_level, normalize_level};
 use crate::{
     DecodeOutput, Decoder, DecoderOptions, RawRecord, RecordError, TableKind, table_schema,
     with_text,

@@ -116,13 +116,15 @@ mod access;
 mod audit;
 mod container;
 mod error;
+pub mod event_time;
 pub mod r#gen;
 pub mod json;
+pub mod kubelet_path;
+pub mod level;
 mod lines;
 mod otlp;
 mod schema;
 mod tables;
-pub mod util;
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;

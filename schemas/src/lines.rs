@@ -12,8 +12,8 @@ use std::collections::HashMap;
 use arrow::datatypes::SchemaRef;
 
 use crate::container::{Col, ContainerBuilder, Row, finish_output};
+use crate::event_time::{EventTime, parse_rfc3339};
 use crate::json::{JVal, flatten_object, join_path};
-use crate::util::{EventTime, parse_rfc3339};
 use crate::{
     DecodeOutput, Decoder, DecoderOptions, RawRecord, RecordError, TableKind, table_schema,
     with_text,

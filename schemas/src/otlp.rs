@@ -11,7 +11,7 @@ use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use prost::Message;
 
 use crate::container::{Col, ContainerBuilder, Row, finish_output};
-use crate::util::EventTime;
+use crate::event_time::EventTime;
 use crate::{
     DecodeOutput, Decoder, DecoderOptions, RawRecord, RecordError, TableKind, table_schema,
 };
