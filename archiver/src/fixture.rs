@@ -450,19 +450,12 @@ pub async fn write_container_table(
 
 /// The archiver's view of the table (as `loglake archive --lake … --tables-dir …` builds it).
 fn target(name: &str, url: &Url, opts: &FixtureOptions) -> TableTarget {
-    let d = &opts.table;
+    // the definition's ETL was refused in `check`: none is applied
     TableTarget {
         name: name.to_string(),
-        url: url.clone(),
         topics: vec![opts.topic()],
-        decoder: d.decoder.clone(),
-        partition_by: d.partition_by.clone(),
-        bloom_filter_columns: d.bloom_filter_columns.clone(),
-        target_file_bytes: Some(d.target_file_size_bytes),
-        json_message_attrs: d.json_message_attrs,
         etl: Default::default(),
-        definition: d.source.clone(),
-        route_urls: Vec::new(),
+        ..TableTarget::from_def(&opts.table, url.clone(), Vec::new())
     }
 }
 

@@ -43,9 +43,9 @@ pub struct Archive {
 pub const COMMIT_LOGS: &str = "warn,loglake_archiver=info";
 
 impl Archive {
-    fn with(source: Source) -> Self {
+    fn with(brokers: String, source: Source) -> Self {
         Archive {
-            brokers: kafka().brokers.clone(),
+            brokers,
             source,
             group: None,
             dlq: None,
@@ -57,19 +57,25 @@ impl Archive {
 
     /// `--topic TOPIC --table TABLE --decoder fluentbit`.
     pub fn topic(topic: &str, table: &str) -> Self {
-        Self::with(Source::Topic {
-            topic: topic.to_string(),
-            table: table.to_string(),
-            decoder: "fluentbit".to_string(),
-        })
+        Self::with(
+            kafka().brokers.clone(),
+            Source::Topic {
+                topic: topic.to_string(),
+                table: table.to_string(),
+                decoder: "fluentbit".to_string(),
+            },
+        )
     }
 
     /// `--lake LAKE --tables-dir DIR`: every table definition in DIR.
     pub fn lake(lake: &str, tables_dir: &str) -> Self {
-        Self::with(Source::Lake {
-            lake: lake.to_string(),
-            tables_dir: tables_dir.to_string(),
-        })
+        Self::with(
+            kafka().brokers.clone(),
+            Source::Lake {
+                lake: lake.to_string(),
+                tables_dir: tables_dir.to_string(),
+            },
+        )
     }
 
     /// Another broker than the shared test broker (a private or stopped one).
@@ -213,17 +219,9 @@ impl Archive {
 mod tests {
     use super::*;
 
-    // Not through `Archive::with`, which asks the shared broker for its address.
+    // The shared broker is not asked for its address: these tests start no service.
     fn at(brokers: &str, source: Source) -> Archive {
-        Archive {
-            brokers: brokers.to_string(),
-            source,
-            group: None,
-            dlq: None,
-            until_end: false,
-            extra: Vec::new(),
-            envs: Vec::new(),
-        }
+        Archive::with(brokers.to_string(), source)
     }
 
     #[test]

@@ -37,6 +37,24 @@ pub struct TableTarget {
 }
 
 impl TableTarget {
+    /// The table a definition describes, at `url` (its route tables at `route_urls`), rolling
+    /// at the definition's target file size.
+    pub fn from_def(d: &loglake_schemas::TableDef, url: Url, route_urls: Vec<Url>) -> Self {
+        TableTarget {
+            name: d.name.clone(),
+            url,
+            topics: d.topics.clone(),
+            decoder: d.decoder.clone(),
+            partition_by: d.partition_by.clone(),
+            bloom_filter_columns: d.bloom_filter_columns.clone(),
+            target_file_bytes: Some(d.target_file_size_bytes),
+            json_message_attrs: d.json_message_attrs,
+            etl: EtlSpec::from_def(d),
+            definition: d.source.clone(),
+            route_urls,
+        }
+    }
+
     /// A decoder for this table: the archiver's decoder options with the table's own.
     pub fn decoder(
         &self,

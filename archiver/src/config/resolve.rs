@@ -441,21 +441,12 @@ impl ArchiveArgs {
                     .iter()
                     .map(|r| in_lake(&r.table))
                     .collect::<Result<Vec<Url>, _>>()?;
-                Ok(TableTarget {
-                    name: d.name.clone(),
-                    url,
-                    topics: d.topics.clone(),
-                    decoder: d.decoder.clone(),
-                    partition_by: d.partition_by.clone(),
-                    bloom_filter_columns: d.bloom_filter_columns.clone(),
-                    target_file_bytes: target_file_size
-                        .is_none()
-                        .then_some(d.target_file_size_bytes),
-                    json_message_attrs: d.json_message_attrs,
-                    etl: EtlSpec::from_def(&d),
-                    definition: d.source.clone(),
-                    route_urls,
-                })
+                let mut t = TableTarget::from_def(&d, url, route_urls);
+                if target_file_size.is_some() {
+                    // the run's --target-file-size applies to every table
+                    t.target_file_bytes = None;
+                }
+                Ok(t)
             })
             .collect()
     }

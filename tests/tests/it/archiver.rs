@@ -136,6 +136,18 @@ pub(crate) fn audit(topic: &str, table: &str, dlq: &str) -> (Audit, bool) {
 
 /// [`audit`] against the broker at `brokers`.
 pub(crate) fn audit_at(brokers: &str, topic: &str, table: &str, dlq: &str) -> (Audit, bool) {
+    let (v, ok) = audit_json_at(brokers, topic, table, dlq);
+    let a = serde_json::from_value(v.clone()).unwrap_or_else(|e| panic!("audit report {v} ({e})"));
+    (a, ok)
+}
+
+/// `loglake audit` of `topic` as JSON (every field, also those [`Audit`] leaves out), and
+/// whether it exited 0.
+pub(crate) fn audit_json(topic: &str, table: &str, dlq: &str) -> (serde_json::Value, bool) {
+    audit_json_at(&kafka().brokers, topic, table, dlq)
+}
+
+fn audit_json_at(brokers: &str, topic: &str, table: &str, dlq: &str) -> (serde_json::Value, bool) {
     let out = loglake_cmd()
         .args([
             "audit",
@@ -151,13 +163,13 @@ pub(crate) fn audit_at(brokers: &str, topic: &str, table: &str, dlq: &str) -> (A
         .output()
         .expect("run loglake audit");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let a: Audit = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
+    let v = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
         panic!(
             "audit output {stdout:?} ({e}); stderr: {}",
             String::from_utf8_lossy(&out.stderr)
         )
     });
-    (a, out.status.success())
+    (v, out.status.success())
 }
 
 pub(crate) async fn query_i64(table_url: &str, sql: &str) -> Vec<i64> {

@@ -12,7 +12,7 @@ use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::DataType;
 use loglake_tests::{Proc, announce, kafka, loglake_cmd, s3, unique_name};
 
-use crate::archiver::{produce_with, run_archive_blocking};
+use crate::archiver::{audit_json, produce_with, run_archive_blocking};
 
 const NAMESPACES: [&str; 3] = ["shop-eu", "kube-system", "pay-us"];
 const LEVELS: [&str; 5] = ["DEBUG", "INFO", "WARN", "ERROR", "DEBUG"];
@@ -147,32 +147,6 @@ async fn query_strings(url: &str, sql: &str) -> Vec<Vec<Option<String>>> {
         }
     }
     out
-}
-
-/// `loglake audit` as JSON (and whether it exited 0).
-fn audit_json(topic: &str, table: &str, dlq: &str) -> (serde_json::Value, bool) {
-    let out = loglake_cmd()
-        .args([
-            "audit",
-            "--brokers",
-            &kafka().brokers,
-            "--topic",
-            topic,
-            "--table",
-            table,
-            "--dlq-table",
-            dlq,
-        ])
-        .output()
-        .expect("run loglake audit");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
-        panic!(
-            "audit output {stdout:?} ({e}); stderr: {}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    (v, out.status.success())
 }
 
 fn u(v: &serde_json::Value, k: &str) -> u64 {

@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 
-use loglake_tests::{announce, kafka, loglake_cmd, loglake_ok, s3, unique_name};
+use loglake_tests::{announce, kafka, loglake_ok, s3, unique_name};
 use serde_json::Value;
 
 use crate::archiver::{archive_args, produce_with, run_archive_blocking};
@@ -57,31 +57,12 @@ async fn checkpoint(table: &str) -> Value {
     r.remove(0)
 }
 
-/// `loglake audit` as JSON, and whether it exited 0.
+/// `loglake audit` as JSON, and whether it exited 0 (off the async runtime).
 async fn audit(topic: &str, table: &str, dlq: &str) -> (Value, bool) {
-    let args = [
-        "audit".to_string(),
-        "--brokers".to_string(),
-        kafka().brokers.clone(),
-        "--topic".to_string(),
-        topic.to_string(),
-        "--table".to_string(),
-        table.to_string(),
-        "--dlq-table".to_string(),
-        dlq.to_string(),
-    ];
-    let out = tokio::task::spawn_blocking(move || loglake_cmd().args(&args).output())
+    let (t, tb, d) = (topic.to_string(), table.to_string(), dlq.to_string());
+    tokio::task::spawn_blocking(move || crate::archiver::audit_json(&t, &tb, &d))
         .await
         .expect("join")
-        .expect("run loglake audit");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let v: Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
-        panic!(
-            "audit output {stdout:?} ({e}); stderr: {}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    (v, out.status.success())
 }
 
 /// The versions of the commit files under `table`'s `_delta_log/`, and the ledger objects.
