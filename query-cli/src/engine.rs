@@ -271,85 +271,84 @@ impl Engine {
                     datafusion::datasource::MemTable::try_new(batch.schema(), vec![vec![batch]])?;
                 Ok(Arc::new(table))
             }
-            "delta_scan" => {
-                let loc = first()?;
-                let at = match a.get("version", Some(1)) {
-                    None => TimeTravel::Latest,
-                    Some(Arg::Int(v)) => TimeTravel::Version(*v),
-                    Some(Arg::Str(ts)) => TimeTravel::Timestamp(ts.clone()),
-                    Some(other) => {
-                        return Err(DataFusionError::Plan(format!(
-                            "delta_scan: the second argument is a version (integer) or a timestamp (string), got {}",
-                            other.sql()
-                        )));
-                    }
-                };
-                let at = match a.get("timestamp", None) {
-                    Some(ts) => TimeTravel::Timestamp(ts.text()),
-                    None => at,
-                };
-                let bare = loc.rsplit('.').next().unwrap_or(&loc).to_string();
-                if !loc.contains('/')
-                    && !loc.contains("://")
-                    && self.lake.discovered.contains_key(&bare)
-                    && let Some(t) = self.lake.open(&bare, &at).await?
-                {
-                    return Ok(t);
-                }
-                let url = lake::to_url(&loc)?;
-                lake::open_delta(&self.ctx.state(), &url, &at, &loc, &self.scans).await
-            }
+            "delta_scan" => self.delta_scan(a, first()?).await,
             "read_parquet" | "read_csv" | "read_json" | "read_ndjson" => {
-                let loc = first()?;
-                self.ensure_object_store(&loc)?;
-                let df = match f {
-                    "read_parquet" => {
-                        self.ctx
-                            .read_parquet(loc.as_str(), ParquetReadOptions::default())
-                            .await?
-                    }
-                    "read_csv" => self.ctx.read_csv(loc.as_str(), Default::default()).await?,
-                    _ => {
-                        let opts = datafusion::prelude::JsonReadOptions::default().file_extension(
-                            if loc.ends_with(".ndjson") {
-                                ".ndjson"
-                            } else {
-                                ".json"
-                            },
-                        );
-                        self.ctx.read_json(loc.as_str(), opts).await?
-                    }
-                };
-                Ok(df.into_view())
+                self.read_files(f, first()?).await
             }
-            "log_context" => {
-                tablefns::relation_of(a, "table", 0).ok_or_else(|| {
-                    DataFusionError::Plan("log_context: missing the table argument".into())
-                })?;
-                // each argument checked on its own: errors point at the argument, not the generated SQL
-                let cols = crate::tfcheck::log_context(self, a, &call.spans).await?;
-                let at_call = |e| crate::tfcheck::at_call(self, f, &call.spans, e);
-                let (sql, _) = tablefns::log_context_sql(a, &cols).map_err(at_call)?;
-                let plan = self.plan_sql(&sql, false).await.map_err(at_call)?;
-                Ok(Arc::new(ViewTable::new(plan, Some(sql))))
-            }
-            "correlate" => {
-                tablefns::relation_of(a, "left", 0).ok_or_else(|| {
-                    DataFusionError::Plan("correlate: missing the left argument".into())
-                })?;
-                tablefns::relation_of(a, "right", 1).ok_or_else(|| {
-                    DataFusionError::Plan("correlate: missing the right argument".into())
-                })?;
-                let (lc, rc) = crate::tfcheck::correlate(self, a, &call.spans).await?;
-                let at_call = |e| crate::tfcheck::at_call(self, f, &call.spans, e);
-                let sql = tablefns::correlate_sql(a, &lc, &rc).map_err(at_call)?;
-                let plan = self.plan_sql(&sql, false).await.map_err(at_call)?;
-                Ok(Arc::new(ViewTable::new(plan, Some(sql))))
-            }
+            "log_context" => self.log_context(call).await,
+            "correlate" => self.correlate(call).await,
             other => Err(DataFusionError::Plan(format!(
                 "unknown table function {other}"
             ))),
         }
+    }
+
+    /// `delta_scan(location [, version | timestamp])`: a lake table by name, else a Delta table
+    /// at a path or URL, at the version asked for.
+    async fn delta_scan(&self, a: &Args, loc: String) -> Result<Arc<dyn TableProvider>> {
+        let at = delta_scan_version(a)?;
+        let bare = loc.rsplit('.').next().unwrap_or(&loc).to_string();
+        if !loc.contains('/')
+            && !loc.contains("://")
+            && self.lake.discovered.contains_key(&bare)
+            && let Some(t) = self.lake.open(&bare, &at).await?
+        {
+            return Ok(t);
+        }
+        let url = lake::to_url(&loc)?;
+        lake::open_delta(&self.ctx.state(), &url, &at, &loc, &self.scans).await
+    }
+
+    /// `read_parquet`, `read_csv`, `read_json`, `read_ndjson` of a file or folder (local or S3).
+    async fn read_files(&self, f: &str, loc: String) -> Result<Arc<dyn TableProvider>> {
+        self.ensure_object_store(&loc)?;
+        let df = match f {
+            "read_parquet" => {
+                self.ctx
+                    .read_parquet(loc.as_str(), ParquetReadOptions::default())
+                    .await?
+            }
+            "read_csv" => self.ctx.read_csv(loc.as_str(), Default::default()).await?,
+            _ => {
+                let opts = datafusion::prelude::JsonReadOptions::default().file_extension(
+                    if loc.ends_with(".ndjson") {
+                        ".ndjson"
+                    } else {
+                        ".json"
+                    },
+                );
+                self.ctx.read_json(loc.as_str(), opts).await?
+            }
+        };
+        Ok(df.into_view())
+    }
+
+    /// `log_context(...)`: a view over the SQL of [`tablefns::log_context_sql`].
+    async fn log_context(&self, call: &Call) -> Result<Arc<dyn TableProvider>> {
+        let (f, a) = (call.func.as_str(), &call.args);
+        tablefns::relation_of(a, "table", 0).ok_or_else(|| {
+            DataFusionError::Plan("log_context: missing the table argument".into())
+        })?;
+        // each argument checked on its own: errors point at the argument, not the generated SQL
+        let cols = crate::tfcheck::log_context(self, a, &call.spans).await?;
+        let at_call = |e| crate::tfcheck::at_call(self, f, &call.spans, e);
+        let (sql, _) = tablefns::log_context_sql(a, &cols).map_err(at_call)?;
+        let plan = self.plan_sql(&sql, false).await.map_err(at_call)?;
+        Ok(Arc::new(ViewTable::new(plan, Some(sql))))
+    }
+
+    /// `correlate(...)`: a view over the SQL of [`tablefns::correlate_sql`].
+    async fn correlate(&self, call: &Call) -> Result<Arc<dyn TableProvider>> {
+        let (f, a) = (call.func.as_str(), &call.args);
+        tablefns::relation_of(a, "left", 0)
+            .ok_or_else(|| DataFusionError::Plan("correlate: missing the left argument".into()))?;
+        tablefns::relation_of(a, "right", 1)
+            .ok_or_else(|| DataFusionError::Plan("correlate: missing the right argument".into()))?;
+        let (lc, rc) = crate::tfcheck::correlate(self, a, &call.spans).await?;
+        let at_call = |e| crate::tfcheck::at_call(self, f, &call.spans, e);
+        let sql = tablefns::correlate_sql(a, &lc, &rc).map_err(at_call)?;
+        let plan = self.plan_sql(&sql, false).await.map_err(at_call)?;
+        Ok(Arc::new(ViewTable::new(plan, Some(sql))))
     }
 
     #[allow(dead_code)] // log_context/correlate now get their columns from crate::tfcheck
@@ -551,4 +550,23 @@ fn visit_df(st: &mut DFStatement, v: &mut CallCollector) {
 /// names for suggestions; see [`crate::diagnose::describe`]).
 pub fn describe_error(stmt: &Statement, e: &DataFusionError) -> String {
     crate::diagnose::describe(stmt, e, &Default::default())
+}
+/// The version `delta_scan` asks for: its second argument (a version or a timestamp), or a
+/// `timestamp =>` argument, which wins.
+fn delta_scan_version(a: &Args) -> Result<TimeTravel> {
+    let at = match a.get("version", Some(1)) {
+        None => TimeTravel::Latest,
+        Some(Arg::Int(v)) => TimeTravel::Version(*v),
+        Some(Arg::Str(ts)) => TimeTravel::Timestamp(ts.clone()),
+        Some(other) => {
+            return Err(DataFusionError::Plan(format!(
+                "delta_scan: the second argument is a version (integer) or a timestamp (string), got {}",
+                other.sql()
+            )));
+        }
+    };
+    Ok(match a.get("timestamp", None) {
+        Some(ts) => TimeTravel::Timestamp(ts.text()),
+        None => at,
+    })
 }

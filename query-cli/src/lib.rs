@@ -6,6 +6,7 @@
 //! * [`functions`]: log functions (`log_level`, `log_template`, `regexp_extract`, `time_bucket`,
 //!   JSON access from `datafusion-functions-json`).
 //! * [`output`]: result formats. [`script`]: statements, parameters, positions.
+//! * [`statement`]: running one statement (cancellable) and streaming its result.
 //! * [`repl`]: the interactive prompt. (Test and benchmark tables come from the archiver's
 //!   generator, `loglake_archiver::fixture`, a dev-dependency.)
 //!
@@ -22,20 +23,20 @@ pub mod progress;
 pub mod repl;
 pub mod script;
 pub mod sqltypes;
+pub mod statement;
 pub mod tablefns;
 pub mod tfcheck;
 
 use std::io::{IsTerminal, Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Instant;
 
 use datafusion::error::DataFusionError;
-use futures::StreamExt;
 
 pub use engine::{Engine, EngineOptions};
 pub use output::Format;
+pub use statement::{StatementContext, run_statement};
 
 /// Errors of the query CLI.
 #[derive(Debug, thiserror::Error)]
@@ -209,33 +210,10 @@ pub fn run_batch(
     err: &mut dyn Write,
 ) -> Result<(), QueryError> {
     let params = script::parse_params(&args.params)?;
-    let sql = if let Some(c) = &args.command {
-        c.clone()
-    } else if let Some(f) = &args.file {
-        std::fs::read_to_string(f)
-            .map_err(|e| QueryError::Usage(format!("cannot read {}: {e}", f.display())))?
-    } else if let Some(s) = stdin {
-        s
-    } else {
-        let mut s = String::new();
-        std::io::stdin().read_to_string(&mut s)?;
-        s
-    };
+    let sql = read_sql(&args, stdin)?;
     let sql = script::expand_meta_lines(&script::substitute_params(&sql, &params)?);
     let format = args.effective_format();
-    let mut out: Box<output::Out> = match &args.output {
-        Some(p) => Box::new(std::io::BufWriter::new(std::fs::File::create(p).map_err(
-            |e| QueryError::Usage(format!("cannot create {}: {e}", p.display())),
-        )?)),
-        None => {
-            if format == Format::Parquet && std::io::stdout().is_terminal() {
-                return Err(QueryError::Usage(
-                    "--format parquet needs --output FILE or a pipe".into(),
-                ));
-            }
-            stdout
-        }
-    };
+    let mut out = open_output(&args, format, stdout)?;
     let rt = runtime()?;
     let engine = rt
         .block_on(Engine::new(args.engine_options()))
@@ -252,19 +230,15 @@ pub fn run_batch(
         max_rows: args.max_rows,
         max_width: None,
     };
+    let ctx = StatementContext {
+        rt: &rt,
+        engine: &engine,
+        shape: &shape,
+        cancel: None,
+    };
     for stmt in script::split_statements(&sql) {
         let started = Instant::now();
-        let res = run_statement(
-            &rt,
-            &engine,
-            &stmt,
-            &shape,
-            &mut *out,
-            err,
-            None,
-            &mut wrote_parquet,
-        );
-        match res {
+        match run_statement(&ctx, &stmt, &mut *out, err, &mut wrote_parquet) {
             Ok(rows) => {
                 if args.timing {
                     let _ = writeln!(
@@ -285,137 +259,43 @@ pub fn run_batch(
     Ok(())
 }
 
-/// Execute one statement and write its result. Returns the number of rows written.
-#[allow(clippy::too_many_arguments)]
-pub fn run_statement(
-    rt: &tokio::runtime::Runtime,
-    engine: &Engine,
-    stmt: &script::Statement,
-    shape: &output::ResultShape,
-    out: &mut output::Out,
-    err: &mut dyn Write,
-    cancel: Option<&tokio::sync::Notify>,
-    wrote_parquet: &mut bool,
-) -> Result<usize, QueryError> {
-    let mut progress = progress::Progress::start(progress::wanted(std::io::stderr().is_terminal()));
-    let r = run_statement_inner(
-        rt,
-        engine,
-        stmt,
-        shape,
-        out,
-        err,
-        cancel,
-        wrote_parquet,
-        &mut progress,
-    );
-    progress.stop();
-    r
+/// The script: `-c`, `-f`, the given `stdin` text, or the process's standard input.
+fn read_sql(args: &QueryArgs, stdin: Option<String>) -> Result<String, QueryError> {
+    Ok(if let Some(c) = &args.command {
+        c.clone()
+    } else if let Some(f) = &args.file {
+        std::fs::read_to_string(f)
+            .map_err(|e| QueryError::Usage(format!("cannot read {}: {e}", f.display())))?
+    } else if let Some(s) = stdin {
+        s
+    } else {
+        let mut s = String::new();
+        std::io::stdin().read_to_string(&mut s)?;
+        s
+    })
 }
 
-#[allow(clippy::too_many_arguments)]
-fn run_statement_inner(
-    rt: &tokio::runtime::Runtime,
-    engine: &Engine,
-    stmt: &script::Statement,
-    shape: &output::ResultShape,
-    out: &mut output::Out,
-    err: &mut dyn Write,
-    cancel: Option<&tokio::sync::Notify>,
-    wrote_parquet: &mut bool,
-    progress: &mut progress::Progress,
-) -> Result<usize, QueryError> {
-    let named = |e: DataFusionError| {
-        QueryError::Statement(diagnose::describe(stmt, &e, &diagnose::names_of(engine)))
-    };
-    let cancelled = || QueryError::Statement(format!("statement {}: cancelled", stmt.index));
-    let res = match cancel {
-        Some(n) => rt.block_on(async {
-            tokio::select! {
-                r = engine.execute(stmt) => Some(r),
-                _ = n.notified() => None,
+/// Where batch results go: the `--output` file (created now), else `stdout`; Parquet is not
+/// written to a terminal.
+fn open_output(
+    args: &QueryArgs,
+    format: Format,
+    stdout: Box<output::Out>,
+) -> Result<Box<output::Out>, QueryError> {
+    match &args.output {
+        Some(p) => Ok(Box::new(std::io::BufWriter::new(
+            std::fs::File::create(p)
+                .map_err(|e| QueryError::Usage(format!("cannot create {}: {e}", p.display())))?,
+        ))),
+        None => {
+            if format == Format::Parquet && std::io::stdout().is_terminal() {
+                return Err(QueryError::Usage(
+                    "--format parquet needs --output FILE or a pipe".into(),
+                ));
             }
-        }),
-        None => Some(rt.block_on(engine.execute(stmt))),
-    };
-    let res = res.ok_or_else(cancelled)?.map_err(named)?;
-    progress.set_plan(Arc::clone(&res.plan));
-    if res.schema.fields().is_empty() {
-        // DDL and the like: drain, print nothing
-        let mut stream = res.stream;
-        while let Some(b) = rt.block_on(stream.next()) {
-            b.map_err(named)?;
-        }
-        return Ok(0);
-    }
-    let (format, max_rows) = (shape.format, shape.max_rows);
-    if format == Format::Parquet {
-        if *wrote_parquet {
-            return Err(QueryError::Statement(format!(
-                "statement {}: Parquet output holds one result; the script has several queries",
-                stmt.index
-            )));
-        }
-        *wrote_parquet = true;
-    }
-    // plain headers: `min(ts)`, not `min(logs.ts)`
-    let schema = output::plain_headers(&res.schema);
-    let renamed = |b: arrow::array::RecordBatch| {
-        let opts = arrow::array::RecordBatchOptions::new().with_row_count(Some(b.num_rows()));
-        arrow::array::RecordBatch::try_new_with_options(
-            Arc::clone(&schema),
-            b.columns().to_vec(),
-            &opts,
-        )
-        .map_err(|e| named(e.into()))
-    };
-    let mut w = output::ResultWriter::new(format, out).with_max_width(shape.max_width);
-    w.begin(Arc::clone(&schema)).map_err(named)?;
-    let mut stream = res.stream;
-    let mut rows = 0usize;
-    let mut truncated = false;
-    loop {
-        let next = match cancel {
-            Some(n) => rt.block_on(async {
-                tokio::select! {
-                    b = stream.next() => Some(b),
-                    _ = n.notified() => None,
-                }
-            }),
-            None => Some(rt.block_on(stream.next())),
-        };
-        let Some(next) = next.ok_or_else(cancelled)? else {
-            break;
-        };
-        let mut batch = renamed(next.map_err(named)?)?;
-        if let Some(m) = max_rows
-            && rows + batch.num_rows() > m
-        {
-            batch = batch.slice(0, m - rows);
-            truncated = true;
-        }
-        rows += batch.num_rows();
-        progress.add_rows(batch.num_rows() as u64);
-        w.batch(batch).map_err(named)?;
-        if truncated {
-            break;
+            Ok(stdout)
         }
     }
-    drop(stream);
-    if let Some(t) = res.trailer {
-        rows += t.num_rows();
-        w.batch(renamed(t)?).map_err(named)?;
-    }
-    progress.stop();
-    w.finish().map_err(named)?;
-    if truncated && let Some(m) = max_rows {
-        let _ = writeln!(
-            err,
-            "(statement {}: output limited to {m} rows; --max-rows or \\maxrows changes it)",
-            stmt.index
-        );
-    }
-    Ok(rows)
 }
 
 #[cfg(test)]

@@ -182,104 +182,15 @@ impl<'w> ResultWriter<'w> {
             Some(s) => Arc::clone(s),
             None => return Ok(()),
         };
+        let batches = &self.buffered;
         match self.format {
-            Format::Table => {
-                if self.buffered.is_empty() {
-                    let empty = RecordBatch::new_empty(Arc::clone(&schema));
-                    let t = arrow::util::pretty::pretty_format_batches_with_options(
-                        &[empty],
-                        &format_options(),
-                    )?;
-                    writeln!(out, "{t}").map_err(io)?;
-                } else if let Some(w) = self.max_width {
-                    let (_, fitted) =
-                        crate::fit::fit_batches(&schema, &self.buffered, w, &format_options())?;
-                    let t = arrow::util::pretty::pretty_format_batches_with_options(
-                        &fitted,
-                        &format_options(),
-                    )?;
-                    writeln!(out, "{t}").map_err(io)?;
-                } else {
-                    let t = arrow::util::pretty::pretty_format_batches_with_options(
-                        &self.buffered,
-                        &format_options(),
-                    )?;
-                    writeln!(out, "{t}").map_err(io)?;
-                }
-            }
-            Format::Vertical => {
-                let width = schema
-                    .fields()
-                    .iter()
-                    .map(|f| f.name().chars().count())
-                    .max()
-                    .unwrap_or(0);
-                let mut rec = 0usize;
-                for b in &self.buffered {
-                    let fmts = cells(b)?;
-                    for row in 0..b.num_rows() {
-                        rec += 1;
-                        writeln!(
-                            out,
-                            "-[ RECORD {rec} ]{}",
-                            "-".repeat(width.saturating_sub(8) + 4)
-                        )
-                        .map_err(io)?;
-                        for (f, c) in schema.fields().iter().zip(&fmts) {
-                            writeln!(out, "{:<width$} | {}", f.name(), c.value(row)).map_err(io)?;
-                        }
-                    }
-                }
-                if rec == 0 {
-                    writeln!(out, "(0 rows)").map_err(io)?;
-                }
-            }
-            Format::Json => {
-                let mut w = arrow::json::WriterBuilder::new()
-                    .with_explicit_nulls(true)
-                    .build::<_, arrow::json::writer::JsonArray>(&mut *out);
-                let refs: Vec<&RecordBatch> = self.buffered.iter().collect();
-                w.write_batches(&refs)?;
-                w.finish()?;
-                if self.buffered.iter().all(|b| b.num_rows() == 0) {
-                    // ArrayWriter writes nothing for zero rows
-                    write!(out, "[]").map_err(io)?;
-                }
-                writeln!(out).map_err(io)?;
-            }
-            Format::Markdown => {
-                let names: Vec<String> = schema
-                    .fields()
-                    .iter()
-                    .map(|f| md_escape(f.name()))
-                    .collect();
-                writeln!(out, "| {} |", names.join(" | ")).map_err(io)?;
-                writeln!(out, "|{}", names.iter().map(|_| "---|").collect::<String>())
-                    .map_err(io)?;
-                for b in &self.buffered {
-                    let fmts = cells(b)?;
-                    for row in 0..b.num_rows() {
-                        let vals: Vec<String> = fmts
-                            .iter()
-                            .map(|c| md_escape(&c.value(row).to_string()))
-                            .collect();
-                        writeln!(out, "| {} |", vals.join(" | ")).map_err(io)?;
-                    }
-                }
-            }
+            Format::Table => write_table(out, &schema, batches, self.max_width)?,
+            Format::Vertical => write_vertical(out, &schema, batches)?,
+            Format::Json => write_json(out, batches)?,
+            Format::Markdown => write_markdown(out, &schema, batches)?,
             Format::Csv | Format::Tsv => {
                 if !self.header_done {
-                    // header for an empty result
-                    let delim = if self.format == Format::Csv {
-                        b','
-                    } else {
-                        b'\t'
-                    };
-                    let mut w = arrow::csv::WriterBuilder::new()
-                        .with_header(true)
-                        .with_delimiter(delim)
-                        .build(&mut *out);
-                    w.write(&RecordBatch::new_empty(Arc::clone(&schema)))?;
+                    write_delimited_header(out, &schema, self.format)?;
                 }
             }
             Format::Ndjson => {}
@@ -288,6 +199,106 @@ impl<'w> ResultWriter<'w> {
         out.flush().map_err(io)?;
         Ok(())
     }
+}
+
+/// A boxed table of the buffered batches (the header alone when there are none), fitted to
+/// `max_width` when given.
+fn write_table(
+    out: &mut Out,
+    schema: &SchemaRef,
+    batches: &[RecordBatch],
+    max_width: Option<usize>,
+) -> Result<()> {
+    let t = if batches.is_empty() {
+        let empty = RecordBatch::new_empty(Arc::clone(schema));
+        arrow::util::pretty::pretty_format_batches_with_options(&[empty], &format_options())?
+    } else if let Some(w) = max_width {
+        let (_, fitted) = crate::fit::fit_batches(schema, batches, w, &format_options())?;
+        arrow::util::pretty::pretty_format_batches_with_options(&fitted, &format_options())?
+    } else {
+        arrow::util::pretty::pretty_format_batches_with_options(batches, &format_options())?
+    };
+    writeln!(out, "{t}").map_err(io)?;
+    Ok(())
+}
+
+/// One `-[ RECORD n ]` header per row, then one `column | value` line per field.
+fn write_vertical(out: &mut Out, schema: &SchemaRef, batches: &[RecordBatch]) -> Result<()> {
+    let width = schema
+        .fields()
+        .iter()
+        .map(|f| f.name().chars().count())
+        .max()
+        .unwrap_or(0);
+    let mut rec = 0usize;
+    for b in batches {
+        let fmts = cells(b)?;
+        for row in 0..b.num_rows() {
+            rec += 1;
+            writeln!(
+                out,
+                "-[ RECORD {rec} ]{}",
+                "-".repeat(width.saturating_sub(8) + 4)
+            )
+            .map_err(io)?;
+            for (f, c) in schema.fields().iter().zip(&fmts) {
+                writeln!(out, "{:<width$} | {}", f.name(), c.value(row)).map_err(io)?;
+            }
+        }
+    }
+    if rec == 0 {
+        writeln!(out, "(0 rows)").map_err(io)?;
+    }
+    Ok(())
+}
+
+/// One JSON array of objects (`[]` for no rows), nulls written out.
+fn write_json(out: &mut Out, batches: &[RecordBatch]) -> Result<()> {
+    let mut w = arrow::json::WriterBuilder::new()
+        .with_explicit_nulls(true)
+        .build::<_, arrow::json::writer::JsonArray>(&mut *out);
+    let refs: Vec<&RecordBatch> = batches.iter().collect();
+    w.write_batches(&refs)?;
+    w.finish()?;
+    if batches.iter().all(|b| b.num_rows() == 0) {
+        // ArrayWriter writes nothing for zero rows
+        write!(out, "[]").map_err(io)?;
+    }
+    writeln!(out).map_err(io)?;
+    Ok(())
+}
+
+/// A GitHub-flavoured Markdown table (`|` escaped, newlines as spaces).
+fn write_markdown(out: &mut Out, schema: &SchemaRef, batches: &[RecordBatch]) -> Result<()> {
+    let names: Vec<String> = schema
+        .fields()
+        .iter()
+        .map(|f| md_escape(f.name()))
+        .collect();
+    writeln!(out, "| {} |", names.join(" | ")).map_err(io)?;
+    writeln!(out, "|{}", names.iter().map(|_| "---|").collect::<String>()).map_err(io)?;
+    for b in batches {
+        let fmts = cells(b)?;
+        for row in 0..b.num_rows() {
+            let vals: Vec<String> = fmts
+                .iter()
+                .map(|c| md_escape(&c.value(row).to_string()))
+                .collect();
+            writeln!(out, "| {} |", vals.join(" | ")).map_err(io)?;
+        }
+    }
+    Ok(())
+}
+
+/// The CSV/TSV header row of an empty result.
+fn write_delimited_header(out: &mut Out, schema: &SchemaRef, format: Format) -> Result<()> {
+    let delim = if format == Format::Csv { b',' } else { b'\t' };
+    let mut w = arrow::csv::WriterBuilder::new()
+        .with_header(true)
+        .with_delimiter(delim)
+        .build(&mut *out);
+    w.write(&RecordBatch::new_empty(Arc::clone(schema)))?;
+    Ok(())
 }
 
 fn md_escape(s: &str) -> String {

@@ -200,8 +200,27 @@ fn non_empty(text: &str, index: usize, line: u64, column: u64) -> Option<Stateme
 pub fn rewrite_time_travel(sql: &str) -> Option<String> {
     let dialect = GenericDialect {};
     let tokens = Tokenizer::new(&dialect, sql).tokenize().ok()?;
-    // indices of non-whitespace tokens
-    let idx: Vec<usize> = tokens
+    let idx = significant_tokens(&tokens);
+    let mut replace: Vec<(usize, usize, String)> = Vec::new(); // token range [a, b] -> text
+    let mut k = 0;
+    while k + 4 < idx.len() {
+        match time_travel_at(&tokens, &idx, k) {
+            Some(r) => {
+                replace.push(r);
+                k += 5;
+            }
+            None => k += 1,
+        }
+    }
+    if replace.is_empty() {
+        return None;
+    }
+    Some(splice(&tokens, replace, sql.len() + 32))
+}
+
+/// Indices of the tokens that are not spaces, newlines or tabs.
+fn significant_tokens(tokens: &[Token]) -> Vec<usize> {
+    tokens
         .iter()
         .enumerate()
         .filter(|(_, t)| {
@@ -211,64 +230,66 @@ pub fn rewrite_time_travel(sql: &str) -> Option<String> {
             )
         })
         .map(|(i, _)| i)
-        .collect();
-    let mut replace: Vec<(usize, usize, String)> = Vec::new(); // token range [a, b] -> text
-    let mut k = 0;
-    while k + 4 < idx.len() {
-        let t0 = &tokens[idx[k]];
-        let kw = |t: &Token, kw: Keyword| matches!(t, Token::Word(w) if w.keyword == kw && w.quote_style.is_none());
-        let t1 = &tokens[idx[k + 1]];
-        let is_version = kw(t1, Keyword::VERSION);
-        let is_ts = kw(t1, Keyword::TIMESTAMP);
-        if let Token::Word(name) = t0
-            && (is_version || is_ts)
-            && kw(&tokens[idx[k + 2]], Keyword::AS)
-            && kw(&tokens[idx[k + 3]], Keyword::OF)
-        {
-            // the table name may be qualified: a.b.c
-            let mut first = k;
-            let mut parts = vec![name.value.clone()];
-            while first >= 2 && matches!(tokens[idx[first - 1]], Token::Period) {
-                if let Token::Word(w) = &tokens[idx[first - 2]] {
-                    parts.insert(0, w.value.clone());
-                    first -= 2;
-                } else {
-                    break;
-                }
-            }
-            let arg = match &tokens[idx[k + 4]] {
-                Token::Number(n, _) if is_version => n.clone(),
-                Token::SingleQuotedString(s) if is_ts => format!("'{}'", s.replace('\'', "''")),
-                _ => {
-                    k += 1;
-                    continue;
-                }
-            };
-            let table = parts.join(".").replace('\'', "''");
-            // as long as the text it replaces (padded with its spaces and newlines), so that
-            // positions after it in error messages stay those of the user's SQL
-            let original: String = tokens[idx[first]..=idx[k + 4]]
-                .iter()
-                .map(|t| t.to_string())
-                .collect();
-            let mut text = format!("delta_scan('{table}',{arg})");
-            let newlines = original.matches('\n').count();
-            if newlines > 0 {
-                text.push_str(&"\n".repeat(newlines));
-            } else {
-                let (o, r) = (original.chars().count(), text.chars().count());
-                text.push_str(&" ".repeat(o.saturating_sub(r)));
-            }
-            replace.push((idx[first], idx[k + 4], text));
-            k += 5;
-            continue;
-        }
-        k += 1;
-    }
-    if replace.is_empty() {
+        .collect()
+}
+
+/// The time travel `name VERSION AS OF n` / `name TIMESTAMP AS OF '…'` whose name is the `k`th
+/// significant token (`idx`), as the token range it spans and its `delta_scan(…)` replacement.
+fn time_travel_at(tokens: &[Token], idx: &[usize], k: usize) -> Option<(usize, usize, String)> {
+    let kw = |t: &Token, kw: Keyword| matches!(t, Token::Word(w) if w.keyword == kw && w.quote_style.is_none());
+    let t1 = &tokens[idx[k + 1]];
+    let is_version = kw(t1, Keyword::VERSION);
+    let is_ts = kw(t1, Keyword::TIMESTAMP);
+    let Token::Word(name) = &tokens[idx[k]] else {
+        return None;
+    };
+    if !((is_version || is_ts)
+        && kw(&tokens[idx[k + 2]], Keyword::AS)
+        && kw(&tokens[idx[k + 3]], Keyword::OF))
+    {
         return None;
     }
-    let mut out = String::with_capacity(sql.len() + 32);
+    // the table name may be qualified: a.b.c
+    let mut first = k;
+    let mut parts = vec![name.value.clone()];
+    while first >= 2 && matches!(tokens[idx[first - 1]], Token::Period) {
+        if let Token::Word(w) = &tokens[idx[first - 2]] {
+            parts.insert(0, w.value.clone());
+            first -= 2;
+        } else {
+            break;
+        }
+    }
+    let arg = match &tokens[idx[k + 4]] {
+        Token::Number(n, _) if is_version => n.clone(),
+        Token::SingleQuotedString(s) if is_ts => format!("'{}'", s.replace('\'', "''")),
+        _ => return None,
+    };
+    let table = parts.join(".").replace('\'', "''");
+    let original: String = tokens[idx[first]..=idx[k + 4]]
+        .iter()
+        .map(|t| t.to_string())
+        .collect();
+    let text = padded_like(format!("delta_scan('{table}',{arg})"), &original);
+    Some((idx[first], idx[k + 4], text))
+}
+
+/// `text` made as long as the `original` it replaces (padded with its newlines, else spaces), so
+/// that positions after it in error messages stay those of the user's SQL.
+fn padded_like(mut text: String, original: &str) -> String {
+    let newlines = original.matches('\n').count();
+    if newlines > 0 {
+        text.push_str(&"\n".repeat(newlines));
+    } else {
+        let (o, r) = (original.chars().count(), text.chars().count());
+        text.push_str(&" ".repeat(o.saturating_sub(r)));
+    }
+    text
+}
+
+/// The tokens as text, each token range `[a, b]` of `replace` (in order) replaced by its text.
+fn splice(tokens: &[Token], replace: Vec<(usize, usize, String)>, capacity: usize) -> String {
+    let mut out = String::with_capacity(capacity);
     let mut i = 0;
     for (a, b, text) in replace {
         for t in &tokens[i..a] {
@@ -280,7 +301,7 @@ pub fn rewrite_time_travel(sql: &str) -> Option<String> {
     for t in &tokens[i..] {
         out.push_str(&t.to_string());
     }
-    Some(out)
+    out
 }
 
 /// The SQL behind the describe commands `\d`, `\dt` and `\d TABLE` (usable in scripts too).

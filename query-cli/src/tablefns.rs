@@ -114,93 +114,142 @@ fn split_cols(s: &str) -> Vec<String> {
 /// number of the matching row, in time order), `offset` (position relative to the hit, 0 = the hit
 /// itself), then the source columns. `columns` are the source's column names.
 pub fn log_context_sql(args: &Args, columns: &[String]) -> Result<(String, String)> {
-    const F: &str = "log_context";
-    args.check_names(
-        F,
-        &[
-            "table",
-            "predicate",
-            "before",
-            "after",
-            "partition_by",
-            "order_by",
-            "filter",
-        ],
-    )?;
-    let table = args
-        .get("table", Some(0))
-        .ok_or_else(|| DataFusionError::Plan(format!("{F}: missing the table argument")))?
-        .relation();
-    let predicate = args
-        .get("predicate", Some(1))
-        .ok_or_else(|| {
-            DataFusionError::Plan(format!(
-                "{F}: missing the predicate argument (a SQL string)"
-            ))
-        })?
-        .text();
-    let before = args.int(F, "before", Some(2), 5)?;
-    let after = args.int(F, "after", Some(3), 5)?;
-    let order_by = args
-        .get("order_by", None)
-        .map(|a| a.text())
-        .unwrap_or_else(|| "ts".to_string());
-    let partition: Vec<String> = match args.get("partition_by", None) {
-        Some(a) => split_cols(&a.text()),
-        None => ["namespace", "pod", "container"]
+    let lc = LogContext::from_args(args, columns)?;
+    Ok((lc.sql(columns), lc.source()))
+}
+
+/// The arguments of `log_context`, defaults applied.
+struct LogContext {
+    table: String,
+    predicate: String,
+    before: i64,
+    after: i64,
+    order_by: String,
+    /// The partition columns: `partition_by`, else those of namespace, pod, container present.
+    partition: Vec<String>,
+    filter: Option<String>,
+}
+
+impl LogContext {
+    fn from_args(args: &Args, columns: &[String]) -> Result<LogContext> {
+        const F: &str = "log_context";
+        args.check_names(
+            F,
+            &[
+                "table",
+                "predicate",
+                "before",
+                "after",
+                "partition_by",
+                "order_by",
+                "filter",
+            ],
+        )?;
+        let table = args
+            .get("table", Some(0))
+            .ok_or_else(|| DataFusionError::Plan(format!("{F}: missing the table argument")))?
+            .relation();
+        let predicate = args
+            .get("predicate", Some(1))
+            .ok_or_else(|| {
+                DataFusionError::Plan(format!(
+                    "{F}: missing the predicate argument (a SQL string)"
+                ))
+            })?
+            .text();
+        let before = args.int(F, "before", Some(2), 5)?;
+        let after = args.int(F, "after", Some(3), 5)?;
+        let order_by = args
+            .get("order_by", None)
+            .map(|a| a.text())
+            .unwrap_or_else(|| "ts".to_string());
+        let partition: Vec<String> = match args.get("partition_by", None) {
+            Some(a) => split_cols(&a.text()),
+            None => ["namespace", "pod", "container"]
+                .iter()
+                .filter(|c| columns.iter().any(|x| x == *c))
+                .map(|c| c.to_string())
+                .collect(),
+        };
+        let filter = args.get("filter", None).map(|a| a.text());
+        Ok(LogContext {
+            table,
+            predicate,
+            before,
+            after,
+            order_by,
+            partition,
+            filter,
+        })
+    }
+
+    /// The source rows: the table, filtered by `filter`.
+    fn source(&self) -> String {
+        let table = &self.table;
+        match &self.filter {
+            Some(f) => format!("SELECT * FROM {table} WHERE {f}"),
+            None => format!("SELECT * FROM {table}"),
+        }
+    }
+
+    /// The source restricted to the partitions holding a hit (all of it without partitions).
+    fn hit_partitions(&self) -> String {
+        if self.partition.is_empty() {
+            return "__src s".to_string();
+        }
+        let son: Vec<String> = self
+            .partition
             .iter()
-            .filter(|c| columns.iter().any(|x| x == *c))
-            .map(|c| c.to_string())
-            .collect(),
-    };
-    let filter = args.get("filter", None).map(|a| a.text());
-    let source = match &filter {
-        Some(f) => format!("SELECT * FROM {table} WHERE {f}"),
-        None => format!("SELECT * FROM {table}"),
-    };
-    let part_by = if partition.is_empty() {
-        String::new()
-    } else {
-        format!("PARTITION BY {}", partition.join(", "))
-    };
-    let on: Vec<String> = partition.iter().map(|c| format!("n.{c} = h.{c}")).collect();
-    let hit_on = if on.is_empty() {
-        String::new()
-    } else {
-        format!("{} AND ", on.join(" AND "))
-    };
-    let semi = if partition.is_empty() {
-        "__src s".to_string()
-    } else {
-        let son: Vec<String> = partition.iter().map(|c| format!("s.{c} = k.{c}")).collect();
+            .map(|c| format!("s.{c} = k.{c}"))
+            .collect();
         format!(
             "__src s LEFT SEMI JOIN (SELECT DISTINCT {cols} FROM __src WHERE {predicate}) k ON {on}",
-            cols = partition.join(", "),
+            cols = self.partition.join(", "),
+            predicate = self.predicate,
             on = son.join(" AND ")
         )
-    };
-    let out_cols: Vec<String> = columns
-        .iter()
-        .map(|c| format!("n.{}", quote_ident(c)))
-        .collect();
-    let sql = format!(
-        "WITH __src AS ({source}), \
-         __n AS (SELECT s.*, CAST(row_number() OVER ({part_by} ORDER BY {order_by}) AS BIGINT) AS __rn, ({predicate}) IS TRUE AS __is_hit FROM {semi}), \
-         __h AS (SELECT {hcols}__rn AS __hit_rn, CAST(row_number() OVER (ORDER BY {order_by}{hpart}) AS BIGINT) AS __hit FROM __n WHERE __is_hit) \
-         SELECT h.__hit AS hit, n.__rn - h.__hit_rn AS \"offset\", {out} \
-         FROM __n n JOIN __h h ON {hit_on}n.__rn BETWEEN h.__hit_rn - {before} AND h.__hit_rn + {after} \
-         ORDER BY hit, \"offset\"",
-        hcols = partition
+    }
+
+    /// The whole query: number rows per partition, number the hits, join each hit to its
+    /// neighbours.
+    fn sql(&self, columns: &[String]) -> String {
+        let (partition, predicate, order_by) = (&self.partition, &self.predicate, &self.order_by);
+        let (before, after) = (self.before, self.after);
+        let part_by = if partition.is_empty() {
+            String::new()
+        } else {
+            format!("PARTITION BY {}", partition.join(", "))
+        };
+        let on: Vec<String> = partition.iter().map(|c| format!("n.{c} = h.{c}")).collect();
+        let hit_on = if on.is_empty() {
+            String::new()
+        } else {
+            format!("{} AND ", on.join(" AND "))
+        };
+        let out_cols: Vec<String> = columns
             .iter()
-            .map(|c| format!("{c}, "))
-            .collect::<String>(),
-        hpart = partition
-            .iter()
-            .map(|c| format!(", {c}"))
-            .collect::<String>(),
-        out = out_cols.join(", "),
-    );
-    Ok((sql, source))
+            .map(|c| format!("n.{}", quote_ident(c)))
+            .collect();
+        format!(
+            "WITH __src AS ({source}), \
+             __n AS (SELECT s.*, CAST(row_number() OVER ({part_by} ORDER BY {order_by}) AS BIGINT) AS __rn, ({predicate}) IS TRUE AS __is_hit FROM {semi}), \
+             __h AS (SELECT {hcols}__rn AS __hit_rn, CAST(row_number() OVER (ORDER BY {order_by}{hpart}) AS BIGINT) AS __hit FROM __n WHERE __is_hit) \
+             SELECT h.__hit AS hit, n.__rn - h.__hit_rn AS \"offset\", {out} \
+             FROM __n n JOIN __h h ON {hit_on}n.__rn BETWEEN h.__hit_rn - {before} AND h.__hit_rn + {after} \
+             ORDER BY hit, \"offset\"",
+            source = self.source(),
+            semi = self.hit_partitions(),
+            hcols = partition
+                .iter()
+                .map(|c| format!("{c}, "))
+                .collect::<String>(),
+            hpart = partition
+                .iter()
+                .map(|c| format!(", {c}"))
+                .collect::<String>(),
+            out = out_cols.join(", "),
+        )
+    }
 }
 
 /// The relation text of the first argument of `log_context` / `correlate` (for schema lookup).
