@@ -104,11 +104,29 @@ fn dash<'a>(v: Cow<'a, str>) -> Option<Cow<'a, str>> {
     }
 }
 
+const NOT: &str = "not an access log line";
+
 pub(crate) fn parse_access_line(line: &str) -> Result<AccessLine<'_>, String> {
-    const NOT: &str = "not an access log line";
-    // the timestamp: the first `[…]` that parses as `%d/%b/%Y:%H:%M:%S %z`
+    let (lb, rb, ts_us) = find_time(line)?;
+    let mut out = AccessLine {
+        ts_us,
+        ..AccessLine::default()
+    };
+    out.read_client(line[..lb].trim_end())?;
+    let after = &line[rb + 1..];
+    let (request, after) = quoted(after).ok_or_else(|| format!("{NOT}: no quoted request"))?;
+    out.set_request(request);
+    let after = out.read_status_and_bytes(after)?;
+    let after = out.read_referer_and_agent(after);
+    out.read_extras(after);
+    Ok(out)
+}
+
+/// The timestamp: the first `[…]` that parses as `%d/%b/%Y:%H:%M:%S %z`, with the positions of
+/// its brackets.
+fn find_time(line: &str) -> Result<(usize, usize, i64), String> {
     let mut search = 0;
-    let (lb, rb, ts_us) = loop {
+    loop {
         let lb = line[search..]
             .find('[')
             .map(|i| i + search)
@@ -118,129 +136,155 @@ pub(crate) fn parse_access_line(line: &str) -> Result<AccessLine<'_>, String> {
             .map(|i| i + lb)
             .ok_or_else(|| format!("{NOT}: no [time]"))?;
         if let Ok(t) = DateTime::parse_from_str(&line[lb + 1..rb], "%d/%b/%Y:%H:%M:%S %z") {
-            break (lb, rb, t.timestamp_micros());
+            return Ok((lb, rb, t.timestamp_micros()));
         }
         search = lb + 1;
-    };
-    let mut out = AccessLine {
-        ts_us,
-        ..AccessLine::default()
-    };
-    let prefix = line[..lb].trim_end();
-    let (rest, user) = prefix
-        .rsplit_once(char::is_whitespace)
-        .ok_or_else(|| format!("{NOT}: no user field"))?;
-    let (addrs, _ident) = rest
-        .trim_end()
-        .rsplit_once(char::is_whitespace)
-        .map(|(a, i)| (a, Some(i)))
-        .unwrap_or((rest, None));
-    let list: Vec<&str> = addrs
-        .split([',', ' ', '"'])
-        .map(str::trim)
-        .filter(|a| !a.is_empty() && *a != "-")
-        .collect();
-    let Some((&last, earlier)) = list.split_last() else {
-        return Err(format!("{NOT}: no remote address"));
-    };
-    out.remote_addr = Some(last);
-    if !earlier.is_empty() {
-        out.xff = Some(earlier.join(", "));
     }
-    out.remote_user = (user != "-").then_some(user);
+}
 
-    let after = &line[rb + 1..];
-    let (request, after) = quoted(after).ok_or_else(|| format!("{NOT}: no quoted request"))?;
-    if !request.is_empty() {
+impl<'a> AccessLine<'a> {
+    /// `<addr…> <ident> <user>` before the time: the last address is `remote_addr`, earlier
+    /// ones are the forwarded-for chain.
+    fn read_client(&mut self, prefix: &'a str) -> Result<(), String> {
+        let (rest, user) = prefix
+            .rsplit_once(char::is_whitespace)
+            .ok_or_else(|| format!("{NOT}: no user field"))?;
+        let (addrs, _ident) = rest
+            .trim_end()
+            .rsplit_once(char::is_whitespace)
+            .map(|(a, i)| (a, Some(i)))
+            .unwrap_or((rest, None));
+        let list: Vec<&str> = addrs
+            .split([',', ' ', '"'])
+            .map(str::trim)
+            .filter(|a| !a.is_empty() && *a != "-")
+            .collect();
+        let Some((&last, earlier)) = list.split_last() else {
+            return Err(format!("{NOT}: no remote address"));
+        };
+        self.remote_addr = Some(last);
+        if !earlier.is_empty() {
+            self.xff = Some(earlier.join(", "));
+        }
+        self.remote_user = (user != "-").then_some(user);
+        Ok(())
+    }
+
+    /// The request line: method, path and protocol, or the whole text in `request` when it is
+    /// malformed (nothing when it is empty).
+    fn set_request(&mut self, request: Cow<'a, str>) {
+        if request.is_empty() {
+            return;
+        }
         match request {
             Cow::Borrowed(r) => match split_request(r) {
                 Some((m, p, pr)) => {
-                    out.method = Some(Cow::Borrowed(m));
-                    out.path = Some(Cow::Borrowed(p));
-                    out.protocol = pr.map(Cow::Borrowed);
+                    self.method = Some(Cow::Borrowed(m));
+                    self.path = Some(Cow::Borrowed(p));
+                    self.protocol = pr.map(Cow::Borrowed);
                 }
-                None => out.request = Some(Cow::Borrowed(r)),
+                None => self.request = Some(Cow::Borrowed(r)),
             },
             Cow::Owned(r) => match split_request(&r) {
                 Some((m, p, pr)) => {
-                    out.method = Some(Cow::Owned(m.to_owned()));
-                    out.path = Some(Cow::Owned(p.to_owned()));
-                    out.protocol = pr.map(|x| Cow::Owned(x.to_owned()));
+                    self.method = Some(Cow::Owned(m.to_owned()));
+                    self.path = Some(Cow::Owned(p.to_owned()));
+                    self.protocol = pr.map(|x| Cow::Owned(x.to_owned()));
                 }
-                None => out.request = Some(Cow::Owned(r.clone())),
+                None => self.request = Some(Cow::Owned(r.clone())),
             },
         }
     }
-    let (status, after) = token(after).ok_or_else(|| format!("{NOT}: no status"))?;
-    out.status = match status {
-        "-" => None,
-        s => Some(
-            s.parse::<i32>()
-                .map_err(|_| format!("{NOT}: invalid status `{s}`"))?,
-        ),
-    };
-    let (bytes, mut after) = token(after).ok_or_else(|| format!("{NOT}: no byte count"))?;
-    out.bytes = match bytes {
-        "-" => Some(0),
-        b => Some(
-            b.parse::<i64>()
-                .map_err(|_| format!("{NOT}: invalid byte count `{b}`"))?,
-        ),
-    };
-    if let Some((r, a)) = quoted(after) {
-        out.referer = dash(r);
-        after = a;
-        if let Some((ua, a)) = quoted(after) {
-            out.user_agent = dash(ua);
-            after = a;
-        }
+
+    /// The status and byte count after the request; returns the rest of the line.
+    fn read_status_and_bytes(&mut self, after: &'a str) -> Result<&'a str, String> {
+        let (status, after) = token(after).ok_or_else(|| format!("{NOT}: no status"))?;
+        self.status = match status {
+            "-" => None,
+            s => Some(
+                s.parse::<i32>()
+                    .map_err(|_| format!("{NOT}: invalid status `{s}`"))?,
+            ),
+        };
+        let (bytes, after) = token(after).ok_or_else(|| format!("{NOT}: no byte count"))?;
+        self.bytes = match bytes {
+            "-" => Some(0),
+            b => Some(
+                b.parse::<i64>()
+                    .map_err(|_| format!("{NOT}: invalid byte count `{b}`"))?,
+            ),
+        };
+        Ok(after)
     }
-    // extras
-    let mut tail_xff_seen = false;
-    let mut n = 0;
-    loop {
-        let t = after.trim_start();
-        if t.is_empty() {
-            break;
+
+    /// The quoted referer and user agent of the combined format, when present; returns the
+    /// rest of the line.
+    fn read_referer_and_agent(&mut self, mut after: &'a str) -> &'a str {
+        if let Some((r, a)) = quoted(after) {
+            self.referer = dash(r);
+            after = a;
+            if let Some((ua, a)) = quoted(after) {
+                self.user_agent = dash(ua);
+                after = a;
+            }
         }
-        if t.starts_with('"') {
-            let Some((v, a)) = quoted(t) else {
-                out.extras.push((format!("extra.{n}"), t.to_owned()));
+        after
+    }
+
+    /// nginx extras after the combined format: the first quoted field is `$http_x_forwarded_for`,
+    /// a bare or `rt=`/`request_time=`/`rqt=` number the request time, other `key=value` pairs
+    /// and fields go to `extras` (`extra.<n>` when unnamed).
+    fn read_extras(&mut self, mut after: &'a str) {
+        let mut tail_xff_seen = false;
+        let mut n = 0;
+        loop {
+            let t = after.trim_start();
+            if t.is_empty() {
                 break;
-            };
-            after = a;
-            if !tail_xff_seen {
-                tail_xff_seen = true;
-                if v != "-" && !v.is_empty() {
-                    out.xff = Some(v.into_owned());
-                }
-            } else {
-                out.extras.push((format!("extra.{n}"), v.into_owned()));
             }
-        } else if let Some((tok, a)) = token(t) {
-            after = a;
-            match tok.split_once('=') {
-                Some(("rt" | "request_time" | "rqt", v))
-                    if out.request_time.is_none() && v.parse::<f64>().is_ok() =>
-                {
-                    out.request_time = v.parse().ok();
-                }
-                Some((k, v)) => out
-                    .extras
-                    .push((k.to_owned(), v.trim_matches('"').to_owned())),
-                None => match tok.parse::<f64>() {
-                    Ok(f) if out.request_time.is_none() && f.is_finite() => {
-                        out.request_time = Some(f)
+            if t.starts_with('"') {
+                let Some((v, a)) = quoted(t) else {
+                    self.extras.push((format!("extra.{n}"), t.to_owned()));
+                    break;
+                };
+                after = a;
+                if !tail_xff_seen {
+                    tail_xff_seen = true;
+                    if v != "-" && !v.is_empty() {
+                        self.xff = Some(v.into_owned());
                     }
-                    _ => out.extras.push((format!("extra.{n}"), tok.to_owned())),
-                },
+                } else {
+                    self.extras.push((format!("extra.{n}"), v.into_owned()));
+                }
+            } else if let Some((tok, a)) = token(t) {
+                after = a;
+                self.read_extra_token(tok, n);
+            } else {
+                break;
             }
-        } else {
-            break;
+            n += 1;
         }
-        n += 1;
     }
-    Ok(out)
+
+    /// One unquoted extra field (the `n`th).
+    fn read_extra_token(&mut self, tok: &str, n: usize) {
+        match tok.split_once('=') {
+            Some(("rt" | "request_time" | "rqt", v))
+                if self.request_time.is_none() && v.parse::<f64>().is_ok() =>
+            {
+                self.request_time = v.parse().ok();
+            }
+            Some((k, v)) => self
+                .extras
+                .push((k.to_owned(), v.trim_matches('"').to_owned())),
+            None => match tok.parse::<f64>() {
+                Ok(f) if self.request_time.is_none() && f.is_finite() => {
+                    self.request_time = Some(f)
+                }
+                _ => self.extras.push((format!("extra.{n}"), tok.to_owned())),
+            },
+        }
+    }
 }
 
 pub(crate) struct AccessDecoder {

@@ -87,6 +87,132 @@ fn flatten_into(prefix: &str, v: &Value, out: &mut Vec<(String, Option<String>)>
     }
 }
 
+/// The Utf8 columns of one event (index `S_*`), `cluster` from the options.
+fn string_cols(ev: &Map<String, Value>, cluster: Option<String>) -> [Option<String>; NS] {
+    let get_s = |k: &str| ev.get(k).and_then(text);
+    let sub = |o: &str, k: &str| ev.get(o).and_then(|x| x.get(k)).and_then(text);
+    let mut cols: [Option<String>; NS] = Default::default();
+    cols[S_CLUSTER] = cluster;
+    cols[S_AUDIT_ID] = get_s("auditID");
+    cols[S_API_VERSION] = get_s("apiVersion");
+    cols[S_LEVEL] = get_s("level");
+    cols[S_STAGE] = get_s("stage");
+    cols[S_VERB] = get_s("verb");
+    cols[S_URI] = get_s("requestURI");
+    cols[S_USER] = sub("user", "username");
+    cols[S_USER_UID] = sub("user", "uid");
+    cols[S_IMPERSONATED] = sub("impersonatedUser", "username");
+    cols[S_UA] = get_s("userAgent");
+    cols[S_OBJ_RES] = sub("objectRef", "resource");
+    cols[S_OBJ_SUB] = sub("objectRef", "subresource");
+    cols[S_OBJ_NS] = sub("objectRef", "namespace");
+    cols[S_OBJ_NAME] = sub("objectRef", "name");
+    cols[S_OBJ_GROUP] = sub("objectRef", "apiGroup");
+    cols[S_OBJ_VERSION] = sub("objectRef", "apiVersion");
+    cols[S_RESP_STATUS] = sub("responseStatus", "status")
+        .or_else(|| sub("responseStatus", "reason"))
+        .or_else(|| sub("responseStatus", "message"));
+    cols[S_REQ_OBJ] = ev
+        .get("requestObject")
+        .filter(|v| !v.is_null())
+        .map(Value::to_string);
+    cols[S_RESP_OBJ] = ev
+        .get("responseObject")
+        .filter(|v| !v.is_null())
+        .map(Value::to_string);
+    cols
+}
+
+/// Appends a list of strings (`v` an array), else a null list.
+fn append_list(b: &mut ListBuilder<StringBuilder>, v: Option<&Value>) {
+    match v {
+        Some(Value::Array(a)) => {
+            for x in a {
+                b.values().append_option(text(x));
+            }
+            b.append(true);
+        }
+        _ => b.append(false),
+    }
+}
+
+/// The RFC 3339 timestamp of the field `k`, in µs.
+fn ts_of(ev: &Map<String, Value>, k: &str) -> Option<i64> {
+    ev.get(k).and_then(Value::as_str).and_then(parse_rfc3339_us)
+}
+
+/// The time of an event that has none: the Kafka timestamp, else the ingest time, with the
+/// `loglake.ts_source` value that says which.
+fn fallback_ts(kafka_ms: Option<i64>, ingest: i64) -> (i64, &'static str) {
+    match kafka_ms.and_then(|m| m.checked_mul(1000)) {
+        Some(t) => (t, "kafka"),
+        None => (ingest, "ingest"),
+    }
+}
+
+/// The fields of an event that no column holds, flattened (`user.extra.x`, `objectRef.uid`, …).
+fn other_fields(ev: &Map<String, Value>) -> Vec<(String, Option<String>)> {
+    let mut attrs = Vec::new();
+    for (k, v) in ev {
+        if matches!(
+            k.as_str(),
+            "auditID"
+                | "apiVersion"
+                | "level"
+                | "stage"
+                | "verb"
+                | "requestURI"
+                | "sourceIPs"
+                | "userAgent"
+                | "requestObject"
+                | "responseObject"
+                | "requestReceivedTimestamp"
+                | "stageTimestamp"
+                | "annotations"
+                | "kind"
+        ) {
+            continue;
+        }
+        match (k.as_str(), v) {
+            ("user", Value::Object(u)) => {
+                flatten_other("user", u, &["username", "uid", "groups"], &mut attrs)
+            }
+            ("objectRef", Value::Object(o)) => flatten_other(
+                "objectRef",
+                o,
+                &[
+                    "resource",
+                    "subresource",
+                    "namespace",
+                    "name",
+                    "apiGroup",
+                    "apiVersion",
+                ],
+                &mut attrs,
+            ),
+            ("responseStatus", Value::Object(o)) => {
+                flatten_other("responseStatus", o, &["code"], &mut attrs)
+            }
+            _ => flatten_into(k, v, &mut attrs),
+        }
+    }
+    attrs
+}
+
+/// Flattens the fields of the object `o` (under `prefix`) but those in `columns`.
+fn flatten_other(
+    prefix: &str,
+    o: &Map<String, Value>,
+    columns: &[&str],
+    out: &mut Vec<(String, Option<String>)>,
+) {
+    for (k, v) in o {
+        if !columns.contains(&k.as_str()) {
+            flatten_into(&format!("{prefix}.{k}"), v, out);
+        }
+    }
+}
+
 impl AuditDecoder {
     pub fn new(opts: DecoderOptions) -> Self {
         let ts = || TimestampMicrosecondBuilder::new().with_timezone("UTC");
@@ -130,64 +256,23 @@ impl AuditDecoder {
     }
 
     fn append(&mut self, ev: &Map<String, Value>, rec: &RawRecord<'_>, ingest: i64, lossy: bool) {
-        let get_s = |k: &str| ev.get(k).and_then(text);
-        let sub = |o: &str, k: &str| ev.get(o).and_then(|x| x.get(k)).and_then(text);
-        let mut cols: [Option<String>; NS] = Default::default();
-        cols[S_CLUSTER] = self.opts.cluster.clone();
-        cols[S_AUDIT_ID] = get_s("auditID");
-        cols[S_API_VERSION] = get_s("apiVersion");
-        cols[S_LEVEL] = get_s("level");
-        cols[S_STAGE] = get_s("stage");
-        cols[S_VERB] = get_s("verb");
-        cols[S_URI] = get_s("requestURI");
-        cols[S_USER] = sub("user", "username");
-        cols[S_USER_UID] = sub("user", "uid");
-        cols[S_IMPERSONATED] = sub("impersonatedUser", "username");
-        cols[S_UA] = get_s("userAgent");
-        cols[S_OBJ_RES] = sub("objectRef", "resource");
-        cols[S_OBJ_SUB] = sub("objectRef", "subresource");
-        cols[S_OBJ_NS] = sub("objectRef", "namespace");
-        cols[S_OBJ_NAME] = sub("objectRef", "name");
-        cols[S_OBJ_GROUP] = sub("objectRef", "apiGroup");
-        cols[S_OBJ_VERSION] = sub("objectRef", "apiVersion");
-        cols[S_RESP_STATUS] = sub("responseStatus", "status")
-            .or_else(|| sub("responseStatus", "reason"))
-            .or_else(|| sub("responseStatus", "message"));
-        cols[S_REQ_OBJ] = ev
-            .get("requestObject")
-            .filter(|v| !v.is_null())
-            .map(Value::to_string);
-        cols[S_RESP_OBJ] = ev
-            .get("responseObject")
-            .filter(|v| !v.is_null())
-            .map(Value::to_string);
+        let cols = string_cols(ev, self.opts.cluster.clone());
         for (b, v) in self.s.iter_mut().zip(cols.iter()) {
             b.append_option(v.as_deref());
         }
-
-        let list = |b: &mut ListBuilder<StringBuilder>, v: Option<&Value>| match v {
-            Some(Value::Array(a)) => {
-                for x in a {
-                    b.values().append_option(text(x));
-                }
-                b.append(true);
-            }
-            _ => b.append(false),
-        };
-        list(
+        append_list(
             &mut self.groups,
             ev.get("user").and_then(|u| u.get("groups")),
         );
-        list(&mut self.ips, ev.get("sourceIPs"));
+        append_list(&mut self.ips, ev.get("sourceIPs"));
         self.code.append_option(
             ev.get("responseStatus")
                 .and_then(|r| r.get("code"))
                 .and_then(Value::as_i64)
                 .and_then(|c| i32::try_from(c).ok()),
         );
-        let ts_of = |k: &str| ev.get(k).and_then(Value::as_str).and_then(parse_rfc3339_us);
-        let req = ts_of("requestReceivedTimestamp");
-        let stage = ts_of("stageTimestamp");
+        let req = ts_of(ev, "requestReceivedTimestamp");
+        let stage = ts_of(ev, "stageTimestamp");
         self.req_ts.append_option(req);
         self.stage_ts.append_option(stage);
 
@@ -199,72 +284,14 @@ impl AuditDecoder {
         }
         let _ = self.annotations.append(true);
 
-        let mut attrs = Vec::new();
-        for (k, v) in ev {
-            if matches!(
-                k.as_str(),
-                "auditID"
-                    | "apiVersion"
-                    | "level"
-                    | "stage"
-                    | "verb"
-                    | "requestURI"
-                    | "sourceIPs"
-                    | "userAgent"
-                    | "requestObject"
-                    | "responseObject"
-                    | "requestReceivedTimestamp"
-                    | "stageTimestamp"
-                    | "annotations"
-                    | "kind"
-            ) {
-                continue;
-            }
-            match (k.as_str(), v) {
-                ("user", Value::Object(u)) => {
-                    for (uk, uv) in u {
-                        if uk != "username" && uk != "uid" && uk != "groups" {
-                            flatten_into(&format!("user.{uk}"), uv, &mut attrs);
-                        }
-                    }
-                }
-                ("objectRef", Value::Object(o)) => {
-                    for (ok, ov) in o {
-                        if !matches!(
-                            ok.as_str(),
-                            "resource"
-                                | "subresource"
-                                | "namespace"
-                                | "name"
-                                | "apiGroup"
-                                | "apiVersion"
-                        ) {
-                            flatten_into(&format!("objectRef.{ok}"), ov, &mut attrs);
-                        }
-                    }
-                }
-                ("responseStatus", Value::Object(o)) => {
-                    for (ok, ov) in o {
-                        if ok != "code" {
-                            flatten_into(&format!("responseStatus.{ok}"), ov, &mut attrs);
-                        }
-                    }
-                }
-                _ => flatten_into(k, v, &mut attrs),
-            }
-        }
-        let ts = match stage.or(req).or_else(|| ts_of("timestamp")) {
+        let mut attrs = other_fields(ev);
+        let ts = match stage.or(req).or_else(|| ts_of(ev, "timestamp")) {
             Some(t) => t,
-            None => match rec.timestamp_ms.and_then(|m| m.checked_mul(1000)) {
-                Some(t) => {
-                    attrs.push(("loglake.ts_source".into(), Some("kafka".into())));
-                    t
-                }
-                None => {
-                    attrs.push(("loglake.ts_source".into(), Some("ingest".into())));
-                    ingest
-                }
-            },
+            None => {
+                let (t, source) = fallback_ts(rec.timestamp_ms, ingest);
+                attrs.push(("loglake.ts_source".into(), Some(source.into())));
+                t
+            }
         };
         if lossy {
             attrs.push(("loglake.invalid_utf8".into(), Some("true".into())));

@@ -96,39 +96,7 @@ fn parse_cri(line: &[u8]) -> Result<(EventTime, &str, bool, &[u8]), String> {
 fn parse_line(fmt: LineFormat, payload: &[u8], docker_split_min: usize) -> Result<Line, String> {
     let first = payload.iter().find(|b| !b.is_ascii_whitespace()).copied();
     match (fmt, first) {
-        (LineFormat::Cri, Some(b'{')) => {
-            // a collector envelope carrying the CRI line in `log`/`message`
-            with_text(payload, |text, lossy| {
-                let mut raw: Option<String> = None;
-                let mut path = None;
-                let mut attrs = Vec::new();
-                let l2 = flatten_object(text, &mut |p, v| {
-                    let k = join_path(p);
-                    match (&*k, v) {
-                        ("log" | "message", JVal::Str(s)) if raw.is_none() => {
-                            raw = Some(s.into_owned())
-                        }
-                        (pk, JVal::Str(s)) if is_path_key(pk) && path.is_none() => {
-                            path = Some(s.clone().into_owned());
-                            attrs.push((k.into_owned(), Some(s.into_owned())));
-                        }
-                        (_, v) => attrs.push((k.into_owned(), v.into_text().map(Cow::into_owned))),
-                    }
-                })
-                .map_err(|e| e.to_string())?;
-                let raw = raw.ok_or("CRI envelope has no `log`/`message` string")?;
-                let (ts, stream, partial, msg) = parse_cri(raw.as_bytes())?;
-                Ok(Line {
-                    ts,
-                    stream: stream.to_owned(),
-                    partial,
-                    msg: msg.to_vec(),
-                    path,
-                    attrs,
-                    lossy: lossy || l2,
-                })
-            })
-        }
+        (LineFormat::Cri, Some(b'{')) => parse_cri_envelope(payload),
         (LineFormat::Cri, _) => {
             let (ts, stream, partial, msg) = parse_cri(payload)?;
             Ok(Line {
@@ -141,56 +109,108 @@ fn parse_line(fmt: LineFormat, payload: &[u8], docker_split_min: usize) -> Resul
                 lossy: false,
             })
         }
-        (LineFormat::Docker, _) => with_text(payload, |text, lossy| {
-            let mut log: Option<Result<String, ()>> = None;
-            let mut time: Option<Option<EventTime>> = None;
-            let mut stream: Option<String> = None;
-            let mut path = None;
-            let mut attrs = Vec::new();
-            let l2 = flatten_object(text, &mut |p, v| {
-                let k = join_path(p);
-                match (&*k, v) {
-                    ("log", v) if log.is_none() => {
-                        log = Some(match v {
-                            JVal::Str(s) => Ok(s.into_owned()),
-                            _ => Err(()),
-                        })
-                    }
-                    ("time", v) if time.is_none() => {
-                        time = Some(v.as_str().and_then(parse_rfc3339))
-                    }
-                    ("stream", JVal::Str(s)) if stream.is_none() => stream = Some(s.into_owned()),
-                    (pk, JVal::Str(s)) if is_path_key(pk) && path.is_none() => {
-                        path = Some(s.clone().into_owned());
-                        attrs.push((k.into_owned(), Some(s.into_owned())));
-                    }
-                    (_, v) => attrs.push((k.into_owned(), v.into_text().map(Cow::into_owned))),
+        (LineFormat::Docker, _) => parse_docker(payload, docker_split_min),
+    }
+}
+
+/// A collector envelope carrying the CRI line in `log`/`message`.
+fn parse_cri_envelope(payload: &[u8]) -> Result<Line, String> {
+    with_text(payload, |text, lossy| {
+        let mut raw: Option<String> = None;
+        let mut path = None;
+        let mut attrs = Vec::new();
+        let l2 = flatten_object(text, &mut |p, v| {
+            let k = join_path(p);
+            match (&*k, v) {
+                ("log" | "message", JVal::Str(s)) if raw.is_none() => raw = Some(s.into_owned()),
+                (pk, JVal::Str(s)) if is_path_key(pk) && path.is_none() => {
+                    path = Some(s.clone().into_owned());
+                    attrs.push((k.into_owned(), Some(s.into_owned())));
                 }
-            })
-            .map_err(|e| e.to_string())?;
-            let log = match log {
-                Some(Ok(l)) => l,
-                Some(Err(())) => return Err("docker record: `log` is not a string".into()),
-                None => return Err("docker record: no `log` field".into()),
-            };
-            let ts = match time {
-                Some(Some(t)) => t,
-                Some(None) => {
-                    return Err("docker record: `time` is not an RFC 3339 timestamp".into());
+                (_, v) => attrs.push((k.into_owned(), v.into_text().map(Cow::into_owned))),
+            }
+        })
+        .map_err(|e| e.to_string())?;
+        let raw = raw.ok_or("CRI envelope has no `log`/`message` string")?;
+        let (ts, stream, partial, msg) = parse_cri(raw.as_bytes())?;
+        Ok(Line {
+            ts,
+            stream: stream.to_owned(),
+            partial,
+            msg: msg.to_vec(),
+            path,
+            attrs,
+            lossy: lossy || l2,
+        })
+    })
+}
+
+/// A docker json-file record; a `log` without its final `"\n"` of at least `docker_split_min`
+/// bytes is a fragment of a longer line.
+fn parse_docker(payload: &[u8], docker_split_min: usize) -> Result<Line, String> {
+    with_text(payload, |text, lossy| {
+        let mut log: Option<Result<String, ()>> = None;
+        let mut time: Option<Option<EventTime>> = None;
+        let mut stream: Option<String> = None;
+        let mut path = None;
+        let mut attrs = Vec::new();
+        let l2 = flatten_object(text, &mut |p, v| {
+            let k = join_path(p);
+            match (&*k, v) {
+                ("log", v) if log.is_none() => {
+                    log = Some(match v {
+                        JVal::Str(s) => Ok(s.into_owned()),
+                        _ => Err(()),
+                    })
                 }
-                None => return Err("docker record: no `time` field".into()),
-            };
-            let partial = !log.ends_with('\n') && log.len() >= docker_split_min;
-            Ok(Line {
-                ts,
-                stream: stream.unwrap_or_default(),
-                partial,
-                msg: log.into_bytes(),
-                path,
-                attrs,
-                lossy: lossy || l2,
-            })
-        }),
+                ("time", v) if time.is_none() => time = Some(v.as_str().and_then(parse_rfc3339)),
+                ("stream", JVal::Str(s)) if stream.is_none() => stream = Some(s.into_owned()),
+                (pk, JVal::Str(s)) if is_path_key(pk) && path.is_none() => {
+                    path = Some(s.clone().into_owned());
+                    attrs.push((k.into_owned(), Some(s.into_owned())));
+                }
+                (_, v) => attrs.push((k.into_owned(), v.into_text().map(Cow::into_owned))),
+            }
+        })
+        .map_err(|e| e.to_string())?;
+        let log = match log {
+            Some(Ok(l)) => l,
+            Some(Err(())) => return Err("docker record: `log` is not a string".into()),
+            None => return Err("docker record: no `log` field".into()),
+        };
+        let ts = match time {
+            Some(Some(t)) => t,
+            Some(None) => {
+                return Err("docker record: `time` is not an RFC 3339 timestamp".into());
+            }
+            None => return Err("docker record: no `time` field".into()),
+        };
+        let partial = !log.ends_with('\n') && log.len() >= docker_split_min;
+        Ok(Line {
+            ts,
+            stream: stream.unwrap_or_default(),
+            partial,
+            msg: log.into_bytes(),
+            path,
+            attrs,
+            lossy: lossy || l2,
+        })
+    })
+}
+
+/// The reassembly key of a line: its topic, partition, source (the kubelet path, else the Kafka
+/// key, else empty) and stream.
+fn reassembly_key(rec: &RawRecord<'_>, path: Option<&str>, stream: &str) -> PKey {
+    let source = match (path, rec.key) {
+        (Some(p), _) => p.to_owned(),
+        (None, Some(k)) => String::from_utf8_lossy(k).into_owned(),
+        (None, None) => String::new(),
+    };
+    PKey {
+        topic: rec.topic.to_owned(),
+        partition: rec.partition,
+        source,
+        stream: stream.to_owned(),
     }
 }
 
@@ -264,6 +284,77 @@ impl LineDecoder {
         self.builder.append(row, rec, offset, ingest, &self.opts);
     }
 
+    /// Adds a fragment (`P` line) to its pending line; a pending line grown over
+    /// [`DecoderOptions::max_partial_bytes`] is emitted, flagged partial.
+    fn add_fragment(
+        &mut self,
+        key: PKey,
+        line: Line,
+        path: Option<String>,
+        rec: &RawRecord<'_>,
+        ingest: i64,
+    ) {
+        let max = self.opts.max_partial_bytes;
+        let p = self.partials.entry(key.clone()).or_insert_with(|| Partial {
+            ts: line.ts,
+            buf: Vec::new(),
+            offsets: Vec::new(),
+            path,
+            kafka_ts_ms: rec.timestamp_ms,
+            attrs: Vec::new(),
+        });
+        p.buf.extend_from_slice(&line.msg);
+        p.offsets.push(rec.offset);
+        p.attrs = line.attrs;
+        if p.buf.len() > max
+            && let Some(p) = self.partials.remove(&key)
+        {
+            self.emit_partial(&key, p, ingest);
+        }
+    }
+
+    /// Emits a final line, joined to its pending fragments when there are any.
+    fn complete_line(
+        &mut self,
+        key: &PKey,
+        line: Line,
+        path: Option<&str>,
+        rec: &RawRecord<'_>,
+        ingest: i64,
+    ) {
+        match self.partials.remove(key) {
+            Some(mut p) => {
+                p.buf.extend_from_slice(&line.msg);
+                self.emit(
+                    rec,
+                    rec.offset,
+                    p.ts,
+                    &line.stream,
+                    p.buf,
+                    path,
+                    &line.attrs,
+                    &p.offsets,
+                    false,
+                    line.lossy,
+                    ingest,
+                );
+            }
+            None => self.emit(
+                rec,
+                rec.offset,
+                line.ts,
+                &line.stream,
+                line.msg,
+                path,
+                &line.attrs,
+                &[],
+                false,
+                line.lossy,
+                ingest,
+            ),
+        }
+    }
+
     fn emit_partial(&mut self, key: &PKey, p: Partial, ingest: i64) {
         let Some((&last, earlier)) = p.offsets.split_last() else {
             return;
@@ -321,67 +412,11 @@ impl Decoder for LineDecoder {
                 }
             };
             let path = line.path.clone().or_else(|| self.path_of(rec));
-            let source = match (&path, rec.key) {
-                (Some(p), _) => p.clone(),
-                (None, Some(k)) => String::from_utf8_lossy(k).into_owned(),
-                (None, None) => String::new(),
-            };
-            let key = PKey {
-                topic: rec.topic.to_owned(),
-                partition: rec.partition,
-                source,
-                stream: line.stream.clone(),
-            };
+            let key = reassembly_key(rec, path.as_deref(), &line.stream);
             if line.partial {
-                let max = self.opts.max_partial_bytes;
-                let p = self.partials.entry(key.clone()).or_insert_with(|| Partial {
-                    ts: line.ts,
-                    buf: Vec::new(),
-                    offsets: Vec::new(),
-                    path: path.clone(),
-                    kafka_ts_ms: rec.timestamp_ms,
-                    attrs: Vec::new(),
-                });
-                p.buf.extend_from_slice(&line.msg);
-                p.offsets.push(rec.offset);
-                p.attrs = line.attrs;
-                if p.buf.len() > max
-                    && let Some(p) = self.partials.remove(&key)
-                {
-                    self.emit_partial(&key, p, ingest);
-                }
-                continue;
-            }
-            match self.partials.remove(&key) {
-                Some(mut p) => {
-                    p.buf.extend_from_slice(&line.msg);
-                    self.emit(
-                        rec,
-                        rec.offset,
-                        p.ts,
-                        &line.stream,
-                        p.buf,
-                        path.as_deref(),
-                        &line.attrs,
-                        &p.offsets,
-                        false,
-                        line.lossy,
-                        ingest,
-                    );
-                }
-                None => self.emit(
-                    rec,
-                    rec.offset,
-                    line.ts,
-                    &line.stream,
-                    line.msg,
-                    path.as_deref(),
-                    &line.attrs,
-                    &[],
-                    false,
-                    line.lossy,
-                    ingest,
-                ),
+                self.add_fragment(key, line, path, rec, ingest);
+            } else {
+                self.complete_line(&key, line, path.as_deref(), rec, ingest);
             }
         }
         finish_output(self.builder.finish(), self.schema(), errors)

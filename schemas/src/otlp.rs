@@ -7,7 +7,9 @@ use std::borrow::Cow;
 
 use arrow::datatypes::SchemaRef;
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
+use opentelemetry_proto::tonic::logs::v1::LogRecord;
+use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message;
 
 use crate::container::{Col, ContainerBuilder, Row, finish_output};
@@ -155,76 +157,98 @@ impl OtlpDecoder {
         for rl in &req.resource_logs {
             for sl in &rl.scope_logs {
                 for lr in &sl.log_records {
-                    let mut row = Row {
-                        lossy,
-                        ..Row::default()
-                    };
-                    if let Some(res) = &rl.resource {
-                        for kv in &res.attributes {
-                            resource_attr(&mut row, kv);
-                        }
-                    }
-                    if let Some(scope) = &sl.scope {
-                        if !scope.name.is_empty() {
-                            row.attr("scope.name", Some(Cow::Borrowed(scope.name.as_str())));
-                        }
-                        if !scope.version.is_empty() {
-                            row.attr("scope.version", Some(Cow::Borrowed(scope.version.as_str())));
-                        }
-                    }
-                    let t = if lr.time_unix_nano != 0 {
-                        lr.time_unix_nano
-                    } else {
-                        lr.observed_time_unix_nano
-                    };
-                    if t != 0
-                        && let Ok(ns) = i64::try_from(t)
-                    {
-                        let et = EventTime::from_nanos(ns);
-                        row.ts_us = Some(et.us);
-                        row.ts_nanos = et.sub_us_ns;
-                    }
-                    if lr.time_unix_nano == 0 && lr.observed_time_unix_nano != 0 {
-                        row.flags
-                            .push(("loglake.ts_source", Cow::Borrowed("observed")));
-                    }
-                    let level = if !lr.severity_text.is_empty() {
-                        Some(Cow::Borrowed(lr.severity_text.as_str()))
-                    } else {
-                        severity_from_number(lr.severity_number).map(Cow::Borrowed)
-                    };
-                    row.cols[Col::Level as usize] = level;
-                    if !lr.trace_id.is_empty() {
-                        row.set(Col::TraceId, hex(&lr.trace_id));
-                    }
-                    if !lr.span_id.is_empty() {
-                        row.set(Col::SpanId, hex(&lr.span_id));
-                    }
-                    row.message = any_text(lr.body.as_ref());
-                    for kv in &lr.attributes {
-                        let v = any_text(kv.value.as_ref());
-                        match kv.key.as_str() {
-                            "log.iostream" if row.get(Col::Stream).is_none() && v.is_some() => {
-                                row.cols[Col::Stream as usize] = v
-                            }
-                            "log.file.path" => {
-                                row.path = v.clone();
-                                row.attr(kv.key.as_str(), v);
-                            }
-                            k => row.attr(k, v),
-                        }
-                    }
-                    if !lr.event_name.is_empty() {
-                        row.attr("event.name", Some(Cow::Borrowed(lr.event_name.as_str())));
-                    }
-                    if lr.flags != 0 {
-                        row.attr("flags", Some(Cow::Owned(lr.flags.to_string())));
-                    }
+                    let row = log_row(rl.resource.as_ref(), sl.scope.as_ref(), lr, lossy);
                     self.builder
                         .append(row, rec, rec.offset, ingest, &self.opts);
                 }
             }
         }
+    }
+}
+
+/// The row of one log record, with the attributes of its resource and scope.
+fn log_row<'a>(
+    resource: Option<&'a Resource>,
+    scope: Option<&'a InstrumentationScope>,
+    lr: &'a LogRecord,
+    lossy: bool,
+) -> Row<'a> {
+    let mut row = Row {
+        lossy,
+        ..Row::default()
+    };
+    if let Some(res) = resource {
+        for kv in &res.attributes {
+            resource_attr(&mut row, kv);
+        }
+    }
+    if let Some(scope) = scope {
+        if !scope.name.is_empty() {
+            row.attr("scope.name", Some(Cow::Borrowed(scope.name.as_str())));
+        }
+        if !scope.version.is_empty() {
+            row.attr("scope.version", Some(Cow::Borrowed(scope.version.as_str())));
+        }
+    }
+    set_time(&mut row, lr);
+    let level = if !lr.severity_text.is_empty() {
+        Some(Cow::Borrowed(lr.severity_text.as_str()))
+    } else {
+        severity_from_number(lr.severity_number).map(Cow::Borrowed)
+    };
+    row.cols[Col::Level as usize] = level;
+    if !lr.trace_id.is_empty() {
+        row.set(Col::TraceId, hex(&lr.trace_id));
+    }
+    if !lr.span_id.is_empty() {
+        row.set(Col::SpanId, hex(&lr.span_id));
+    }
+    row.message = any_text(lr.body.as_ref());
+    for kv in &lr.attributes {
+        log_attr(&mut row, kv);
+    }
+    if !lr.event_name.is_empty() {
+        row.attr("event.name", Some(Cow::Borrowed(lr.event_name.as_str())));
+    }
+    if lr.flags != 0 {
+        row.attr("flags", Some(Cow::Owned(lr.flags.to_string())));
+    }
+    row
+}
+
+/// The event time: `time_unix_nano`, else `observed_time_unix_nano` (flagged `observed`).
+fn set_time(row: &mut Row<'_>, lr: &LogRecord) {
+    let t = if lr.time_unix_nano != 0 {
+        lr.time_unix_nano
+    } else {
+        lr.observed_time_unix_nano
+    };
+    if t != 0
+        && let Ok(ns) = i64::try_from(t)
+    {
+        let et = EventTime::from_nanos(ns);
+        row.ts_us = Some(et.us);
+        row.ts_nanos = et.sub_us_ns;
+    }
+    if lr.time_unix_nano == 0 && lr.observed_time_unix_nano != 0 {
+        row.flags
+            .push(("loglake.ts_source", Cow::Borrowed("observed")));
+    }
+}
+
+/// One attribute of a log record: `log.iostream` fills `stream`, `log.file.path` is also the
+/// kubelet path; all others go to attrs.
+fn log_attr<'a>(row: &mut Row<'a>, kv: &'a KeyValue) {
+    let v = any_text(kv.value.as_ref());
+    match kv.key.as_str() {
+        "log.iostream" if row.get(Col::Stream).is_none() && v.is_some() => {
+            row.cols[Col::Stream as usize] = v
+        }
+        "log.file.path" => {
+            row.path = v.clone();
+            row.attr(kv.key.as_str(), v);
+        }
+        k => row.attr(k, v),
     }
 }
 

@@ -225,92 +225,116 @@ pub fn parse_table_def(text: &str, path: &Path) -> Result<TableDef, SchemaError>
         path: path.to_owned(),
         message: e.to_string().trim_end().to_owned(),
     })?;
-    let invalid = |key: &str, reason: String| SchemaError::TableInvalid {
+    validate(&def).map_err(|(key, reason)| SchemaError::TableInvalid {
         path: path.to_owned(),
         key: key.to_owned(),
         reason,
-    };
-    let name_ok = def
-        .name
+    })?;
+    def.source = Some(path.to_owned());
+    Ok(def)
+}
+
+/// A key of a table file and why its value is refused.
+type Invalid = (&'static str, String);
+
+/// Checks a parsed definition, key by key in this order (the first fault is reported).
+fn validate(def: &TableDef) -> Result<(), Invalid> {
+    check_name(&def.name).map_err(|r| ("name", r))?;
+    check_topics(&def.topics).map_err(|r| ("topics", r))?;
+    let kind = decoder_kind(&def.decoder).map_err(|r| ("decoder", r))?;
+    check_table_partition_by(def, kind).map_err(|r| ("partition_by", r))?;
+    check_derive_names(&def.derive).map_err(|r| ("derive", r))?;
+    check_compactor_columns(def, kind)?;
+    check_size_and_retention(def)
+}
+
+fn check_name(name: &str) -> Result<(), String> {
+    let name_ok = name
         .bytes()
         .enumerate()
         .all(|(i, b)| b.is_ascii_lowercase() || (i > 0 && (b.is_ascii_digit() || b == b'_')));
-    if def.name.is_empty() || !name_ok {
-        return Err(invalid(
-            "name",
-            format!("`{}` must match [a-z][a-z0-9_]*", def.name),
-        ));
+    if name.is_empty() || !name_ok {
+        return Err(format!("`{name}` must match [a-z][a-z0-9_]*"));
     }
-    if def.topics.is_empty() {
-        return Err(invalid("topics", "at least one topic is required".into()));
+    Ok(())
+}
+
+fn check_topics(topics: &[String]) -> Result<(), String> {
+    if topics.is_empty() {
+        return Err("at least one topic is required".into());
     }
-    if let Some(t) = def.topics.iter().find(|t| t.is_empty() || t.len() > 249) {
-        return Err(invalid("topics", format!("invalid topic name `{t}`")));
+    if let Some(t) = topics.iter().find(|t| t.is_empty() || t.len() > 249) {
+        return Err(format!("invalid topic name `{t}`"));
     }
-    let Some(kind) = TableKind::for_decoder(&def.decoder) else {
-        return Err(invalid(
-            "decoder",
-            format!(
-                "unknown decoder `{}` (known: {})",
-                def.decoder,
-                DECODER_NAMES.join(", ")
-            ),
-        ));
-    };
-    let schema = table_schema(kind);
-    let column = |key: &str, c: &str| -> Result<DataType, SchemaError> {
-        schema
-            .field_with_name(c)
-            .map(|f| f.data_type().clone())
-            .map_err(|_| {
-                invalid(
-                    key,
-                    format!("no column `{c}` in the {} table", kind.as_str()),
-                )
-            })
-    };
-    // Derived columns may partition the table; their type is checked by the archiver, which
-    // types the expressions.
+    Ok(())
+}
+
+fn decoder_kind(decoder: &str) -> Result<TableKind, String> {
+    TableKind::for_decoder(decoder).ok_or_else(|| {
+        format!(
+            "unknown decoder `{decoder}` (known: {})",
+            DECODER_NAMES.join(", ")
+        )
+    })
+}
+
+/// [`check_partition_by`] for a table file, whose derived columns may partition the table too
+/// (their type is checked by the archiver, which types the expressions).
+fn check_table_partition_by(def: &TableDef, kind: TableKind) -> Result<(), String> {
     let base_partitions: Vec<String> = def
         .partition_by
         .iter()
         .filter(|c| !def.derive.contains_key(*c))
         .cloned()
         .collect();
-    if base_partitions.len() < def.partition_by.len() {
-        if let Some((_, c)) = def
-            .partition_by
-            .iter()
-            .enumerate()
-            .find(|(i, c)| def.partition_by[..*i].contains(c))
-        {
-            return Err(invalid(
-                "partition_by",
-                format!("column `{c}` is listed twice"),
-            ));
-        }
-        if !base_partitions.is_empty() {
-            check_partition_by(kind, &base_partitions).map_err(|r| invalid("partition_by", r))?;
-        }
-    } else {
-        check_partition_by(kind, &def.partition_by).map_err(|r| invalid("partition_by", r))?;
+    if base_partitions.len() == def.partition_by.len() {
+        return check_partition_by(kind, &def.partition_by);
     }
-    for name in def.derive.keys() {
+    if let Some((_, c)) = def
+        .partition_by
+        .iter()
+        .enumerate()
+        .find(|(i, c)| def.partition_by[..*i].contains(c))
+    {
+        return Err(format!("column `{c}` is listed twice"));
+    }
+    if !base_partitions.is_empty() {
+        check_partition_by(kind, &base_partitions)?;
+    }
+    Ok(())
+}
+
+fn check_derive_names(derive: &std::collections::BTreeMap<String, String>) -> Result<(), String> {
+    for name in derive.keys() {
         let ok = name
             .bytes()
             .enumerate()
             .all(|(i, b)| b.is_ascii_lowercase() || b == b'_' || (i > 0 && b.is_ascii_digit()));
         if name.is_empty() || !ok {
-            return Err(invalid(
-                "derive",
-                format!("column name `{name}` must match [a-z_][a-z0-9_]*"),
-            ));
+            return Err(format!("column name `{name}` must match [a-z_][a-z0-9_]*"));
         }
     }
+    Ok(())
+}
+
+/// `sort_by` and `bloom_filter_columns`: columns of the table, not maps or lists.
+fn check_compactor_columns(def: &TableDef, kind: TableKind) -> Result<(), Invalid> {
+    let schema = table_schema(kind);
+    let column = |key: &'static str, c: &str| -> Result<DataType, Invalid> {
+        schema
+            .field_with_name(c)
+            .map(|f| f.data_type().clone())
+            .map_err(|_| {
+                (
+                    key,
+                    format!("no column `{c}` in the {} table", kind.as_str()),
+                )
+            })
+    };
     for c in &def.sort_by {
         match column("sort_by", c)? {
             DataType::Map(..) | DataType::List(_) => {
-                return Err(invalid("sort_by", format!("column `{c}` is not sortable")));
+                return Err(("sort_by", format!("column `{c}` is not sortable")));
             }
             _ => {}
         }
@@ -318,7 +342,7 @@ pub fn parse_table_def(text: &str, path: &Path) -> Result<TableDef, SchemaError>
     for c in &def.bloom_filter_columns {
         match column("bloom_filter_columns", c)? {
             DataType::Map(..) | DataType::List(_) => {
-                return Err(invalid(
+                return Err((
                     "bloom_filter_columns",
                     format!("column `{c}` cannot have a bloom filter"),
                 ));
@@ -326,20 +350,22 @@ pub fn parse_table_def(text: &str, path: &Path) -> Result<TableDef, SchemaError>
             _ => {}
         }
     }
+    Ok(())
+}
+
+/// `target_file_size_bytes`, `retention_days` and `retention_by_namespace`.
+fn check_size_and_retention(def: &TableDef) -> Result<(), Invalid> {
     if def.target_file_size_bytes < 1024 * 1024 {
-        return Err(invalid(
-            "target_file_size_bytes",
-            "must be at least 1 MiB".into(),
-        ));
+        return Err(("target_file_size_bytes", "must be at least 1 MiB".into()));
     }
     if def.retention_days == Some(0) {
-        return Err(invalid(
+        return Err((
             "retention_days",
             "must be at least 1 (omit it to keep data forever)".into(),
         ));
     }
     if let Some((ns, _)) = def.retention_by_namespace.iter().find(|(_, d)| **d == 0) {
-        return Err(invalid(
+        return Err((
             "retention_by_namespace",
             format!("`{ns}` must keep data at least 1 day"),
         ));
@@ -349,7 +375,7 @@ pub fn parse_table_def(text: &str, path: &Path) -> Result<TableDef, SchemaError>
             .field_with_name("namespace")
             .is_err()
     {
-        return Err(invalid(
+        return Err((
             "retention_by_namespace",
             format!(
                 "the {} table has no `namespace` column",
@@ -357,8 +383,7 @@ pub fn parse_table_def(text: &str, path: &Path) -> Result<TableDef, SchemaError>
             ),
         ));
     }
-    def.source = Some(path.to_owned());
-    Ok(def)
+    Ok(())
 }
 
 /// Loads and validates one table file.
