@@ -134,6 +134,67 @@ fn top_increase(
 /// (hour, namespace, service).
 type CellKey = (i32, String, String);
 
+/// Per (hour, namespace, service): day -> (rows, errors).
+type Cells = BTreeMap<CellKey, HashMap<NaiveDate, (f64, f64)>>;
+
+/// Per key (pod or template): day -> lines.
+type PerKeyDay = BTreeMap<String, BTreeMap<NaiveDate, f64>>;
+
+/// What the queries of one day's scoring share: the logs table, the day, the days compared.
+struct DayScope<'a> {
+    lake: &'a LakeSession,
+    src: &'a DaySource,
+    day: NaiveDate,
+    /// The previous days compared, most recent first.
+    history: Vec<NaiveDate>,
+    /// SQL filter on `dt` from the oldest compared day through `day`.
+    range: String,
+    /// SQL expression of the namespace (`''` when the table has none).
+    ns_expr: &'static str,
+}
+
+impl<'a> DayScope<'a> {
+    fn new(lake: &'a LakeSession, src: &'a DaySource, day: NaiveDate, history_days: u32) -> Self {
+        let first = day - chrono::Duration::days(i64::from(history_days));
+        let history = (1..=i64::from(history_days))
+            .map(|i| day - chrono::Duration::days(i))
+            .collect();
+        let ns_expr = if table_has_column(lake, src, "namespace") {
+            "COALESCE(\"namespace\", '')"
+        } else {
+            "''"
+        };
+        Self {
+            lake,
+            src,
+            day,
+            history,
+            range: format!("\"dt\" BETWEEN DATE '{first}' AND DATE '{day}'"),
+            ns_expr,
+        }
+    }
+
+    /// Rows and errors per day × hour × namespace × service over the range.
+    fn cells_sql(&self) -> String {
+        format!(
+            "SELECT CAST(\"dt\" AS VARCHAR) AS d, {hour} AS h, {ns_expr} AS ns, {svc} AS svc, count(*) AS n, \
+             sum(CASE WHEN {err} THEN 1 ELSE 0 END) AS e FROM {t} WHERE {range} GROUP BY 1, 2, 3, 4",
+            hour = self.src.hour,
+            ns_expr = self.ns_expr,
+            svc = self.src.service,
+            err = self.src.is_error,
+            t = self.src.table,
+            range = self.range,
+        )
+    }
+}
+
+fn table_has_column(lake: &LakeSession, src: &DaySource, column: &str) -> bool {
+    lake.columns(src.table.trim_matches('"'))
+        .iter()
+        .any(|c| c == column)
+}
+
 /// Score every service-hour of `day` and localise the anomalous ones.
 pub async fn score_day(
     lake: &LakeSession,
@@ -141,31 +202,28 @@ pub async fn score_day(
     day: NaiveDate,
     opts: &AnomalyOptions,
 ) -> Result<Vec<AnomalyRow>, InsightsError> {
-    let first = day - chrono::Duration::days(i64::from(opts.history_days));
-    let history: Vec<NaiveDate> = (1..=i64::from(opts.history_days))
-        .map(|i| day - chrono::Duration::days(i))
-        .collect();
-    let ns_expr = if lake
-        .columns(src.table.trim_matches('"'))
-        .iter()
-        .any(|c| c == "namespace")
-    {
-        "COALESCE(\"namespace\", '')"
-    } else {
-        "''"
-    };
-    let range = format!("\"dt\" BETWEEN DATE '{first}' AND DATE '{day}'");
-    let sql = format!(
-        "SELECT CAST(\"dt\" AS VARCHAR) AS d, {hour} AS h, {ns_expr} AS ns, {svc} AS svc, count(*) AS n, \
-         sum(CASE WHEN {err} THEN 1 ELSE 0 END) AS e FROM {t} WHERE {range} GROUP BY 1, 2, 3, 4",
-        hour = src.hour,
-        svc = src.service,
-        err = src.is_error,
-        t = src.table,
-    );
-    // (hour, ns, svc) -> day -> (rows, errors)
-    let mut cells: BTreeMap<CellKey, HashMap<NaiveDate, (f64, f64)>> = BTreeMap::new();
-    for b in lake.query(&sql).await? {
+    let scope = DayScope::new(lake, src, day, opts.history_days);
+    let cells = read_cells(lake, &scope.cells_sql()).await?;
+    let enough_history = enough_history(&cells, &scope.history, opts.min_history_days);
+    let mut out = Vec::new();
+    for (key, days) in &cells {
+        let Some(mut row) = score_cell(scope.day, key, days, &scope.history, enough_history, opts)
+        else {
+            continue;
+        };
+        if row.is_anomaly {
+            localise(&scope, &mut row).await?;
+        }
+        out.push(row);
+    }
+    Ok(out)
+}
+
+/// Run [`DayScope::cells_sql`] into per-cell day counts (rows whose day does not parse are
+/// skipped).
+async fn read_cells(lake: &LakeSession, sql: &str) -> Result<Cells, InsightsError> {
+    let mut cells = Cells::new();
+    for b in lake.query(sql).await? {
         let b = crate::report::cast_columns(&b)?;
         let d = b.column(0).as_string::<i32>();
         let h = b.column(1).as_primitive::<Int64Type>();
@@ -187,70 +245,89 @@ pub async fn score_day(
                 .insert(dd, (n.value(i) as f64, e.value(i) as f64));
         }
     }
-    // no baseline without history: a lake's first days flag nothing
+    Ok(cells)
+}
+
+/// Whether at least `min_days` of the compared days hold data (no baseline without history: a
+/// lake's first days flag nothing).
+fn enough_history(cells: &Cells, history: &[NaiveDate], min_days: u32) -> bool {
     let days_with_data: std::collections::BTreeSet<NaiveDate> = cells
         .values()
         .flat_map(|d| d.keys().copied())
         .filter(|d| history.contains(d))
         .collect();
-    let enough_history = days_with_data.len() >= opts.min_history_days as usize;
-    let mut out = Vec::new();
-    for ((hour, ns, svc), days) in &cells {
-        let Some(&(rows, errors)) = days.get(&day) else {
-            continue;
-        };
-        let hist_rows: Vec<f64> = history
-            .iter()
-            .map(|d| days.get(d).map_or(0.0, |v| v.0))
-            .collect();
-        let hist_err: Vec<f64> = history
-            .iter()
-            .map(|d| days.get(d).map_or(0.0, |v| v.1))
-            .collect();
-        let (base_rows, rows_z) = robust_z(rows, &hist_rows);
-        let (base_err, errors_z) = robust_z(errors, &hist_err);
-        let is_anomaly = enough_history
-            && ((rows_z >= opts.threshold && rows - base_rows >= opts.min_excess)
-                || (errors_z >= opts.threshold && errors - base_err >= opts.min_excess));
-        let mut row = AnomalyRow {
-            dt: day,
-            hour: *hour,
-            namespace: ns.clone(),
-            service: svc.clone(),
-            rows: rows as i64,
-            baseline_rows: base_rows,
-            rows_z,
-            errors: errors as i64,
-            baseline_errors: base_err,
-            errors_z,
-            is_anomaly,
-            top_pod: None,
-            top_pod_share: None,
-            top_template: None,
-            top_template_share: None,
-            drill_sql: None,
-        };
-        if is_anomaly {
-            localise(lake, src, &mut row, &range, ns_expr, &history).await?;
-        }
-        out.push(row);
-    }
-    Ok(out)
+    days_with_data.len() >= min_days as usize
 }
 
-async fn localise(
-    lake: &LakeSession,
-    src: &DaySource,
-    row: &mut AnomalyRow,
-    range: &str,
-    ns_expr: &str,
+/// The row of one service-hour of `day` against its history, not yet localised (None: the cell
+/// has no lines on `day`).
+fn score_cell(
+    day: NaiveDate,
+    (hour, ns, svc): &CellKey,
+    days: &HashMap<NaiveDate, (f64, f64)>,
     history: &[NaiveDate],
-) -> Result<(), InsightsError> {
-    let excess = (row.rows as f64 - row.baseline_rows).max(0.0);
-    let has_pod = lake
-        .columns(src.table.trim_matches('"'))
+    enough_history: bool,
+    opts: &AnomalyOptions,
+) -> Option<AnomalyRow> {
+    let &(rows, errors) = days.get(&day)?;
+    let hist_rows: Vec<f64> = history
         .iter()
-        .any(|c| c == "pod");
+        .map(|d| days.get(d).map_or(0.0, |v| v.0))
+        .collect();
+    let hist_err: Vec<f64> = history
+        .iter()
+        .map(|d| days.get(d).map_or(0.0, |v| v.1))
+        .collect();
+    let (base_rows, rows_z) = robust_z(rows, &hist_rows);
+    let (base_err, errors_z) = robust_z(errors, &hist_err);
+    let is_anomaly = enough_history
+        && ((rows_z >= opts.threshold && rows - base_rows >= opts.min_excess)
+            || (errors_z >= opts.threshold && errors - base_err >= opts.min_excess));
+    Some(AnomalyRow {
+        dt: day,
+        hour: *hour,
+        namespace: ns.clone(),
+        service: svc.clone(),
+        rows: rows as i64,
+        baseline_rows: base_rows,
+        rows_z,
+        errors: errors as i64,
+        baseline_errors: base_err,
+        errors_z,
+        is_anomaly,
+        top_pod: None,
+        top_pod_share: None,
+        top_template: None,
+        top_template_share: None,
+        drill_sql: None,
+    })
+}
+
+/// Name the pod and the template that explain most of an anomalous row's excess, and set its
+/// drill-down SQL.
+async fn localise(scope: &DayScope<'_>, row: &mut AnomalyRow) -> Result<(), InsightsError> {
+    let excess = (row.rows as f64 - row.baseline_rows).max(0.0);
+    let has_pod = table_has_column(scope.lake, scope.src, "pod");
+    let (pods, templates) = lines_per_pod_and_template(scope, row, has_pod).await?;
+    if let Some((pod, share)) = top_increase(&pods, row.dt, &scope.history, excess) {
+        row.top_pod = Some(pod);
+        row.top_pod_share = Some(share);
+    }
+    if let Some((t, share)) = top_increase(&templates, row.dt, &scope.history, excess) {
+        row.top_template = Some(t);
+        row.top_template_share = Some(share);
+    }
+    row.drill_sql = Some(drill_sql(scope.src, row, has_pod));
+    Ok(())
+}
+
+/// The service-hour's lines of every compared day, counted per pod and per template (one miner
+/// over all of them, in `ts` order).
+async fn lines_per_pod_and_template(
+    scope: &DayScope<'_>,
+    row: &AnomalyRow,
+    has_pod: bool,
+) -> Result<(PerKeyDay, PerKeyDay), InsightsError> {
     let pod_expr = if has_pod {
         "COALESCE(\"pod\", '')"
     } else {
@@ -259,17 +336,19 @@ async fn localise(
     let sql = format!(
         "SELECT CAST(\"dt\" AS VARCHAR) AS d, {pod_expr} AS pod, CAST(message AS VARCHAR) AS m FROM {t} \
          WHERE {range} AND {hour} = {h} AND {ns_expr} = {ns} AND {svc} = {s} ORDER BY ts",
-        t = src.table,
-        hour = src.hour,
+        t = scope.src.table,
+        range = scope.range,
+        hour = scope.src.hour,
         h = row.hour,
+        ns_expr = scope.ns_expr,
         ns = lit(&row.namespace),
-        svc = src.service,
+        svc = scope.src.service,
         s = lit(&row.service),
     );
-    let mut pods: BTreeMap<String, BTreeMap<NaiveDate, f64>> = BTreeMap::new();
+    let mut pods = PerKeyDay::new();
     let mut per_line: Vec<(NaiveDate, u32)> = Vec::new();
     let mut miner = Drain::new(DrainConfig::default());
-    for b in lake.query(&sql).await? {
+    for b in scope.lake.query(&sql).await? {
         let b = crate::report::cast_columns(&b)?;
         let d = b.column(0).as_string::<i32>();
         let p = b.column(1).as_string::<i32>();
@@ -286,8 +365,13 @@ async fn localise(
             per_line.push((dd, miner.add(m.value(i))));
         }
     }
+    Ok((pods, lines_per_template(&miner, per_line)))
+}
+
+/// Count the mined lines (day, cluster) per final template text and day.
+fn lines_per_template(miner: &Drain, per_line: Vec<(NaiveDate, u32)>) -> PerKeyDay {
     let texts: Vec<String> = miner.clusters().iter().map(|c| c.template()).collect();
-    let mut templates: BTreeMap<String, BTreeMap<NaiveDate, f64>> = BTreeMap::new();
+    let mut templates = PerKeyDay::new();
     for (dd, c) in per_line {
         *templates
             .entry(texts[c as usize].clone())
@@ -295,19 +379,17 @@ async fn localise(
             .entry(dd)
             .or_default() += 1.0;
     }
-    if let Some((pod, share)) = top_increase(&pods, row.dt, history, excess) {
-        row.top_pod = Some(pod);
-        row.top_pod_share = Some(share);
-    }
-    if let Some((t, share)) = top_increase(&templates, row.dt, history, excess) {
-        row.top_template = Some(t);
-        row.top_template_share = Some(share);
-    }
+    templates
+}
+
+/// The SQL showing an anomalous service-hour's lines with their template ids (only the top
+/// pod's, when the table has pods and one was named).
+fn drill_sql(src: &DaySource, row: &AnomalyRow, has_pod: bool) -> String {
     let pod_filter = match (&row.top_pod, has_pod) {
         (Some(p), true) => format!(" AND pod = {}", lit(p)),
         _ => String::new(),
     };
-    row.drill_sql = Some(format!(
+    format!(
         "SELECT ts, pod, level, message, log_template_id(message) OVER (ORDER BY ts) AS template_id FROM {t} \
          WHERE dt = DATE '{d}' AND {hour} = {h} AND {svc} = {s}{pod_filter} ORDER BY ts",
         t = src.table,
@@ -316,8 +398,7 @@ async fn localise(
         h = row.hour,
         svc = src.service,
         s = lit(&row.service),
-    ));
-    Ok(())
+    )
 }
 
 /// The schema of `log_anomalies`.

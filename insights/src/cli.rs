@@ -148,79 +148,92 @@ pub fn run_insights(args: InsightsArgs) -> Result<ExitCode, InsightsError> {
             source: e,
         })?;
     match args.command {
-        InsightsCommand::Day(a) => {
-            let day = a
-                .date
-                .unwrap_or_else(|| (chrono::Utc::now() - chrono::Duration::days(1)).date_naive());
-            let m = rt.block_on(crate::derive_day(&crate::DayOptions {
-                lake: a.lake,
-                day,
-                logs_table: a.logs_table,
-                report_dir: a.out,
-                drain: DrainConfig::default(),
-                anomalies: crate::AnomalyOptions::default(),
-            }))?;
-            println!(
-                "{}",
-                serde_json::to_string(&m).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
-            );
-        }
-        InsightsCommand::Templates(a) => {
-            let cfg = DrainConfig::parse(&a.options)
-                .map_err(|e| InsightsError::Invalid(format!("--options: {e}")))?;
-            let day = a
-                .date
-                .unwrap_or_else(|| (chrono::Utc::now() - chrono::Duration::days(1)).date_naive());
-            let m = rt.block_on(crate::mine_templates_for_day(
-                &a.lake,
-                a.logs_table.as_deref(),
-                day,
-                &cfg,
-            ))?;
-            println!(
-                "{}",
-                serde_json::to_string(&m).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
-            );
-        }
-        InsightsCommand::K8sEvents(a) => {
-            let mut events = Vec::new();
-            for f in &a.files {
-                events.extend(decode_file(f)?);
-            }
-            let n = rt.block_on(crate::k8s::load_events(&a.lake, &events))?;
-            println!("{{\"events\":{n}}}");
-        }
-        InsightsCommand::Anomalies(a) => {
-            let day = a
-                .date
-                .unwrap_or_else(|| (chrono::Utc::now() - chrono::Duration::days(1)).date_naive());
-            let opts = crate::AnomalyOptions {
-                history_days: a.history_days.max(1),
-                threshold: a.threshold,
-                min_excess: a.min_excess,
-                ..Default::default()
-            };
-            let m = rt.block_on(crate::detect_anomalies_for_day(
-                &a.lake,
-                a.logs_table.as_deref(),
-                day,
-                &opts,
-            ))?;
-            println!(
-                "{}",
-                serde_json::to_string(&m).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
-            );
-        }
-        InsightsCommand::K8sHealth(a) => {
-            let day = a
-                .date
-                .unwrap_or_else(|| (chrono::Utc::now() - chrono::Duration::days(1)).date_naive());
-            let m = rt.block_on(crate::derive_k8s_health_for_day(&a.lake, day))?;
-            println!(
-                "{}",
-                serde_json::to_string(&m).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
-            );
-        }
+        InsightsCommand::Day(a) => run_day(&rt, a)?,
+        InsightsCommand::Templates(a) => run_templates(&rt, &a)?,
+        InsightsCommand::K8sEvents(a) => run_k8s_events(&rt, &a)?,
+        InsightsCommand::Anomalies(a) => run_anomalies(&rt, &a)?,
+        InsightsCommand::K8sHealth(a) => run_k8s_health(&rt, &a)?,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The given day, else yesterday (UTC).
+fn day_or_yesterday(date: Option<NaiveDate>) -> NaiveDate {
+    date.unwrap_or_else(|| (chrono::Utc::now() - chrono::Duration::days(1)).date_naive())
+}
+
+/// Print a stage's metrics as one line of JSON on stdout.
+fn print_json<T: serde::Serialize>(m: &T) {
+    println!(
+        "{}",
+        serde_json::to_string(m).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+    );
+}
+
+/// `loglake insights day`.
+fn run_day(rt: &tokio::runtime::Runtime, a: DayArgs) -> Result<(), InsightsError> {
+    let day = day_or_yesterday(a.date);
+    let m = rt.block_on(crate::derive_day(&crate::DayOptions {
+        lake: a.lake,
+        day,
+        logs_table: a.logs_table,
+        report_dir: a.out,
+        drain: DrainConfig::default(),
+        anomalies: crate::AnomalyOptions::default(),
+    }))?;
+    print_json(&m);
+    Ok(())
+}
+
+/// `loglake insights templates`.
+fn run_templates(rt: &tokio::runtime::Runtime, a: &TemplatesArgs) -> Result<(), InsightsError> {
+    let cfg = DrainConfig::parse(&a.options)
+        .map_err(|e| InsightsError::Invalid(format!("--options: {e}")))?;
+    let day = day_or_yesterday(a.date);
+    let m = rt.block_on(crate::mine_templates_for_day(
+        &a.lake,
+        a.logs_table.as_deref(),
+        day,
+        &cfg,
+    ))?;
+    print_json(&m);
+    Ok(())
+}
+
+/// `loglake insights k8s-events`: decode every file first, then append them all.
+fn run_k8s_events(rt: &tokio::runtime::Runtime, a: &K8sEventsArgs) -> Result<(), InsightsError> {
+    let mut events = Vec::new();
+    for f in &a.files {
+        events.extend(decode_file(f)?);
+    }
+    let n = rt.block_on(crate::k8s::load_events(&a.lake, &events))?;
+    println!("{{\"events\":{n}}}");
+    Ok(())
+}
+
+/// `loglake insights anomalies`.
+fn run_anomalies(rt: &tokio::runtime::Runtime, a: &AnomaliesArgs) -> Result<(), InsightsError> {
+    let day = day_or_yesterday(a.date);
+    let opts = crate::AnomalyOptions {
+        history_days: a.history_days.max(1),
+        threshold: a.threshold,
+        min_excess: a.min_excess,
+        ..Default::default()
+    };
+    let m = rt.block_on(crate::detect_anomalies_for_day(
+        &a.lake,
+        a.logs_table.as_deref(),
+        day,
+        &opts,
+    ))?;
+    print_json(&m);
+    Ok(())
+}
+
+/// `loglake insights k8s-health`.
+fn run_k8s_health(rt: &tokio::runtime::Runtime, a: &K8sHealthArgs) -> Result<(), InsightsError> {
+    let day = day_or_yesterday(a.date);
+    let m = rt.block_on(crate::derive_k8s_health_for_day(&a.lake, day))?;
+    print_json(&m);
+    Ok(())
 }

@@ -1,9 +1,11 @@
 //! The report page: one HTML string with inline CSS, inline SVG charts and a few lines of inline
 //! script that make the tables sortable (click a column header). No external resource.
 
-use std::collections::BTreeMap;
-
 use crate::report::{ReportData, w};
+
+mod charts;
+
+use charts::{heatmap, volume_chart};
 
 /// HTML-escape text for element content and attribute values.
 pub fn esc(s: &str) -> String {
@@ -169,154 +171,6 @@ fn cards(s: &mut String, d: &ReportData) {
     let c = format!("{complete}/{}", d.completeness.len());
     card(s, "complete_tables", "tables marked complete", &c, &c);
     s.push_str("</div>");
-}
-
-fn volume_chart(s: &mut String, d: &ReportData) {
-    let top: Vec<&str> = d
-        .services
-        .iter()
-        .take(CHART_SERVICES)
-        .map(|x| x.service.as_str())
-        .collect();
-    // per hour: rows per top service + other
-    let mut hours: BTreeMap<i32, Vec<u64>> = BTreeMap::new();
-    for r in &d.hourly {
-        let v = hours
-            .entry(r.hour)
-            .or_insert_with(|| vec![0; top.len() + 1]);
-        let i = top
-            .iter()
-            .position(|t| *t == r.service)
-            .unwrap_or(top.len());
-        v[i] += r.rows;
-    }
-    let max = hours
-        .values()
-        .map(|v| v.iter().sum::<u64>())
-        .max()
-        .unwrap_or(0)
-        .max(1);
-    let (wd, ht, left, bottom, top_pad) = (960.0, 260.0, 56.0, 24.0, 8.0);
-    let plot_h = ht - bottom - top_pad;
-    let bw = (wd - left) / 24.0;
-    s.push_str("<section><h2>Log volume per hour</h2>");
-    w(
-        s,
-        format_args!(
-            "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 {wd} {ht}\" width=\"100%\" role=\"img\" aria-label=\"log lines per hour by service\">"
-        ),
-    );
-    for frac in [0.0, 0.5, 1.0] {
-        let y = top_pad + plot_h * (1.0 - frac);
-        let v = (max as f64 * frac).round() as u64;
-        w(
-            s,
-            format_args!(
-                "<line x1=\"{left}\" x2=\"{wd}\" y1=\"{y:.1}\" y2=\"{y:.1}\" stroke=\"#e5e7eb\"/><text x=\"{:.1}\" y=\"{:.1}\" font-size=\"11\" text-anchor=\"end\" fill=\"#6b7280\">{}</text>",
-                left - 4.0,
-                y + 4.0,
-                thousands(v)
-            ),
-        );
-    }
-    for h in 0..24 {
-        let x = left + bw * f64::from(h);
-        if h % 3 == 0 {
-            w(
-                s,
-                format_args!(
-                    "<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"11\" text-anchor=\"middle\" fill=\"#6b7280\">{h:02}:00</text>",
-                    x + bw / 2.0,
-                    ht - 6.0
-                ),
-            );
-        }
-        let Some(v) = hours.get(&h) else { continue };
-        let total: u64 = v.iter().sum();
-        let mut y = top_pad + plot_h;
-        for (i, n) in v.iter().enumerate() {
-            if *n == 0 {
-                continue;
-            }
-            let hgt = plot_h * (*n as f64) / (max as f64);
-            y -= hgt;
-            let (name, color) = match top.get(i) {
-                Some(t) => (*t, PALETTE[i % PALETTE.len()]),
-                None => ("other", OTHER),
-            };
-            w(
-                s,
-                format_args!(
-                    "<rect x=\"{:.1}\" y=\"{y:.1}\" width=\"{:.1}\" height=\"{hgt:.1}\" fill=\"{color}\"><title>{h:02}:00 {} {} lines</title></rect>",
-                    x + 1.0,
-                    (bw - 2.0).max(1.0),
-                    esc(name),
-                    thousands(*n)
-                ),
-            );
-        }
-        w(
-            s,
-            format_args!("<g data-k=\"hour_total\" data-hour=\"{h}\" data-v=\"{total}\"></g>"),
-        );
-    }
-    s.push_str("</svg><div class=\"legend\">");
-    for (i, t) in top.iter().enumerate() {
-        w(
-            s,
-            format_args!(
-                "<span><i style=\"background:{}\"></i>{}</span>",
-                PALETTE[i % PALETTE.len()],
-                esc(t)
-            ),
-        );
-    }
-    if d.services.len() > top.len() {
-        w(
-            s,
-            format_args!("<span><i style=\"background:{OTHER}\"></i>other</span>"),
-        );
-    }
-    s.push_str("</div></section>");
-}
-
-fn heatmap(s: &mut String, d: &ReportData) {
-    let mut cells: BTreeMap<(&str, i32), (u64, u64)> = BTreeMap::new();
-    for r in &d.hourly {
-        cells.insert((r.service.as_str(), r.hour), (r.rows, r.errors));
-    }
-    s.push_str("<section><h2>Error rate per service and hour</h2><table class=\"heat\"><thead><tr><th></th>");
-    for h in 0..24 {
-        w(s, format_args!("<th>{h:02}</th>"));
-    }
-    s.push_str("</tr></thead><tbody>");
-    for svc in &d.services {
-        w(
-            s,
-            format_args!("<tr><td class=\"svc\">{}</td>", esc(&svc.service)),
-        );
-        for h in 0..24 {
-            match cells.get(&(svc.service.as_str(), h)) {
-                Some((n, e)) => {
-                    let rate = if *n == 0 { 0.0 } else { *e as f64 / *n as f64 };
-                    // 0 % white, 10 % and above full red
-                    let a = (rate * 10.0).min(1.0) * 0.9 + if *e > 0 { 0.1 } else { 0.0 };
-                    w(
-                        s,
-                        format_args!(
-                            "<td data-k=\"cell\" data-service=\"{}\" data-hour=\"{h}\" data-rows=\"{n}\" data-errors=\"{e}\" style=\"background:rgba(220,38,38,{a:.2})\" title=\"{} {h:02}:00 · {n} lines · {e} errors ({})\"></td>",
-                            esc(&svc.service),
-                            esc(&svc.service),
-                            pct(*e, *n)
-                        ),
-                    );
-                }
-                None => s.push_str("<td style=\"background:#f3f4f6\"></td>"),
-            }
-        }
-        s.push_str("</tr>");
-    }
-    s.push_str("</tbody></table></section>");
 }
 
 fn services_table(s: &mut String, d: &ReportData) {

@@ -195,46 +195,8 @@ pub async fn collect(args: &ReportArgs) -> Result<ReportData, InsightsError> {
     let day = args.date.unwrap_or_else(yesterday);
     let lake = LakeSession::open(&args.lake).await?;
     let src = DaySource::resolve(&lake, args.logs_table.as_deref(), day)?;
-    let sql = format!(
-        "SELECT {svc} AS service, {hour} AS hour, count(*) AS n, \
-         sum(CASE WHEN {err} THEN 1 ELSE 0 END) AS e FROM {t} WHERE {f} GROUP BY 1, 2 ORDER BY 1, 2",
-        svc = src.service,
-        hour = src.hour,
-        err = src.is_error,
-        t = src.table,
-        f = src.day_filter
-    );
-    let mut hourly = Vec::new();
-    for b in lake.query(&sql).await? {
-        let b = cast_columns(&b)?;
-        let s = b.column(0).as_string::<i32>();
-        let h = b.column(1).as_primitive::<Int64Type>();
-        let n = b.column(2).as_primitive::<Int64Type>();
-        let e = b.column(3).as_primitive::<Int64Type>();
-        for i in 0..b.num_rows() {
-            hourly.push(HourRow {
-                service: s.value(i).to_string(),
-                hour: h.value(i) as i32,
-                rows: u(n.value(i)),
-                errors: if e.is_valid(i) { u(e.value(i)) } else { 0 },
-            });
-        }
-    }
-    let mut by_svc: BTreeMap<String, (u64, u64)> = BTreeMap::new();
-    for r in &hourly {
-        let e = by_svc.entry(r.service.clone()).or_default();
-        e.0 += r.rows;
-        e.1 += r.errors;
-    }
-    let mut services: Vec<ServiceDay> = by_svc
-        .into_iter()
-        .map(|(service, (rows, errors))| ServiceDay {
-            service,
-            rows,
-            errors,
-        })
-        .collect();
-    services.sort_by(|a, b| b.rows.cmp(&a.rows).then_with(|| a.service.cmp(&b.service)));
+    let hourly = hourly(&lake, &src).await?;
+    let services = services_of(&hourly);
 
     let templates = mine_day(&lake, &src, day, &DrainConfig::default()).await?;
     let template_history = lake.has_table(TEMPLATES_TABLE)
@@ -245,47 +207,11 @@ pub async fn collect(args: &ReportArgs) -> Result<ReportData, InsightsError> {
         Vec::new()
     };
 
-    let dlq = match &args.dlq_table {
-        Some(t) if !lake.has_table(t) => {
-            return Err(InsightsError::Invalid(format!(
-                "no dead-letter table {t:?} under {}",
-                lake.root
-            )));
-        }
-        Some(t) => Some(t.clone()),
-        None => lake
-            .has_table("dead_letters")
-            .then(|| "dead_letters".to_string()),
-    };
-    let dead_letters = match dlq {
+    let dead_letters = match dead_letter_table(&lake, args.dlq_table.as_deref())? {
         Some(t) => Some(dead_letters(&lake, &t, day).await?),
         None => None,
     };
-
-    let mut completeness = Vec::new();
-    let mut compaction = Vec::new();
-    for name in lake.tables.keys() {
-        if !lake.has_table(name) {
-            continue;
-        }
-        let m = lake.marker(name, day).await?;
-        completeness.push(Completeness {
-            table: name.clone(),
-            complete: m.is_some(),
-            rows: m.as_ref().and_then(|m| m["rows"].as_i64()),
-            watermark: m
-                .as_ref()
-                .and_then(|m| m["watermark"].as_str().map(str::to_string)),
-        });
-        let files = lake.files_of_day(name, day);
-        compaction.push(Compaction {
-            table: name.clone(),
-            partitions: files.len(),
-            files: files.values().map(|v| v.0).sum(),
-            max_files_per_partition: files.values().map(|v| v.0).max().unwrap_or(0),
-            bytes: files.values().map(|v| v.1).sum(),
-        });
-    }
+    let (completeness, compaction) = table_states(&lake, day).await?;
     let health = if lake.has_table(crate::k8s::HEALTH_TABLE) {
         Some(health(&lake, day).await?)
     } else {
@@ -315,6 +241,106 @@ pub async fn collect(args: &ReportArgs) -> Result<ReportData, InsightsError> {
         health,
         anomalies,
     })
+}
+
+/// Rows and errors of the day per service and hour, ordered by service then hour.
+async fn hourly(lake: &LakeSession, src: &DaySource) -> Result<Vec<HourRow>, InsightsError> {
+    let sql = format!(
+        "SELECT {svc} AS service, {hour} AS hour, count(*) AS n, \
+         sum(CASE WHEN {err} THEN 1 ELSE 0 END) AS e FROM {t} WHERE {f} GROUP BY 1, 2 ORDER BY 1, 2",
+        svc = src.service,
+        hour = src.hour,
+        err = src.is_error,
+        t = src.table,
+        f = src.day_filter
+    );
+    let mut hourly = Vec::new();
+    for b in lake.query(&sql).await? {
+        let b = cast_columns(&b)?;
+        let s = b.column(0).as_string::<i32>();
+        let h = b.column(1).as_primitive::<Int64Type>();
+        let n = b.column(2).as_primitive::<Int64Type>();
+        let e = b.column(3).as_primitive::<Int64Type>();
+        for i in 0..b.num_rows() {
+            hourly.push(HourRow {
+                service: s.value(i).to_string(),
+                hour: h.value(i) as i32,
+                rows: u(n.value(i)),
+                errors: if e.is_valid(i) { u(e.value(i)) } else { 0 },
+            });
+        }
+    }
+    Ok(hourly)
+}
+
+/// The day per service, most lines first (ties by name).
+fn services_of(hourly: &[HourRow]) -> Vec<ServiceDay> {
+    let mut by_svc: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    for r in hourly {
+        let e = by_svc.entry(r.service.clone()).or_default();
+        e.0 += r.rows;
+        e.1 += r.errors;
+    }
+    let mut services: Vec<ServiceDay> = by_svc
+        .into_iter()
+        .map(|(service, (rows, errors))| ServiceDay {
+            service,
+            rows,
+            errors,
+        })
+        .collect();
+    services.sort_by(|a, b| b.rows.cmp(&a.rows).then_with(|| a.service.cmp(&b.service)));
+    services
+}
+
+/// The dead-letter table to report: `--dlq-table` (an error when the lake lacks it), else
+/// `dead_letters` when present.
+fn dead_letter_table(
+    lake: &LakeSession,
+    dlq_table: Option<&str>,
+) -> Result<Option<String>, InsightsError> {
+    match dlq_table {
+        Some(t) if !lake.has_table(t) => Err(InsightsError::Invalid(format!(
+            "no dead-letter table {t:?} under {}",
+            lake.root
+        ))),
+        Some(t) => Ok(Some(t.to_string())),
+        None => Ok(lake
+            .has_table("dead_letters")
+            .then(|| "dead_letters".to_string())),
+    }
+}
+
+/// Each table's completeness marker and data files of the day.
+async fn table_states(
+    lake: &LakeSession,
+    day: NaiveDate,
+) -> Result<(Vec<Completeness>, Vec<Compaction>), InsightsError> {
+    let mut completeness = Vec::new();
+    let mut compaction = Vec::new();
+    for name in lake.tables.keys() {
+        if !lake.has_table(name) {
+            continue;
+        }
+        let m = lake.marker(name, day).await?;
+        completeness.push(Completeness {
+            table: name.clone(),
+            complete: m.is_some(),
+            rows: m.as_ref().and_then(|m| m["rows"].as_i64()),
+            watermark: m
+                .as_ref()
+                .and_then(|m| m["watermark"].as_str().map(str::to_string)),
+        });
+        let files = lake.files_of_day(name, day);
+        compaction.push(Compaction {
+            table: name.clone(),
+            partitions: files.len(),
+            files: files.values().map(|v| v.0).sum(),
+            max_files_per_partition: files.values().map(|v| v.0).max().unwrap_or(0),
+            bytes: files.values().map(|v| v.1).sum(),
+        });
+    }
+    Ok((completeness, compaction))
 }
 
 async fn health(lake: &LakeSession, day: NaiveDate) -> Result<Vec<HealthSummary>, InsightsError> {
