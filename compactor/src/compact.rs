@@ -305,18 +305,11 @@ async fn compact_held(
     m: &mut CompactMetrics,
 ) -> Result<(), CompactError> {
     let partitions = partitions_of(table, layout, name, url)?;
-    let opts = PlanOptions {
-        target_size: layout.target_file_size,
-        min_size: (layout.target_file_size as f64 * settings.min_size_fraction) as u64,
-        settle: settings.settle,
-        now: chrono::Utc::now(),
-        sorts: !layout.sort_by.is_empty(),
-    };
-    let the_plan = plan(partitions, &opts);
-    m.partitions_seen = the_plan.partitions_seen;
-    m.partitions_skipped_open = the_plan.skipped_open;
-    m.partitions_skipped_done = the_plan.skipped_done;
-    m.groups_planned = the_plan.groups().count();
+    let the_plan = plan(
+        partitions,
+        &plan_options(layout, settings, chrono::Utc::now()),
+    );
+    m.record_plan(&the_plan);
     tracing::info!(table = %name, partitions = the_plan.partitions_seen, open = the_plan.skipped_open,
         done = the_plan.skipped_done, groups = m.groups_planned, "compaction planned");
     if settings.dry_run {
@@ -331,7 +324,15 @@ async fn compact_held(
         settings.memory_budget,
         settings.spill_dir.as_deref(),
     )?;
-    let margin = settings.lease_ttl / 2;
+    let writer = GroupWriter {
+        name,
+        url,
+        layout,
+        schema,
+        store,
+        rewriter,
+        margin: settings.lease_ttl / 2,
+    };
     let mut compacted_partitions = 0;
     let total = m.groups_planned;
     let mut done = 0;
@@ -346,36 +347,14 @@ async fn compact_held(
                 m.bytes_in >> 20,
                 m.bytes_out >> 20
             ));
-            lease.ensure(margin).await?;
-            let out_path = output_path(group, layout);
-            let ndv = group.rows().map(|r| r.clamp(1, MAX_ROW_GROUP_ROWS as u64));
-            let settings_f = FileSettings {
-                bloom_filter_columns: layout.bloom_filter_columns.clone(),
-                ..Default::default()
-            }
-            .with_bloom_filter_ndv(ndv);
-            let props = writer_properties(&schema, &settings_f);
-            let written = rewriter
-                .rewrite(group, &schema, &layout.sort_by, props, &out_path)
+            let (written, committed) = writer
+                .write_group(table, lease, group, &pp.values, m)
                 .await?;
-            if let Err(e) = check_rows(name, group, &out_path, written.rows) {
-                delete_quietly(store.as_ref(), &out_path).await;
-                return Err(e);
-            }
-            lease.ensure(margin).await?;
-            let committed =
-                commit_group(name, url, table, group, &schema, &pp.values, &written, m).await?;
             if committed {
                 any = true;
-                m.groups_committed += 1;
-                m.files_in += group.files.len();
-                m.files_out += 1;
-                m.bytes_in += group.bytes();
-                m.bytes_out += written.size;
-                m.rows += written.rows;
+                m.record_group(group, &written);
             } else {
                 m.groups_conflicted += 1;
-                delete_quietly(store.as_ref(), &out_path).await;
             }
             tracing::info!(table = %name, group = done, of = total, files = group.files.len(),
                 bytes_in = group.bytes(), bytes_out = written.size, rows = written.rows, committed,
@@ -387,6 +366,101 @@ async fn compact_held(
     m.partitions_compacted = compacted_partitions;
     m.requests_saved = m.files_in as i64 - m.files_out as i64;
     Ok(())
+}
+
+/// The planner's options for a table's layout and the run's settings, at `now`.
+fn plan_options(
+    layout: &Layout,
+    settings: &Settings,
+    now: chrono::DateTime<chrono::Utc>,
+) -> PlanOptions {
+    PlanOptions {
+        target_size: layout.target_file_size,
+        min_size: (layout.target_file_size as f64 * settings.min_size_fraction) as u64,
+        settle: settings.settle,
+        now,
+        sorts: !layout.sort_by.is_empty(),
+    }
+}
+
+impl CompactMetrics {
+    /// The plan's figures.
+    fn record_plan(&mut self, the_plan: &Plan) {
+        self.partitions_seen = the_plan.partitions_seen;
+        self.partitions_skipped_open = the_plan.skipped_open;
+        self.partitions_skipped_done = the_plan.skipped_done;
+        self.groups_planned = the_plan.groups().count();
+    }
+
+    /// A committed group's figures.
+    fn record_group(&mut self, group: &Group, written: &crate::rewrite::Written) {
+        self.groups_committed += 1;
+        self.files_in += group.files.len();
+        self.files_out += 1;
+        self.bytes_in += group.bytes();
+        self.bytes_out += written.size;
+        self.rows += written.rows;
+    }
+}
+
+/// What writing the groups of one table shares: where, with which layout and schema, and the
+/// lease margin checked before each upload and commit.
+struct GroupWriter<'a> {
+    name: &'a str,
+    url: &'a Url,
+    layout: &'a Layout,
+    schema: SchemaRef,
+    store: Arc<dyn ObjectStore>,
+    rewriter: Rewriter,
+    margin: Duration,
+}
+
+impl GroupWriter<'_> {
+    /// Rewrites one group into one sorted file, checks its rows and commits it; the output is
+    /// deleted again when its rows differ (an error) or another writer won (`committed` false).
+    async fn write_group(
+        &self,
+        table: &mut DeltaTable,
+        lease: &mut Lease,
+        group: &Group,
+        values: &[(String, Option<String>)],
+        m: &mut CompactMetrics,
+    ) -> Result<(crate::rewrite::Written, bool), CompactError> {
+        let name = self.name;
+        lease.ensure(self.margin).await?;
+        let out_path = output_path(group, self.layout);
+        let ndv = group.rows().map(|r| r.clamp(1, MAX_ROW_GROUP_ROWS as u64));
+        let settings_f = FileSettings {
+            bloom_filter_columns: self.layout.bloom_filter_columns.clone(),
+            ..Default::default()
+        }
+        .with_bloom_filter_ndv(ndv);
+        let props = writer_properties(&self.schema, &settings_f);
+        let written = self
+            .rewriter
+            .rewrite(group, &self.schema, &self.layout.sort_by, props, &out_path)
+            .await?;
+        if let Err(e) = check_rows(name, group, &out_path, written.rows) {
+            delete_quietly(self.store.as_ref(), &out_path).await;
+            return Err(e);
+        }
+        lease.ensure(self.margin).await?;
+        let committed = commit_group(
+            name,
+            self.url,
+            table,
+            group,
+            &self.schema,
+            values,
+            &written,
+            m,
+        )
+        .await?;
+        if !committed {
+            delete_quietly(self.store.as_ref(), &out_path).await;
+        }
+        Ok((written, committed))
+    }
 }
 
 /// A progress bar over a table's groups on a terminal (stderr); hidden otherwise, where the

@@ -17,19 +17,17 @@
 //! Rows an archiver appends after the delete planned are not deleted, even if they match: they
 //! stay, and the next `loglake delete` with the same predicate removes them.
 
+mod matches;
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use arrow::array::{Array, AsArray};
-use arrow::datatypes::{DataType, Field, Int32Type, Int64Type, Schema, SchemaRef};
-use datafusion::common::tree_node::{Transformed, TreeNode};
-use datafusion::common::{DFSchema, ScalarValue};
-use datafusion::logical_expr::{Expr, cast, lit};
-use datafusion::prelude::SessionContext;
+use arrow::datatypes::SchemaRef;
 use deltalake::DeltaTable;
 use deltalake::kernel::Action;
 use deltalake::protocol::DeltaOperation;
+use deltalake::table::state::DeltaTableState;
 use loglake_lake::add_action;
 use loglake_lake::files::{FileSettings, MAX_ROW_GROUP_ROWS, writer_properties};
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
@@ -41,9 +39,8 @@ use crate::error::{CompactError, delta_err};
 use crate::latest::{Decision, Took, commit_at_latest, open_existing, take_lease};
 use crate::lease::Lease;
 use crate::rewrite::Rewriter;
+use matches::{check_matches_active, find_matches, keep_filter, matches_per_file};
 
-/// The name of the file-path column of the candidate query.
-const FILE_COLUMN: &str = "__loglake_file";
 /// Where the deleted offsets of each run are recorded, under the table root.
 pub const DELETES_PREFIX: &str = "_loglake/deletes";
 
@@ -162,126 +159,6 @@ pub async fn delete_rows(
     Ok(r)
 }
 
-fn df_error(
-    table: &str,
-    what: String,
-) -> impl Fn(datafusion::error::DataFusionError) -> CompactError {
-    let table = table.to_string();
-    move |e| CompactError::DataFusion {
-        table: table.clone(),
-        what: what.clone(),
-        source: Box::new(e),
-    }
-}
-
-/// Matching rows per file, and their (topic, partition, offset) when the table has them.
-async fn find_matches(
-    name: &str,
-    table: &DeltaTable,
-    predicate: &str,
-) -> Result<(BTreeMap<String, u64>, Vec<(String, i32, i64)>), CompactError> {
-    let ctx = SessionContext::new();
-    let err = |what: &str| df_error(name, format!("{what} (--where {predicate})"));
-    table
-        .update_datafusion_session(&ctx.state())
-        .map_err(|e| CompactError::Internal(format!("table {name}: {e}")))?;
-    let provider = table
-        .table_provider()
-        .with_file_column(FILE_COLUMN)
-        .await
-        .map_err(|e| CompactError::Internal(format!("table {name}: {e}")))?;
-    let has_offsets = ["kafka_topic", "kafka_partition", "kafka_offset"]
-        .iter()
-        .all(|c| provider.schema().index_of(c).is_ok());
-    ctx.register_table("t", provider)
-        .map_err(err("registering"))?;
-    let coords = if has_offsets {
-        "kafka_topic, kafka_partition, kafka_offset"
-    } else {
-        "CAST(NULL AS VARCHAR), CAST(NULL AS INT), CAST(NULL AS BIGINT)"
-    };
-    let sql = format!("SELECT {FILE_COLUMN}, {coords} FROM t WHERE ({predicate})");
-    let df = ctx
-        .sql(&sql)
-        .await
-        .map_err(|e| CompactError::Config(format!("table {name}: --where {predicate}: {e}")))?;
-    let batches = df
-        .collect()
-        .await
-        .map_err(err("finding the matching rows"))?;
-    let mut per_file: BTreeMap<String, u64> = BTreeMap::new();
-    let mut offsets = Vec::new();
-    let utf8 = |a: &arrow::array::ArrayRef| {
-        arrow::compute::cast(a, &DataType::Utf8)
-            .map_err(|e| CompactError::Internal(format!("table {name}: {e}")))
-    };
-    for b in batches {
-        let files = utf8(b.column(0))?;
-        let files = files.as_string::<i32>();
-        let topics = utf8(b.column(1))?;
-        let topics = topics.as_string_opt::<i32>();
-        let parts = b.column(2).as_primitive_opt::<Int32Type>();
-        let offs = b.column(3).as_primitive_opt::<Int64Type>();
-        for i in 0..b.num_rows() {
-            *per_file.entry(files.value(i).to_string()).or_default() += 1;
-            if let (Some(t), Some(p), Some(o)) = (topics, parts, offs)
-                && !t.is_null(i)
-                && !p.is_null(i)
-                && !o.is_null(i)
-            {
-                offsets.push((t.value(i).to_string(), p.value(i), o.value(i)));
-            }
-        }
-    }
-    Ok((per_file, offsets))
-}
-
-/// The physical "keep this row" filter for one file: `CASE WHEN predicate THEN false ELSE true
-/// END` (a row where it is NULL stays) with the
-/// file's partition values in place of the partition columns (the file holds only the others).
-fn keep_filter(
-    name: &str,
-    predicate: &str,
-    file_schema: &SchemaRef,
-    partition_values: &HashMap<String, Option<String>>,
-) -> Result<Arc<dyn datafusion::physical_expr::PhysicalExpr>, CompactError> {
-    let ctx = SessionContext::new();
-    let err = |what: &str| df_error(name, format!("{what} (--where {predicate})"));
-    let mut fields: Vec<Field> = file_schema
-        .fields()
-        .iter()
-        .map(|f| f.as_ref().clone())
-        .collect();
-    for k in partition_values.keys() {
-        fields.push(Field::new(k, DataType::Utf8, true));
-    }
-    let full = DFSchema::try_from(Schema::new(fields)).map_err(err("schema"))?;
-    let parsed = ctx
-        .parse_sql_expr(predicate, &full)
-        .map_err(|e| CompactError::Config(format!("table {name}: --where {predicate}: {e}")))?;
-    let substituted = parsed
-        .transform(|e| {
-            if let Expr::Column(c) = &e
-                && let Some(v) = partition_values.get(&c.name)
-            {
-                return Ok(Transformed::yes(cast(
-                    lit(ScalarValue::Utf8(v.clone())),
-                    DataType::Utf8,
-                )));
-            }
-            Ok(Transformed::no(e))
-        })
-        .map_err(err("substituting partition values"))?
-        .data;
-    // CASE WHEN predicate THEN false ELSE true END: rows where it is NULL stay
-    let keep = datafusion::logical_expr::when(substituted, lit(false))
-        .otherwise(lit(true))
-        .map_err(err("planning the filter"))?;
-    let files_only = DFSchema::try_from(file_schema.as_ref().clone()).map_err(err("schema"))?;
-    ctx.create_physical_expr(keep, &files_only)
-        .map_err(err("planning the filter"))
-}
-
 /// The name of a delete's output for `input`: a compacted (sorted) file keeps its layout tag,
 /// since removing rows keeps the order.
 fn output_path(input: &str) -> String {
@@ -314,35 +191,14 @@ async fn delete_held(
         .snapshot()
         .map_err(delta_err(name, url, "reading", r.version_before))?;
     let planned = state.version();
-    let mut active: HashMap<String, ActiveFile> = HashMap::new();
-    for view in state.log_data().iter() {
-        active.insert(
-            view.path().to_string(),
-            ActiveFile {
-                size: view.size().max(0) as u64,
-                values: view.partition_values_map(),
-                rows: view.num_records().map(|n| n as u64),
-            },
-        );
-    }
+    let active = active_files(state);
+    let columns: Vec<String> = state.metadata().partition_columns().to_vec();
     r.files_active = active.len();
     let (found, offsets) = find_matches(name, table, &s.predicate).await?;
-    // the file column holds full URLs; the log, paths relative to the table root
-    let root = format!("{}/", url.as_str().trim_end_matches('/'));
-    let mut per_file: BTreeMap<String, u64> = BTreeMap::new();
-    for (f, n) in found {
-        let rel = f.strip_prefix(&root).unwrap_or(&f).to_string();
-        *per_file.entry(rel).or_default() += n;
-    }
+    let per_file = matches_per_file(url, found);
     r.files_matched = per_file.len();
     r.rows_deleted = per_file.values().sum();
-    for p in per_file.keys() {
-        if !active.contains_key(p) {
-            return Err(CompactError::Internal(format!(
-                "table {name}: the candidate query named {p}, which is not a file of version {planned}"
-            )));
-        }
-    }
+    check_matches_active(name, planned, &per_file, &active)?;
     tracing::info!(table = %name, files = per_file.len(), rows = r.rows_deleted, "delete planned");
     if s.dry_run || per_file.is_empty() {
         if s.dry_run {
@@ -358,89 +214,24 @@ async fn delete_held(
     }
 
     // 2. the offsets record, before anything changes
-    let mut record = DeletedOffsets {
-        predicate: s.predicate.clone(),
-        planned_at_version: planned,
-        time: chrono::Utc::now().to_rfc3339(),
-        ..Default::default()
-    };
-    let mut grouped: BTreeMap<(String, i32), Vec<i64>> = BTreeMap::new();
-    for (t, p, o) in offsets {
-        grouped.entry((t, p)).or_default().push(o);
-    }
-    for ((t, p), offs) in grouped {
-        record.offsets.entry(t).or_default().insert(p, ranges(offs));
-    }
-    let record_path = format!(
-        "{DELETES_PREFIX}/{}-{}.json",
-        chrono::Utc::now().format("%Y%m%dT%H%M%S"),
-        uuid::Uuid::new_v4()
-    );
-    let body = serde_json::to_vec(&record).map_err(|e| CompactError::Internal(e.to_string()))?;
-    store
-        .put(&record_path.as_str().into(), PutPayload::from(body))
-        .await
-        .map_err(|e| CompactError::Internal(format!("table {name}: writing {record_path}: {e}")))?;
-    r.offsets_record = Some(record_path);
+    let record = offsets_record(&s.predicate, planned, offsets);
+    r.offsets_record = Some(write_offsets_record(store.as_ref(), name, &record).await?);
 
     // 3. rewrite the files with matches
     let schema = file_schema(table, layout, name, url)?;
-    let rewriter = Rewriter::new(name, store.clone(), s.memory_budget, None)?;
+    let filter = FileFilter {
+        name,
+        predicate: &s.predicate,
+        layout,
+        schema: schema.clone(),
+        store: store.clone(),
+        rewriter: Rewriter::new(name, store.clone(), s.memory_budget, None)?,
+        columns,
+    };
     let margin = s.lease_ttl / 2;
-    let mut outputs: Vec<Output> = Vec::new();
-    let columns: Vec<String> = state.metadata().partition_columns().to_vec();
-    for (path, matched) in &per_file {
-        lease.ensure(margin).await?;
-        let Some(ActiveFile { size, values, rows }) = active.get(path) else {
-            continue;
-        };
-        r.bytes_in += size;
-        if rows.is_some_and(|n| n == *matched) {
-            r.files_removed += 1;
-            continue; // every row matches: removed, nothing written
-        }
-        let keep = keep_filter(name, &s.predicate, &schema, values)?;
-        let out = output_path(path);
-        let ndv = rows.map(|n| n.clamp(1, MAX_ROW_GROUP_ROWS as u64));
-        let props = writer_properties(
-            &schema,
-            &FileSettings {
-                bloom_filter_columns: layout.bloom_filter_columns.clone(),
-                ..Default::default()
-            }
-            .with_bloom_filter_ndv(ndv),
-        );
-        let written = rewriter
-            .filter_file(path, *size, &schema, keep, props, &out)
-            .await?;
-        if let Some(n) = rows
-            && written.rows + matched != *n
-        {
-            let _ = store.delete(&out.as_str().into()).await;
-            return Err(CompactError::RowCount {
-                table: name.to_string(),
-                path: out,
-                files: 1,
-                expected: n - matched,
-                written: written.rows,
-            });
-        }
-        if written.rows == 0 {
-            let _ = store.delete(&out.as_str().into()).await;
-            r.files_removed += 1;
-            continue;
-        }
-        r.files_rewritten += 1;
-        r.bytes_out += written.size;
-        let ordered: Vec<(String, Option<String>)> = columns
-            .iter()
-            .map(|c| (c.clone(), values.get(c).cloned().flatten()))
-            .collect();
-        outputs.push(Output {
-            written,
-            values: ordered,
-        });
-    }
+    let outputs = filter
+        .rewrite_all(&per_file, &active, lease, margin, r)
+        .await?;
 
     // 4. one commit
     lease.ensure(margin).await?;
@@ -456,6 +247,162 @@ async fn delete_held(
                 }
             });
         })
+}
+
+/// The active files of the snapshot the delete plans on, by path.
+fn active_files(state: &DeltaTableState) -> HashMap<String, ActiveFile> {
+    state
+        .log_data()
+        .iter()
+        .map(|view| {
+            (
+                view.path().to_string(),
+                ActiveFile {
+                    size: view.size().max(0) as u64,
+                    values: view.partition_values_map(),
+                    rows: view.num_records().map(|n| n as u64),
+                },
+            )
+        })
+        .collect()
+}
+
+/// The record of the offsets a delete planned on version `planned` removes.
+fn offsets_record(
+    predicate: &str,
+    planned: u64,
+    offsets: Vec<(String, i32, i64)>,
+) -> DeletedOffsets {
+    let mut record = DeletedOffsets {
+        predicate: predicate.to_string(),
+        planned_at_version: planned,
+        time: chrono::Utc::now().to_rfc3339(),
+        ..Default::default()
+    };
+    let mut grouped: BTreeMap<(String, i32), Vec<i64>> = BTreeMap::new();
+    for (t, p, o) in offsets {
+        grouped.entry((t, p)).or_default().push(o);
+    }
+    for ((t, p), offs) in grouped {
+        record.offsets.entry(t).or_default().insert(p, ranges(offs));
+    }
+    record
+}
+
+/// Writes `record` under [`DELETES_PREFIX`]; returns its path.
+async fn write_offsets_record(
+    store: &dyn ObjectStore,
+    name: &str,
+    record: &DeletedOffsets,
+) -> Result<String, CompactError> {
+    let record_path = format!(
+        "{DELETES_PREFIX}/{}-{}.json",
+        chrono::Utc::now().format("%Y%m%dT%H%M%S"),
+        uuid::Uuid::new_v4()
+    );
+    let body = serde_json::to_vec(record).map_err(|e| CompactError::Internal(e.to_string()))?;
+    store
+        .put(&record_path.as_str().into(), PutPayload::from(body))
+        .await
+        .map_err(|e| CompactError::Internal(format!("table {name}: writing {record_path}: {e}")))?;
+    Ok(record_path)
+}
+
+/// What rewriting the files with matches shares: the predicate, the layout and file schema, the
+/// store and the table's partition columns.
+struct FileFilter<'a> {
+    name: &'a str,
+    predicate: &'a str,
+    layout: &'a Layout,
+    schema: SchemaRef,
+    store: Arc<dyn ObjectStore>,
+    rewriter: Rewriter,
+    columns: Vec<String>,
+}
+
+impl FileFilter<'_> {
+    /// Rewrites every file with matches in turn (the lease checked before each); the outputs to
+    /// commit.
+    async fn rewrite_all(
+        &self,
+        per_file: &BTreeMap<String, u64>,
+        active: &HashMap<String, ActiveFile>,
+        lease: &mut Lease,
+        margin: Duration,
+        r: &mut DeleteReport,
+    ) -> Result<Vec<Output>, CompactError> {
+        let mut outputs: Vec<Output> = Vec::new();
+        for (path, matched) in per_file {
+            lease.ensure(margin).await?;
+            let Some(file) = active.get(path) else {
+                continue;
+            };
+            r.bytes_in += file.size;
+            match self.drop_matches(path, *matched, file).await? {
+                Some(out) => {
+                    r.files_rewritten += 1;
+                    r.bytes_out += out.written.size;
+                    outputs.push(out);
+                }
+                None => r.files_removed += 1,
+            }
+        }
+        Ok(outputs)
+    }
+
+    /// Rewrites the file at `path` without its `matched` rows; `None` when no row is left (the
+    /// file is only removed, nothing written in its place).
+    async fn drop_matches(
+        &self,
+        path: &str,
+        matched: u64,
+        file: &ActiveFile,
+    ) -> Result<Option<Output>, CompactError> {
+        let ActiveFile { size, values, rows } = file;
+        if rows.is_some_and(|n| n == matched) {
+            return Ok(None); // every row matches: removed, nothing written
+        }
+        let keep = keep_filter(self.name, self.predicate, &self.schema, values)?;
+        let out = output_path(path);
+        let ndv = rows.map(|n| n.clamp(1, MAX_ROW_GROUP_ROWS as u64));
+        let props = writer_properties(
+            &self.schema,
+            &FileSettings {
+                bloom_filter_columns: self.layout.bloom_filter_columns.clone(),
+                ..Default::default()
+            }
+            .with_bloom_filter_ndv(ndv),
+        );
+        let written = self
+            .rewriter
+            .filter_file(path, *size, &self.schema, keep, props, &out)
+            .await?;
+        if let Some(n) = rows
+            && written.rows + matched != *n
+        {
+            let _ = self.store.delete(&out.as_str().into()).await;
+            return Err(CompactError::RowCount {
+                table: self.name.to_string(),
+                path: out,
+                files: 1,
+                expected: n - matched,
+                written: written.rows,
+            });
+        }
+        if written.rows == 0 {
+            let _ = self.store.delete(&out.as_str().into()).await;
+            return Ok(None);
+        }
+        let ordered: Vec<(String, Option<String>)> = self
+            .columns
+            .iter()
+            .map(|c| (c.clone(), values.get(c).cloned().flatten()))
+            .collect();
+        Ok(Some(Output {
+            written,
+            values: ordered,
+        }))
+    }
 }
 
 #[allow(clippy::too_many_arguments)]

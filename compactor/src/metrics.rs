@@ -98,9 +98,11 @@ impl CompactorMetrics {
     }
 }
 
-impl StageMetrics for CompactorMetrics {
-    fn register(&self, r: &mut Registry) {
-        let counters = [
+impl CompactorMetrics {
+    /// The counter families with their names (without `_total`) and help texts, in registration
+    /// order.
+    fn counters(&self) -> [(&'static str, &'static str, &PerTable); 14] {
+        [
             (
                 "loglake_compact_runs",
                 "Compaction runs that ended without error",
@@ -167,8 +169,13 @@ impl StageMetrics for CompactorMetrics {
                 "Delta log files removed past their retention",
                 &self.log_files_removed,
             ),
-        ];
-        for (name, help, family) in counters {
+        ]
+    }
+}
+
+impl StageMetrics for CompactorMetrics {
+    fn register(&self, r: &mut Registry) {
+        for (name, help, family) in self.counters() {
             r.register(name, help, family.clone());
         }
         r.register(

@@ -13,21 +13,23 @@
 //!    checkpoint), applies retention and vacuums, each stage a row of the run ledger;
 //! 4. prints what each stage did and the answers of a few example queries.
 
+mod queries;
+mod samples;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use chrono::NaiveDate;
-use datafusion::prelude::SessionContext;
-use deltalake::DeltaTable;
-use loglake_lake::table_url;
 use rdkafka::ClientConfig;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::mocking::MockCluster;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{DefaultProducerContext, FutureProducer, FutureRecord};
 use serde_json::Value;
 
 use crate::ledger::Status;
 use crate::{JobError, NightlyArgs, Summary, nightly};
+use queries::{oldest_day, query};
+use samples::{Corpus, Sample, load_samples};
 
 /// `loglake quickstart`: archive bundled real logs from an embedded Kafka and query them.
 #[derive(Debug, Clone, clap::Args)]
@@ -41,151 +43,7 @@ pub struct QuickstartArgs {
     pub samples: Option<PathBuf>,
 }
 
-/// The repository's `tests/data/corpus` (1.3 MB, license notes included), so that an installed
-/// or containerised binary runs the quickstart without a checkout.
-static CORPUS: include_dir::Dir<'_> =
-    include_dir::include_dir!("$CARGO_MANIFEST_DIR/../tests/data/corpus");
-
-/// Where the samples come from: a folder, or the copy in the binary.
-enum Corpus<'a> {
-    Folder(&'a Path),
-    BuiltIn,
-}
-
-impl Corpus<'_> {
-    /// The files under `sub` whose extension is `ext`, sorted by path, with their bytes.
-    fn files(&self, sub: &str, ext: &str) -> Result<Vec<(PathBuf, Vec<u8>)>, JobError> {
-        match self {
-            Corpus::Folder(dir) => files(&dir.join(sub), ext)?
-                .into_iter()
-                .map(|p| {
-                    let bytes = read_file(&p)?;
-                    Ok((p, bytes))
-                })
-                .collect(),
-            Corpus::BuiltIn => {
-                let dir = CORPUS.get_dir(sub).ok_or_else(|| {
-                    JobError::Config(format!("built-in samples: no folder {sub}"))
-                })?;
-                let mut out = Vec::new();
-                let mut stack = vec![dir];
-                while let Some(d) = stack.pop() {
-                    stack.extend(d.dirs());
-                    for f in d.files() {
-                        if f.path().extension().is_some_and(|x| x == ext) {
-                            out.push((f.path().to_path_buf(), f.contents().to_vec()));
-                        }
-                    }
-                }
-                out.sort();
-                Ok(out)
-            }
-        }
-    }
-
-    fn file(&self, path: &str) -> Result<Vec<u8>, JobError> {
-        match self {
-            Corpus::Folder(dir) => read_file(&dir.join(path)),
-            Corpus::BuiltIn => CORPUS
-                .get_file(path)
-                .map(|f| f.contents().to_vec())
-                .ok_or_else(|| JobError::Config(format!("built-in samples: no file {path}"))),
-        }
-    }
-}
-
-fn read_file(path: &Path) -> Result<Vec<u8>, JobError> {
-    std::fs::read(path)
-        .map_err(|e| JobError::Config(format!("reading sample {}: {e}", path.display())))
-}
-
 const MARKER: &str = ".loglake-quickstart";
-
-struct Sample {
-    topic: &'static str,
-    payload: Vec<u8>,
-    path: Option<String>,
-}
-
-fn lines(bytes: &[u8]) -> Vec<Vec<u8>> {
-    bytes
-        .split(|&b| b == b'\n')
-        .filter(|l| !l.is_empty())
-        .map(<[u8]>::to_vec)
-        .collect()
-}
-
-fn files(dir: &Path, ext: &str) -> Result<Vec<PathBuf>, JobError> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let rd = std::fs::read_dir(&d)
-            .map_err(|e| JobError::Config(format!("reading {}: {e}", d.display())))?;
-        for e in rd.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.extension().is_some_and(|x| x == ext) {
-                out.push(p);
-            }
-        }
-    }
-    out.sort();
-    Ok(out)
-}
-
-/// `<ns>_<pod>_<container>.log` (Fluent Bit's test naming) → a kubelet path
-/// `/var/log/containers/<pod>_<ns>_<container>-<id>.log`.
-fn kubelet_path(file: &Path) -> Option<String> {
-    let stem = file.file_stem()?.to_str()?;
-    let mut it = stem.splitn(3, '_');
-    let (ns, pod, container) = (it.next()?, it.next()?, it.next()?);
-    Some(format!(
-        "/var/log/containers/{pod}_{ns}_{container}-{:064x}.log",
-        stem.len()
-    ))
-}
-
-fn load_samples(corpus: &Corpus<'_>) -> Result<Vec<Sample>, JobError> {
-    let mut out = Vec::new();
-    for (f, bytes) in corpus.files("fluent-bit/tests/runtime/data/kubernetes/log", "log")? {
-        let path = kubelet_path(&f);
-        for line in lines(&bytes) {
-            out.push(Sample {
-                topic: "k8s-container-logs",
-                payload: line,
-                path: path.clone(),
-            });
-        }
-    }
-    for line in lines(&corpus.file("beats/docker_corrupted.log")?) {
-        out.push(Sample {
-            topic: "k8s-container-logs",
-            payload: line,
-            path: Some(format!(
-                "/var/log/containers/shop-web-7d9f_shop_nginx-{:064x}.log",
-                7
-            )),
-        });
-    }
-    for (_, bytes) in corpus.files("falco-k8s-audit/k8s_audit", "json")? {
-        for line in lines(&bytes) {
-            out.push(Sample {
-                topic: "k8s-audit",
-                payload: line,
-                path: None,
-            });
-        }
-    }
-    for line in lines(&corpus.file("beats/nginx_access_test.log")?) {
-        out.push(Sample {
-            topic: "ingress-access",
-            payload: line,
-            path: None,
-        });
-    }
-    Ok(out)
-}
 
 fn prepare_lake(lake: &Path) -> Result<(), JobError> {
     if lake.exists() {
@@ -379,26 +237,6 @@ fn describe(stage: &str, status: Status, r: &Value) -> String {
     }
 }
 
-/// The oldest `dt` of a table of the lake.
-async fn oldest_day(lake: &str, name: &str) -> Result<NaiveDate, JobError> {
-    let ctx = SessionContext::new();
-    register(&ctx, lake, name).await?;
-    let batches = ctx
-        .sql(&format!("SELECT CAST(min(dt) AS VARCHAR) FROM {name}"))
-        .await
-        .map_err(|e| JobError::Internal(format!("{name}: {e}")))?
-        .collect()
-        .await
-        .map_err(|e| JobError::Internal(format!("{name}: {e}")))?;
-    let text = batches
-        .first()
-        .filter(|b| b.num_rows() > 0)
-        .and_then(|b| arrow::util::display::array_value_to_string(b.column(0), 0).ok())
-        .unwrap_or_default();
-    text.parse()
-        .map_err(|e| JobError::Internal(format!("{name}: no day in the table ({text:?}: {e})")))
-}
-
 /// Runs the quickstart and prints its results on stdout.
 pub fn run(args: QuickstartArgs) -> Result<std::process::ExitCode, JobError> {
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -414,12 +252,7 @@ pub fn run(args: QuickstartArgs) -> Result<std::process::ExitCode, JobError> {
     let samples = load_samples(&corpus)?;
 
     // 1. Embedded Kafka.
-    let cluster = MockCluster::new(1).map_err(kafka_err("starting the mock cluster"))?;
-    for (topic, parts, ..) in TABLES {
-        cluster
-            .create_topic(topic, parts, 1)
-            .map_err(kafka_err(&format!("creating topic {topic}")))?;
-    }
+    let cluster = start_kafka()?;
     let brokers = cluster.bootstrap_servers();
     println!("== embedded Kafka (librdkafka mock cluster) at {brokers}");
 
@@ -428,30 +261,11 @@ pub fn run(args: QuickstartArgs) -> Result<std::process::ExitCode, JobError> {
         .set("bootstrap.servers", &brokers)
         .create()
         .map_err(kafka_err("creating a producer"))?;
-    let count = samples.len();
-    rt.block_on(async {
-        let mut sends = Vec::new();
-        for s in &samples {
-            let mut rec: FutureRecord<'_, [u8], [u8]> =
-                FutureRecord::to(s.topic).payload(&s.payload);
-            if let Some(p) = &s.path {
-                rec = rec
-                    .key(p.as_bytes())
-                    .headers(OwnedHeaders::new().insert(Header {
-                        key: "path",
-                        value: Some(p.as_bytes()),
-                    }));
-            }
-            sends.push(producer.send(rec, Duration::from_secs(10)));
-        }
-        for r in futures::future::join_all(sends).await {
-            r.map_err(|(e, _)| kafka_err("producing samples")(e))?;
-        }
-        Ok::<(), JobError>(())
-    })?;
+    rt.block_on(produce(&producer, &samples))?;
     let by_topic = |t: &str| samples.iter().filter(|s| s.topic == t).count();
     println!(
-        "== produced {count} real sample records: k8s-container-logs {}, k8s-audit {}, ingress-access {}",
+        "== produced {} real sample records: k8s-container-logs {}, k8s-audit {}, ingress-access {}",
+        samples.len(),
         by_topic("k8s-container-logs"),
         by_topic("k8s-audit"),
         by_topic("ingress-access")
@@ -464,7 +278,55 @@ pub fn run(args: QuickstartArgs) -> Result<std::process::ExitCode, JobError> {
         config.display()
     );
     let lake = args.lake.to_string_lossy().to_string();
-    let first = nightly_pass(&config, None, &["archive"], &[])?;
+    archive_pass(&config, &lake)?;
+    drop(producer);
+    drop(cluster);
+
+    // 4. The other stages, for the oldest day of the container logs.
+    let day = rt.block_on(oldest_day(&lake, "container_logs"))?;
+    let second = maintenance_pass(&config, day)?;
+
+    // 5. Query.
+    rt.block_on(query(&lake))?;
+    print_next_steps(&lake, &config, day, &second);
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// The embedded Kafka (librdkafka's mock cluster) with the quickstart's topics.
+fn start_kafka() -> Result<MockCluster<'static, DefaultProducerContext>, JobError> {
+    let cluster = MockCluster::new(1).map_err(kafka_err("starting the mock cluster"))?;
+    for (topic, parts, ..) in TABLES {
+        cluster
+            .create_topic(topic, parts, 1)
+            .map_err(kafka_err(&format!("creating topic {topic}")))?;
+    }
+    Ok(cluster)
+}
+
+/// Produces every sample (container logs keyed by their kubelet path, also a `path` header).
+async fn produce(producer: &FutureProducer, samples: &[Sample]) -> Result<(), JobError> {
+    let mut sends = Vec::new();
+    for s in samples {
+        let mut rec: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(s.topic).payload(&s.payload);
+        if let Some(p) = &s.path {
+            rec = rec
+                .key(p.as_bytes())
+                .headers(OwnedHeaders::new().insert(Header {
+                    key: "path",
+                    value: Some(p.as_bytes()),
+                }));
+        }
+        sends.push(producer.send(rec, Duration::from_secs(10)));
+    }
+    for r in futures::future::join_all(sends).await {
+        r.map_err(|(e, _)| kafka_err("producing samples")(e))?;
+    }
+    Ok(())
+}
+
+/// Nightly pass 1: archives every topic to its end, and prints what it wrote.
+fn archive_pass(config: &Path, lake: &str) -> Result<(), JobError> {
+    let first = nightly_pass(config, None, &["archive"], &[])?;
     let archived = first
         .stages
         .iter()
@@ -480,12 +342,12 @@ pub fn run(args: QuickstartArgs) -> Result<std::process::ExitCode, JobError> {
         n(&archived, "files"),
         n(&archived, "commits")
     );
-    drop(producer);
-    drop(cluster);
+    Ok(())
+}
 
-    // 4. The other stages, for the oldest day of the container logs.
-    let day = rt.block_on(oldest_day(&lake, "container_logs"))?;
-    let second = nightly_pass(&config, Some(day), &[], &["archive"])?;
+/// Nightly pass 2: every other stage for `day`, one line per stage attempt.
+fn maintenance_pass(config: &Path, day: NaiveDate) -> Result<Summary, JobError> {
+    let second = nightly_pass(config, Some(day), &[], &["archive"])?;
     println!(
         "== nightly pass 2 (loglake nightly --date {day} --skip archive; the samples are years old, a CronJob runs for yesterday):"
     );
@@ -497,9 +359,11 @@ pub fn run(args: QuickstartArgs) -> Result<std::process::ExitCode, JobError> {
             describe(&s.stage, s.status, &s.report)
         );
     }
+    Ok(second)
+}
 
-    // 5. Query.
-    rt.block_on(query(&lake))?;
+/// Where the lake, the report and the export are, and the commands to go on with.
+fn print_next_steps(lake: &str, config: &Path, day: NaiveDate, second: &Summary) {
     let report = second
         .stages
         .iter()
@@ -515,163 +379,4 @@ pub fn run(args: QuickstartArgs) -> Result<std::process::ExitCode, JobError> {
          Run the nightly job:   loglake nightly --config {} --skip archive --date {day}",
         config.display()
     );
-    Ok(std::process::ExitCode::SUCCESS)
-}
-
-async fn register(ctx: &SessionContext, lake: &str, name: &str) -> Result<DeltaTable, JobError> {
-    let path = if name == "runs" {
-        format!("{lake}/{}", crate::ledger::LEDGER_PATH)
-    } else {
-        format!("{lake}/{name}")
-    };
-    let url = table_url(&path).map_err(|e| JobError::Config(e.to_string()))?;
-    let t = DeltaTable::try_from_url(url)
-        .await
-        .map_err(|e| JobError::stage("query", name, e))?;
-    t.update_datafusion_session(&ctx.state())
-        .map_err(|e| JobError::stage("query", name, e))?;
-    let p = t
-        .table_provider()
-        .await
-        .map_err(|e| JobError::stage("query", name, e))?;
-    ctx.register_table(name, p)
-        .map_err(|e| JobError::stage("query", name, e))?;
-    Ok(t)
-}
-
-async fn query(lake: &str) -> Result<(), JobError> {
-    let ctx = SessionContext::new();
-    for name in [
-        "container_logs",
-        "k8s_audit",
-        "access",
-        "dead_letters",
-        "log_templates",
-        "runs",
-    ] {
-        let t = register(&ctx, lake, name).await?;
-        let files = t.snapshot().map(|s| s.log_data().num_files()).unwrap_or(0);
-        println!(
-            "   table {name:<15} version {}, {files} data file(s)",
-            t.version().unwrap_or(0)
-        );
-    }
-    // the queries run on `loglake query`'s engine: every table of the lake by folder name, the
-    // log functions (log_context, correlate, delta_scan, lake_status, ...)
-    let engine = loglake_query::Engine::new(loglake_query::EngineOptions {
-        lake: Some(lake.to_string()),
-        ..Default::default()
-    })
-    .await
-    .map_err(|e| JobError::Internal(format!("loglake query's engine on {lake}: {e}")))?;
-    let runs = format!("{lake}/{}", crate::ledger::LEDGER_PATH);
-    let ledger_sql = format!(
-        "SELECT stage, status, count(*) AS attempts FROM delta_scan('{runs}') \
-         GROUP BY stage, status ORDER BY stage, status"
-    );
-    let queries = [
-        (
-            "rows and partitions per table",
-            "SELECT 'container_logs' AS table_name, count(*) AS rows, count(DISTINCT (dt, hour)) AS partitions FROM container_logs \
-          UNION ALL SELECT 'k8s_audit', count(*), count(DISTINCT (dt, hour)) FROM k8s_audit \
-          UNION ALL SELECT 'access', count(*), count(DISTINCT (dt, hour)) FROM access \
-          UNION ALL SELECT 'dead_letters', count(*), count(DISTINCT (dt, hour)) FROM dead_letters ORDER BY table_name",
-        ),
-        (
-            "container log lines by namespace and stream",
-            "SELECT namespace, stream, count(*) AS lines FROM container_logs GROUP BY namespace, stream ORDER BY lines DESC, namespace, stream LIMIT 10",
-        ),
-        (
-            "who did what in the API server (audit)",
-            "SELECT \"user\", verb, object_resource, count(*) AS events FROM k8s_audit GROUP BY 1, 2, 3 ORDER BY events DESC, 1, 2, 3 LIMIT 8",
-        ),
-        (
-            "HTTP status classes at the ingress",
-            "SELECT status, count(*) AS requests, sum(bytes_sent) AS bytes FROM access GROUP BY status ORDER BY status",
-        ),
-        (
-            "dead letters (nothing is dropped)",
-            "SELECT kafka_topic, kafka_partition, kafka_offset, substr(error, 1, 60) AS error FROM dead_letters ORDER BY kafka_offset",
-        ),
-        (
-            "grep -C for logs: the stderr lines of the annotations-exclude pods, one line before and after each (log_context)",
-            "SELECT pod, count(*) FILTER (WHERE \"offset\" = 0) AS hits, count(*) FILTER (WHERE \"offset\" <> 0) AS context_lines \
-             FROM log_context('container_logs', 'stream = ''stderr'' AND namespace = ''annotations-exclude''', before => 1, after => 1) \
-             GROUP BY pod ORDER BY pod",
-        ),
-        (
-            "what each user did within 10 seconds of a delete (correlate)",
-            "SELECT \"user\", r_verb, count(*) AS pairs \
-             FROM correlate('SELECT * FROM k8s_audit WHERE verb = ''delete''', 'k8s_audit', key => 'user', within => INTERVAL '10 seconds') \
-             GROUP BY 1, 2 ORDER BY pairs DESC, 1, 2",
-        ),
-        (
-            "the day's log templates (Drain-style mining by the nightly insights stage)",
-            "SELECT service, template, count FROM log_templates ORDER BY count DESC, template LIMIT 6",
-        ),
-        (
-            "the run ledger: stage attempts of the two nightly passes",
-            ledger_sql.as_str(),
-        ),
-    ];
-    for (title, sql) in queries {
-        println!("\n-- {title}\n{sql}");
-        let plan = engine
-            .plan_sql(sql, true)
-            .await
-            .map_err(|e| JobError::Internal(format!("{title}: {e}")))?;
-        let batches = engine
-            .ctx
-            .execute_logical_plan(plan)
-            .await
-            .map_err(|e| JobError::Internal(format!("{title}: {e}")))?
-            .collect()
-            .await
-            .map_err(|e| JobError::Internal(format!("{title}: {e}")))?;
-        let text = arrow::util::pretty::pretty_format_batches(&batches)
-            .map_err(|e| JobError::Internal(format!("{title}: {e}")))?;
-        println!("{text}");
-    }
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_built_in_samples_are_the_repository_corpus() {
-        let dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/data/corpus"));
-        let key = |s: &Sample| (s.topic, s.payload.clone(), s.path.clone());
-        let from_folder: Vec<_> = load_samples(&Corpus::Folder(dir))
-            .expect("folder samples")
-            .iter()
-            .map(key)
-            .collect();
-        let built_in: Vec<_> = load_samples(&Corpus::BuiltIn)
-            .expect("built-in samples")
-            .iter()
-            .map(key)
-            .collect();
-        assert_eq!(from_folder.len(), 175);
-        assert_eq!(built_in, from_folder);
-        let per_topic = |t: &str| built_in.iter().filter(|s| s.0 == t).count();
-        assert_eq!(
-            (
-                per_topic("k8s-container-logs"),
-                per_topic("k8s-audit"),
-                per_topic("ingress-access")
-            ),
-            (116, 52, 7)
-        );
-        // the license notes travel with them
-        for note in [
-            "fluent-bit/SOURCE.md",
-            "fluent-bit/LICENSE",
-            "beats/SOURCE.md",
-            "falco-k8s-audit/SOURCE.md",
-        ] {
-            assert!(CORPUS.get_file(note).is_some(), "{note} is not built in");
-        }
-    }
 }
