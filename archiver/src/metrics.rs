@@ -220,7 +220,18 @@ impl ArchiverMetrics {
 
 impl StageMetrics for ArchiverMetrics {
     fn register(&self, r: &mut Registry) {
-        let counters = [
+        for (name, help, counter) in self.counters() {
+            r.register(name, help, counter.clone());
+        }
+        self.register_gauges(r);
+        self.register_etl(r);
+    }
+}
+
+impl ArchiverMetrics {
+    /// The plain counters: (name without `_total`, help, counter), in registration order.
+    fn counters(&self) -> [(&'static str, &'static str, &Counter); 12] {
+        [
             (
                 "loglake_records_in",
                 "Kafka records accepted for decoding",
@@ -281,10 +292,11 @@ impl StageMetrics for ArchiverMetrics {
                 "Dead letters committed to the dead-letter table",
                 &self.dead_letters_committed,
             ),
-        ];
-        for (name, help, counter) in counters {
-            r.register(name, help, counter.clone());
-        }
+        ]
+    }
+
+    /// The gauges, the per-partition lag and the flush histogram.
+    fn register_gauges(&self, r: &mut Registry) {
         r.register(
             "loglake_buffered_bytes",
             "Bytes held by open files and buffers",
@@ -310,6 +322,10 @@ impl StageMetrics for ArchiverMetrics {
             "Records still to archive, per table",
             self.records_remaining.clone(),
         );
+    }
+
+    /// The archive-time ETL's per-table families.
+    fn register_etl(&self, r: &mut Registry) {
         r.register(
             "loglake_etl_rows_filtered",
             "Rows dropped by a table's archive-time filter",

@@ -12,6 +12,7 @@ use rdkafka::ClientConfig;
 use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::metadata::Metadata;
 
 use crate::archive::ArchiveConfig;
 use crate::error::ArchiveError;
@@ -74,20 +75,52 @@ fn unresolved(brokers: &str) -> Vec<String> {
 /// [`PREFLIGHT_TIMEOUT`] (else a warning), and every topic of the run exists there (a missing topic fails a `--until-end` run and is a warning otherwise: a
 /// continuous archiver may start before its topics are created).
 pub fn check_kafka(cfg: &ArchiveConfig) -> Result<(), ArchiveError> {
-    let bad = unresolved(&cfg.brokers);
-    if bad.len()
-        == cfg
-            .brokers
-            .split(',')
-            .filter(|b| !b.trim().is_empty())
-            .count()
-    {
+    check_resolves(&cfg.brokers)?;
+    let Some(metadata) = fetch_metadata(cfg)? else {
+        return Ok(());
+    };
+    let present: Vec<&str> = metadata
+        .topics()
+        .iter()
+        .filter(|t| t.error().is_none())
+        .map(|t| t.name())
+        .collect();
+    let missing = missing_topics(cfg, &present);
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let text = format!(
+        "topic(s) {} do not exist on the brokers {} ({} topic(s) there)",
+        missing.join(", "),
+        cfg.brokers,
+        present.len()
+    );
+    if cfg.until_end {
+        return Err(ArchiveError::Config(format!(
+            "{text}; a --until-end run has nothing to archive from them"
+        )));
+    }
+    tracing::warn!("{text}; archiving them once they are created");
+    Ok(())
+}
+
+/// An error when none of the entries of the `bootstrap.servers` list resolves.
+fn check_resolves(brokers: &str) -> Result<(), ArchiveError> {
+    let bad = unresolved(brokers);
+    if bad.len() == brokers.split(',').filter(|b| !b.trim().is_empty()).count() {
         return Err(ArchiveError::Config(format!(
             "none of the Kafka brokers resolves to an address ({}); check --brokers \
              (LOGLAKE_BROKERS, `brokers` in lake.toml)",
             bad.join("; ")
         )));
     }
+    Ok(())
+}
+
+/// The brokers' metadata: short requests, with the client's events (its log and error
+/// callbacks) pumped between them, up to [`PREFLIGHT_TIMEOUT`] (or the stall timeout). `None`
+/// (after one warning naming what to check) when the brokers did not answer in time.
+fn fetch_metadata(cfg: &ArchiveConfig) -> Result<Option<Metadata>, ArchiveError> {
     let mut cc = ClientConfig::new();
     cc.set("bootstrap.servers", &cfg.brokers);
     for (k, v) in &cfg.kafka_properties {
@@ -99,8 +132,6 @@ pub fn check_kafka(cfg: &ArchiveConfig) -> Result<(), ArchiveError> {
                 context: format!("Kafka client for brokers {}", cfg.brokers),
                 source,
             })?;
-    // short requests, with the client's events (its log and error callbacks) pumped between
-    // them, up to the bound
     let started = std::time::Instant::now();
     let bound = PREFLIGHT_TIMEOUT.min(cfg.stall_timeout);
     let fetched = loop {
@@ -112,8 +143,8 @@ pub fn check_kafka(cfg: &ArchiveConfig) -> Result<(), ArchiveError> {
             }
         }
     };
-    let metadata = match fetched {
-        Ok(m) => m,
+    match fetched {
+        Ok(m) => Ok(Some(m)),
         Err(source) => {
             let last = consumer
                 .context()
@@ -132,15 +163,13 @@ pub fn check_kafka(cfg: &ArchiveConfig) -> Result<(), ArchiveError> {
                 cfg.brokers,
                 bound.as_secs()
             );
-            return Ok(());
+            Ok(None)
         }
-    };
-    let present: Vec<&str> = metadata
-        .topics()
-        .iter()
-        .filter(|t| t.error().is_none())
-        .map(|t| t.name())
-        .collect();
+    }
+}
+
+/// The run's topics missing from `present`, sorted, each once.
+fn missing_topics<'a>(cfg: &'a ArchiveConfig, present: &[&str]) -> Vec<&'a str> {
     let mut missing: Vec<&str> = cfg
         .tables
         .iter()
@@ -149,22 +178,7 @@ pub fn check_kafka(cfg: &ArchiveConfig) -> Result<(), ArchiveError> {
         .collect();
     missing.sort_unstable();
     missing.dedup();
-    if missing.is_empty() {
-        return Ok(());
-    }
-    let text = format!(
-        "topic(s) {} do not exist on the brokers {} ({} topic(s) there)",
-        missing.join(", "),
-        cfg.brokers,
-        present.len()
-    );
-    if cfg.until_end {
-        return Err(ArchiveError::Config(format!(
-            "{text}; a --until-end run has nothing to archive from them"
-        )));
-    }
-    tracing::warn!("{text}; archiving them once they are created");
-    Ok(())
+    missing
 }
 
 /// The configuration a run logs at start, readable, without credentials: brokers, group,

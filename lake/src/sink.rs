@@ -302,9 +302,7 @@ impl DeltaSink {
             attempts += 1;
             self.refresh().await?;
             if let Some(v) = ambiguous.take()
-                && committed_by(&self.table, v, &token)
-                    .await
-                    .map_err(|e| self.err(e))?
+                && self.landed(v, &token).await?
             {
                 tracing::warn!(table = %self.name, version = v, "a commit reported as lost had landed (its answer was lost); it stands");
                 return Ok(CommitOutcome::Committed {
@@ -318,25 +316,9 @@ impl DeltaSink {
                     partitions: conflicts,
                 });
             }
-            let actions = self.actions(&adds, offsets, &extra);
-            let snapshot = self.table.snapshot().map_err(|e| self.err(e))?;
-            let version = snapshot.version() + 1;
-            let operation = DeltaOperation::StreamingUpdate {
-                output_mode: OutputMode::Append,
-                query_id: format!("loglake-archiver:{}", self.name),
-                epoch_id: version as i64,
-            };
-            let result = CommitBuilder::from(
-                no_log_maintenance()
-                    .with_max_retries(0)
-                    .with_metadata(info.clone()),
-            )
-            .with_actions(actions)
-            .build(Some(snapshot), self.table.log_store(), operation)
-            .await;
+            let (version, result) = self.try_commit(&adds, offsets, &extra, &info).await?;
             match result {
-                Ok(done) => {
-                    let version = done.version();
+                Ok(version) => {
                     self.refresh().await?;
                     return Ok(CommitOutcome::Committed { version, attempts });
                 }
@@ -349,24 +331,63 @@ impl DeltaSink {
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(2));
                 }
-                Err(e) if is_lost_race(&e) => {
-                    return Err(LakeError::CommitRetriesExhausted {
-                        table: self.name.clone(),
-                        url: self.url.to_string(),
-                        version,
-                        attempts,
-                        reason: e.to_string(),
-                    });
-                }
-                Err(source) => {
-                    return Err(LakeError::Commit {
-                        table: self.name.clone(),
-                        url: self.url.to_string(),
-                        version,
-                        source: Box::new(source),
-                    });
-                }
+                Err(e) => return Err(self.commit_error(version, attempts, e)),
             }
+        }
+    }
+
+    /// Whether the commit at `version`, whose answer was lost, carried `token` (it landed).
+    async fn landed(&self, version: u64, token: &str) -> Result<bool, LakeError> {
+        committed_by(&self.table, version, token)
+            .await
+            .map_err(|e| self.err(e))
+    }
+
+    /// One attempt to commit at the version after the current snapshot (without retries):
+    /// that version, and the version committed or the store's refusal.
+    async fn try_commit(
+        &self,
+        adds: &[Add],
+        offsets: &[OffsetAdvance],
+        extra: &[(String, i64)],
+        info: &HashMap<String, serde_json::Value>,
+    ) -> Result<(u64, Result<u64, DeltaTableError>), LakeError> {
+        let actions = self.actions(adds, offsets, extra);
+        let snapshot = self.table.snapshot().map_err(|e| self.err(e))?;
+        let version = snapshot.version() + 1;
+        let operation = DeltaOperation::StreamingUpdate {
+            output_mode: OutputMode::Append,
+            query_id: format!("loglake-archiver:{}", self.name),
+            epoch_id: version as i64,
+        };
+        let result = CommitBuilder::from(
+            no_log_maintenance()
+                .with_max_retries(0)
+                .with_metadata(info.clone()),
+        )
+        .with_actions(actions)
+        .build(Some(snapshot), self.table.log_store(), operation)
+        .await;
+        Ok((version, result.map(|done| done.version())))
+    }
+
+    /// The error of an attempt at `version` that is not retried: a race lost once too often,
+    /// or any other failure.
+    fn commit_error(&self, version: u64, attempts: u32, e: DeltaTableError) -> LakeError {
+        if is_lost_race(&e) {
+            return LakeError::CommitRetriesExhausted {
+                table: self.name.clone(),
+                url: self.url.to_string(),
+                version,
+                attempts,
+                reason: e.to_string(),
+            };
+        }
+        LakeError::Commit {
+            table: self.name.clone(),
+            url: self.url.to_string(),
+            version,
+            source: Box::new(e),
         }
     }
 }
