@@ -31,6 +31,9 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 phase "cargo fmt --check"
 cargo fmt --all --check
 
+phase "modules under 600 lines outside tests (functions: clippy's too_many_lines below)"
+python3 scripts/check-module-sizes.py
+
 phase "one arrow / parquet / object_store in the dependency graph"
 versions="$(cargo tree --locked --workspace -e normal --prefix none | sed -E 's/ \(.*$//' | sort -u)"
 for crate in arrow arrow-array parquet object_store datafusion deltalake-core; do
