@@ -508,6 +508,55 @@ async fn audit_fails_and_names_the_offsets_when_records_are_not_archived() {
     assert!(ok);
 }
 
+/// xorshift64: the crash loops' reproducible random kill times.
+pub(crate) fn next_rng(state: &mut u64) -> u64 {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    *state
+}
+
+/// When a crash loop SIGKILLs an incarnation.
+pub(crate) enum KillAt {
+    /// This long after its start.
+    After(Duration),
+    /// `then` after its first commit: the table's version has moved past `before`, read before
+    /// the incarnation started.
+    AfterCommit { before: i64, then: Duration },
+}
+
+/// SIGKILLs incarnation `n` of a crash loop (no flush, no graceful anything) at `when`. Waits for
+/// a commit at most 180 s, and fails if the incarnation exits by itself before.
+pub(crate) async fn kill_incarnation(
+    child: &mut std::process::Child,
+    table: &str,
+    n: u32,
+    when: KillAt,
+) {
+    let delay = match when {
+        KillAt::After(d) => d,
+        KillAt::AfterCommit { before, then } => {
+            let deadline = Instant::now() + Duration::from_secs(180);
+            while table_version(table).await <= before {
+                if let Ok(Some(status)) = child.try_wait() {
+                    panic!("incarnation {n} of the crash loop exited by itself ({status})");
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "incarnation {n} of the crash loop made no commit to {table} in 180 s"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            then
+        }
+    };
+    tokio::time::sleep(delay).await;
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGKILL);
+    }
+    let _ = child.wait();
+}
+
 /// The latest version of the table at `url`, -1 while it does not exist.
 pub(crate) async fn table_version(url: &str) -> i64 {
     deltalake::aws::register_handlers(None);
@@ -548,13 +597,10 @@ async fn crash_loop_with_sigkill_loses_and_duplicates_nothing() {
     let mut base_args = vec!["archive".to_string()];
     base_args.extend(Archive::topic(&topic, &table).dlq(&dlq).to_args());
     let mut rng_state: u64 = 0x9e37_79b9_7f4a_7c15;
-    let mut kills = 0;
+    let kills = 20;
     let started = Instant::now();
-    // At least 20 kills, and more (up to 40) until the killed incarnations have committed 5
-    // times: on a loaded machine a start (assignment, watermarks) can take most of a window, and
-    // the loop must exercise recovery from committed state, not just startup.
-    let mut versions_before_final = -1;
-    while kills < 20 || (versions_before_final < 5 && kills < 40) {
+    for kill in 0..kills {
+        let before = table_version(&table).await;
         let mut child = loglake_cmd()
             .args(&base_args)
             .args([
@@ -569,26 +615,22 @@ async fn crash_loop_with_sigkill_loses_and_duplicates_nothing() {
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn archiver");
-        // xorshift: a kill some seconds after start, so some land before, some after commits.
-        rng_state ^= rng_state << 13;
-        rng_state ^= rng_state >> 7;
-        rng_state ^= rng_state << 17;
-        // A static member gets its assignment ~6 s after its start on tansu 0.6.0 (it adds 3 s
-        // to both JoinGroup and SyncGroup): 1–11 s windows land before and after commits; past
-        // the first 20 kills, 7–11 s until the killed incarnations have committed 5 times.
-        let floor = if kills >= 20 { 7000 } else { 1000 };
-        let after = Duration::from_millis(floor + rng_state % (11_000 - floor));
-        tokio::time::sleep(after).await;
-        // SIGKILL: no flush, no graceful anything.
-        unsafe {
-            libc::kill(child.id() as i32, libc::SIGKILL);
-        }
-        let _ = child.wait();
-        kills += 1;
-        if kills >= 20 {
-            versions_before_final = table_version(&table).await;
-        }
+        // Odd incarnations die 1–11 s after their start (before, during or after their first
+        // commits); even ones 0–1.5 s after their first commit: the loop exercises recovery from
+        // committed state however long a start takes on a loaded machine.
+        let when = if kill % 2 == 0 {
+            KillAt::AfterCommit {
+                before,
+                then: Duration::from_millis(next_rng(&mut rng_state) % 1_500),
+            }
+        } else {
+            KillAt::After(Duration::from_millis(
+                1_000 + next_rng(&mut rng_state) % 10_000,
+            ))
+        };
+        kill_incarnation(&mut child, &table, kill, when).await;
     }
+    let versions_before_final = table_version(&table).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let produced = producer.await.expect("producer") as u64;
     // The killed incarnations did commit (the loop exercised recovery, not just startup).

@@ -12,7 +12,9 @@ use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::DataType;
 use loglake_tests::{Proc, announce, kafka, loglake_cmd, s3, unique_name};
 
-use crate::archiver::{audit_json, produce_with, run_archive_blocking};
+use crate::archiver::{
+    KillAt, audit_json, kill_incarnation, next_rng, produce_with, run_archive_blocking,
+};
 
 const NAMESPACES: [&str; 3] = ["shop-eu", "kube-system", "pay-us"];
 const LEVELS: [&str; 5] = ["DEBUG", "INFO", "WARN", "ERROR", "DEBUG"];
@@ -455,11 +457,9 @@ async fn crash_loop_with_etl_loses_and_duplicates_nothing() {
         .to_vec()
     };
     let mut rng: u64 = 0x2545_f491_4f6c_dd1d;
-    let mut kills = 0;
-    let mut version = -1;
-    // 10 kills, and more (up to 14) until killed incarnations have committed 3 times: the loop
-    // must exercise recovery from committed state, not only startup
-    while kills < 10 || (version < 3 && kills < 14) {
+    let kills = 10;
+    for kill in 0..kills {
+        let before = crate::archiver::table_version(&table).await;
         let mut child = loglake_cmd()
             .arg("archive")
             .args(args(&group))
@@ -468,20 +468,22 @@ async fn crash_loop_with_etl_loses_and_duplicates_nothing() {
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn archiver");
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
         // a static member is assigned ~6.5 s after its start on tansu, reads its watermarks,
         // then commits every 300 ms (a commit round over four tables on moto takes seconds):
-        // kills 7–13 s after the start land before, during and after commit rounds
-        tokio::time::sleep(Duration::from_millis(7000 + rng % 6000)).await;
-        unsafe {
-            libc::kill(child.id() as i32, libc::SIGKILL);
-        }
-        let _ = child.wait();
-        kills += 1;
-        version = crate::archiver::table_version(&table).await;
+        // odd incarnations die 7–13 s after their start, before, during or after commit rounds;
+        // even ones 0–1.5 s after their first commit, so the loop exercises recovery from
+        // committed state however long a start takes on a loaded machine
+        let when = if kill % 2 == 0 {
+            KillAt::AfterCommit {
+                before,
+                then: Duration::from_millis(next_rng(&mut rng) % 1_500),
+            }
+        } else {
+            KillAt::After(Duration::from_millis(7_000 + next_rng(&mut rng) % 6_000))
+        };
+        kill_incarnation(&mut child, &table, kill, when).await;
     }
+    let version = crate::archiver::table_version(&table).await;
     stop.store(true, Ordering::Relaxed);
     let produced = producer.await.expect("producer");
     assert!(
