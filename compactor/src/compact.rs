@@ -445,21 +445,63 @@ impl GroupWriter<'_> {
             return Err(e);
         }
         lease.ensure(self.margin).await?;
-        let committed = commit_group(
-            name,
-            self.url,
-            table,
-            group,
-            &self.schema,
-            values,
-            &written,
-            m,
-        )
-        .await?;
+        let committed = self.commit_group(table, group, values, &written, m).await?;
         if !committed {
             delete_quietly(self.store.as_ref(), &out_path).await;
         }
         Ok((written, committed))
+    }
+
+    /// Commits one group (removes + add, `dataChange=false`) at exactly the latest version + 1,
+    /// after checking on the latest snapshot that its inputs are all still there. `Ok(false)`:
+    /// another writer removed one of them first (nothing committed).
+    async fn commit_group(
+        &self,
+        table: &mut DeltaTable,
+        group: &Group,
+        values: &[(String, Option<String>)],
+        written: &crate::rewrite::Written,
+        m: &mut CompactMetrics,
+    ) -> Result<bool, CompactError> {
+        let (name, schema) = (self.name, &self.schema);
+        let inputs: HashSet<&str> = group.files.iter().map(|f| f.path.as_str()).collect();
+        let done = commit_at_latest(name, self.url, table, None, |state| {
+            let mut active = HashSet::new();
+            let mut actions = Vec::new();
+            for view in state.log_data().iter() {
+                let p = view.path().to_string();
+                if inputs.contains(p.as_str()) {
+                    actions.push(Action::Remove(view.remove_action(false)));
+                }
+                active.insert(p);
+            }
+            let missing = missing_inputs(&active, group);
+            if !missing.is_empty() {
+                tracing::warn!(table = %name, version = state.version(), missing = ?missing,
+                    "files of this group were removed by another writer; not committing it");
+                return Ok(Decision::Stop(false));
+            }
+            actions.push(Action::Add(add_action(
+                schema,
+                written.path.clone(),
+                written.size as i64,
+                values.to_vec(),
+                &written.metadata,
+                false,
+            )));
+            Ok(Decision::Commit {
+                actions,
+                operation: Box::new(DeltaOperation::Optimize {
+                    predicate: None,
+                    target_size: written.size as i64,
+                }),
+                out: true,
+            })
+        })
+        .await?;
+        m.commit_retries += done.retries;
+        m.commits += usize::from(done.version.is_some());
+        Ok(done.out)
     }
 }
 
@@ -500,60 +542,6 @@ async fn delete_quietly(store: &dyn ObjectStore, path: &str) {
     if let Err(e) = store.delete(&object_store::path::Path::from(path)).await {
         tracing::warn!(path, error = %e, "could not delete an uncommitted compaction output (vacuum will)");
     }
-}
-
-/// Commits one group (removes + add, `dataChange=false`) at exactly the latest version + 1,
-/// after checking on the latest snapshot that its inputs are all still there. `Ok(false)`:
-/// another writer removed one of them first (nothing committed).
-#[allow(clippy::too_many_arguments)]
-async fn commit_group(
-    name: &str,
-    url: &Url,
-    table: &mut DeltaTable,
-    group: &Group,
-    schema: &SchemaRef,
-    values: &[(String, Option<String>)],
-    written: &crate::rewrite::Written,
-    m: &mut CompactMetrics,
-) -> Result<bool, CompactError> {
-    let inputs: HashSet<&str> = group.files.iter().map(|f| f.path.as_str()).collect();
-    let done = commit_at_latest(name, url, table, None, |state| {
-        let mut active = HashSet::new();
-        let mut actions = Vec::new();
-        for view in state.log_data().iter() {
-            let p = view.path().to_string();
-            if inputs.contains(p.as_str()) {
-                actions.push(Action::Remove(view.remove_action(false)));
-            }
-            active.insert(p);
-        }
-        let missing = missing_inputs(&active, group);
-        if !missing.is_empty() {
-            tracing::warn!(table = %name, version = state.version(), missing = ?missing,
-                "files of this group were removed by another writer; not committing it");
-            return Ok(Decision::Stop(false));
-        }
-        actions.push(Action::Add(add_action(
-            schema,
-            written.path.clone(),
-            written.size as i64,
-            values.to_vec(),
-            &written.metadata,
-            false,
-        )));
-        Ok(Decision::Commit {
-            actions,
-            operation: Box::new(DeltaOperation::Optimize {
-                predicate: None,
-                target_size: written.size as i64,
-            }),
-            out: true,
-        })
-    })
-    .await?;
-    m.commit_retries += done.retries;
-    m.commits += usize::from(done.version.is_some());
-    Ok(done.out)
 }
 
 #[cfg(test)]

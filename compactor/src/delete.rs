@@ -151,7 +151,14 @@ pub async fn delete_rows(
     if matches!(took, Took::HeldBy(_)) {
         return Ok(r);
     }
-    let result = delete_held(name, url, &mut table, layout, s, &store, &mut lease, &mut r).await;
+    let job = DeleteJob {
+        name,
+        url,
+        layout,
+        s,
+        store,
+    };
+    let result = job.held(&mut table, &mut lease, &mut r).await;
     lease.release().await;
     result?;
     r.version_after = table.version().unwrap_or(v0);
@@ -176,77 +183,86 @@ fn output_path(input: &str) -> String {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn delete_held(
-    name: &str,
-    url: &Url,
-    table: &mut DeltaTable,
-    layout: &Layout,
-    s: &DeleteSettings,
-    store: &Arc<dyn ObjectStore>,
-    lease: &mut Lease,
-    r: &mut DeleteReport,
-) -> Result<(), CompactError> {
-    let state = table
-        .snapshot()
-        .map_err(delta_err(name, url, "reading", r.version_before))?;
-    let planned = state.version();
-    let active = active_files(state);
-    let columns: Vec<String> = state.metadata().partition_columns().to_vec();
-    r.files_active = active.len();
-    let (found, offsets) = find_matches(name, table, &s.predicate).await?;
-    let per_file = matches_per_file(url, found);
-    r.files_matched = per_file.len();
-    r.rows_deleted = per_file.values().sum();
-    check_matches_active(name, planned, &per_file, &active)?;
-    tracing::info!(table = %name, files = per_file.len(), rows = r.rows_deleted, "delete planned");
-    if s.dry_run || per_file.is_empty() {
-        if s.dry_run {
-            r.matches = per_file
-                .iter()
-                .map(|(p, n)| FileMatch {
-                    path: p.clone(),
-                    rows: *n,
-                })
-                .collect();
+/// One delete of rows from one table: what its steps share.
+struct DeleteJob<'a> {
+    name: &'a str,
+    url: &'a Url,
+    layout: &'a Layout,
+    s: &'a DeleteSettings,
+    store: Arc<dyn ObjectStore>,
+}
+
+impl DeleteJob<'_> {
+    /// The delete under the table's lease: plan on the latest snapshot, record the matched offsets,
+    /// rewrite the files with matches, commit once.
+    async fn held(
+        &self,
+        table: &mut DeltaTable,
+        lease: &mut Lease,
+        r: &mut DeleteReport,
+    ) -> Result<(), CompactError> {
+        let (name, url, layout, s, store) = (self.name, self.url, self.layout, self.s, &self.store);
+        let state = table
+            .snapshot()
+            .map_err(delta_err(name, url, "reading", r.version_before))?;
+        let planned = state.version();
+        let active = active_files(state);
+        let columns: Vec<String> = state.metadata().partition_columns().to_vec();
+        r.files_active = active.len();
+        let (found, offsets) = find_matches(name, table, &s.predicate).await?;
+        let per_file = matches_per_file(url, found);
+        r.files_matched = per_file.len();
+        r.rows_deleted = per_file.values().sum();
+        check_matches_active(name, planned, &per_file, &active)?;
+        tracing::info!(table = %name, files = per_file.len(), rows = r.rows_deleted, "delete planned");
+        if s.dry_run || per_file.is_empty() {
+            if s.dry_run {
+                r.matches = per_file
+                    .iter()
+                    .map(|(p, n)| FileMatch {
+                        path: p.clone(),
+                        rows: *n,
+                    })
+                    .collect();
+            }
+            return Ok(());
         }
-        return Ok(());
+
+        // 2. the offsets record, before anything changes
+        let record = offsets_record(&s.predicate, planned, offsets);
+        r.offsets_record = Some(write_offsets_record(store.as_ref(), name, &record).await?);
+
+        // 3. rewrite the files with matches
+        let schema = file_schema(table, layout, name, url)?;
+        let filter = FileFilter {
+            name,
+            predicate: &s.predicate,
+            layout,
+            schema: schema.clone(),
+            store: store.clone(),
+            rewriter: Rewriter::new(name, store.clone(), s.memory_budget, None)?,
+            columns,
+        };
+        let margin = s.lease_ttl / 2;
+        let outputs = filter
+            .rewrite_all(&per_file, &active, lease, margin, r)
+            .await?;
+
+        // 4. one commit
+        lease.ensure(margin).await?;
+        let removed: HashSet<&str> = per_file.keys().map(String::as_str).collect();
+        self.commit(table, &removed, &outputs, &schema, r)
+            .await
+            .inspect_err(|_| {
+                let store = store.clone();
+                let paths: Vec<String> = outputs.iter().map(|o| o.written.path.clone()).collect();
+                tokio::spawn(async move {
+                    for p in paths {
+                        let _ = store.delete(&p.as_str().into()).await;
+                    }
+                });
+            })
     }
-
-    // 2. the offsets record, before anything changes
-    let record = offsets_record(&s.predicate, planned, offsets);
-    r.offsets_record = Some(write_offsets_record(store.as_ref(), name, &record).await?);
-
-    // 3. rewrite the files with matches
-    let schema = file_schema(table, layout, name, url)?;
-    let filter = FileFilter {
-        name,
-        predicate: &s.predicate,
-        layout,
-        schema: schema.clone(),
-        store: store.clone(),
-        rewriter: Rewriter::new(name, store.clone(), s.memory_budget, None)?,
-        columns,
-    };
-    let margin = s.lease_ttl / 2;
-    let outputs = filter
-        .rewrite_all(&per_file, &active, lease, margin, r)
-        .await?;
-
-    // 4. one commit
-    lease.ensure(margin).await?;
-    let removed: HashSet<&str> = per_file.keys().map(String::as_str).collect();
-    commit_delete(name, url, table, &removed, &outputs, &schema, s, r)
-        .await
-        .inspect_err(|_| {
-            let store = store.clone();
-            let paths: Vec<String> = outputs.iter().map(|o| o.written.path.clone()).collect();
-            tokio::spawn(async move {
-                for p in paths {
-                    let _ = store.delete(&p.as_str().into()).await;
-                }
-            });
-        })
 }
 
 /// The active files of the snapshot the delete plans on, by path.
@@ -405,25 +421,26 @@ impl FileFilter<'_> {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn commit_delete(
-    name: &str,
-    url: &Url,
-    table: &mut DeltaTable,
-    removed: &HashSet<&str>,
-    outputs: &[Output],
-    schema: &SchemaRef,
-    s: &DeleteSettings,
-    r: &DeleteReport,
-) -> Result<(), CompactError> {
-    let metrics = serde_json::json!({
-        "numDeletedRows": r.rows_deleted,
-        "numRemovedFiles": removed.len(),
-        "numAddedFiles": outputs.len(),
-        "numCopiedRows": outputs.iter().map(|o| o.written.rows).sum::<u64>(),
-    });
-    let metadata = Some(("operationMetrics".to_string(), metrics));
-    commit_at_latest(name, url, table, metadata, |state| {
+impl DeleteJob<'_> {
+    /// Commits the delete (removes with `dataChange=true`, the rewritten files' adds) at the latest
+    /// version + 1, after checking on that snapshot that every file it removes is still there.
+    async fn commit(
+        &self,
+        table: &mut DeltaTable,
+        removed: &HashSet<&str>,
+        outputs: &[Output],
+        schema: &SchemaRef,
+        r: &DeleteReport,
+    ) -> Result<(), CompactError> {
+        let (name, url, s) = (self.name, self.url, self.s);
+        let metrics = serde_json::json!({
+            "numDeletedRows": r.rows_deleted,
+            "numRemovedFiles": removed.len(),
+            "numAddedFiles": outputs.len(),
+            "numCopiedRows": outputs.iter().map(|o| o.written.rows).sum::<u64>(),
+        });
+        let metadata = Some(("operationMetrics".to_string(), metrics));
+        commit_at_latest(name, url, table, metadata, |state| {
         let version = state.version();
         let mut actions = Vec::new();
         let mut found = HashSet::new();
@@ -460,7 +477,8 @@ async fn commit_delete(
         })
     })
     .await?;
-    Ok(())
+        Ok(())
+    }
 }
 
 #[cfg(test)]

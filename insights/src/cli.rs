@@ -6,6 +6,7 @@ use chrono::NaiveDate;
 
 use crate::drain::DrainConfig;
 use crate::error::InsightsError;
+use crate::report::{day_or_yesterday, runtime};
 
 /// Arguments of `loglake insights`.
 #[derive(Debug, Clone, clap::Args)]
@@ -140,13 +141,7 @@ pub struct TemplatesArgs {
 
 /// Run `loglake insights …`; prints the stage's metrics as JSON.
 pub fn run_insights(args: InsightsArgs) -> Result<ExitCode, InsightsError> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| InsightsError::Io {
-            path: "tokio runtime".into(),
-            source: e,
-        })?;
+    let rt = runtime()?;
     match args.command {
         InsightsCommand::Day(a) => run_day(&rt, a)?,
         InsightsCommand::Templates(a) => run_templates(&rt, &a)?,
@@ -155,11 +150,6 @@ pub fn run_insights(args: InsightsArgs) -> Result<ExitCode, InsightsError> {
         InsightsCommand::K8sHealth(a) => run_k8s_health(&rt, &a)?,
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// The given day, else yesterday (UTC).
-fn day_or_yesterday(date: Option<NaiveDate>) -> NaiveDate {
-    date.unwrap_or_else(|| (chrono::Utc::now() - chrono::Duration::days(1)).date_naive())
 }
 
 /// Print a stage's metrics as one line of JSON on stdout.

@@ -6,7 +6,6 @@ use std::collections::{BTreeMap, HashMap};
 
 use arrow::array::RecordBatch;
 use chrono::NaiveDate;
-use datafusion::execution::context::SQLOptions;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use deltalake::DeltaTable;
 use object_store::ObjectStoreExt;
@@ -98,13 +97,7 @@ impl LakeSession {
         };
         let df = self
             .ctx
-            .sql_with_options(
-                sql,
-                SQLOptions::new()
-                    .with_allow_ddl(false)
-                    .with_allow_dml(false)
-                    .with_allow_statements(false),
-            )
+            .sql_with_options(sql, crate::sql::read_only())
             .await
             .map_err(q)?;
         df.collect().await.map_err(q)

@@ -161,14 +161,7 @@ pub struct ReportMetrics {
 
 /// `loglake report`: write the report and print where it is.
 pub fn run_report(args: ReportArgs) -> Result<ExitCode, InsightsError> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| InsightsError::Io {
-            path: "tokio runtime".into(),
-            source: e,
-        })?;
-    let m = rt.block_on(write_report(&args))?;
+    let m = runtime()?.block_on(write_report(&args))?;
     println!("{}", m.html.display());
     eprintln!(
         "loglake report: {} rows, {} services, {} templates ({} new), {} dead letters; data in {}",
@@ -182,8 +175,20 @@ pub fn run_report(args: ReportArgs) -> Result<ExitCode, InsightsError> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn yesterday() -> NaiveDate {
-    (chrono::Utc::now() - chrono::Duration::days(1)).date_naive()
+/// The given day, else yesterday (UTC): every stage's default `--date`.
+pub(crate) fn day_or_yesterday(date: Option<NaiveDate>) -> NaiveDate {
+    date.unwrap_or_else(|| (chrono::Utc::now() - chrono::Duration::days(1)).date_naive())
+}
+
+/// The runtime a `loglake report` / `loglake insights` invocation runs on.
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, InsightsError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| InsightsError::Io {
+            path: "tokio runtime".into(),
+            source: e,
+        })
 }
 
 fn u(v: i64) -> u64 {
@@ -192,7 +197,7 @@ fn u(v: i64) -> u64 {
 
 /// Collect the day's data from the lake (see the module docs).
 pub async fn collect(args: &ReportArgs) -> Result<ReportData, InsightsError> {
-    let day = args.date.unwrap_or_else(yesterday);
+    let day = day_or_yesterday(args.date);
     let lake = LakeSession::open(&args.lake).await?;
     let src = DaySource::resolve(&lake, args.logs_table.as_deref(), day)?;
     let hourly = hourly(&lake, &src).await?;

@@ -268,15 +268,7 @@ pub async fn mine_sql(
     by: usize,
     miner: GroupedMiner,
 ) -> Result<GroupedMiner> {
-    let df = ctx
-        .sql_with_options(
-            sql,
-            SQLOptions::new()
-                .with_allow_ddl(false)
-                .with_allow_dml(false)
-                .with_allow_statements(false),
-        )
-        .await?;
+    let df = ctx.sql_with_options(sql, read_only()).await?;
     let mut stream = df.execute_stream().await?;
     let mut miner = miner;
     while let Some(batch) = stream.next().await {
@@ -464,6 +456,14 @@ impl PartitionEvaluator for MinedEvaluator {
         }
         Ok(Arc::new(b.finish()))
     }
+}
+
+/// Statement options for the derived SQL the stages run: queries only (no DDL, DML or `SET`).
+pub(crate) fn read_only() -> SQLOptions {
+    SQLOptions::new()
+        .with_allow_ddl(false)
+        .with_allow_dml(false)
+        .with_allow_statements(false)
 }
 
 #[cfg(test)]

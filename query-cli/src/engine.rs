@@ -351,19 +351,6 @@ impl Engine {
         Ok(Arc::new(ViewTable::new(plan, Some(sql))))
     }
 
-    #[allow(dead_code)] // log_context/correlate now get their columns from crate::tfcheck
-    async fn columns_of(&self, relation: &str) -> Result<Vec<String>> {
-        let plan = self
-            .plan_sql(&format!("SELECT * FROM {relation} AS __t LIMIT 0"), false)
-            .await?;
-        Ok(plan
-            .schema()
-            .fields()
-            .iter()
-            .map(|f| f.name().clone())
-            .collect())
-    }
-
     /// Register an S3 object store for `s3://bucket/...` locations read by table functions.
     fn ensure_object_store(&self, loc: &str) -> Result<()> {
         if !loc.starts_with("s3://") && !loc.starts_with("s3a://") {

@@ -21,7 +21,7 @@ use crate::event_time::dt_hour;
 use crate::json::{JVal, flatten_object, join_path};
 use crate::kubelet_path::parse_k8s_log_path;
 use crate::{
-    DecodeOutput, Decoder, DecoderOptions, RawRecord, RecordError, TableKind, table_schema,
+    DecodeOutput, Decoder, DecoderOptions, RawRecord, TableKind, decode_each, table_schema,
     with_text,
 };
 
@@ -518,16 +518,9 @@ impl Decoder for AccessDecoder {
 
     fn decode(&mut self, records: &[RawRecord<'_>]) -> DecodeOutput {
         let ingest = crate::now_us();
-        let mut errors = Vec::new();
-        for (i, rec) in records.iter().enumerate() {
-            let Some(payload) = rec.payload else {
-                errors.push(RecordError::new(i, rec, "empty payload (tombstone)"));
-                continue;
-            };
-            if let Err(e) = with_text(payload, |t, lossy| self.decode_one(t, lossy, rec, ingest)) {
-                errors.push(RecordError::new(i, rec, e));
-            }
-        }
+        let errors = decode_each(records, |rec, payload| {
+            with_text(payload, |t, lossy| self.decode_one(t, lossy, rec, ingest))
+        });
         finish_output(self.finish(), self.schema(), errors)
     }
 }

@@ -14,7 +14,7 @@ use serde_json::{Map, Value};
 use crate::container::{finish_output, new_map_builder};
 use crate::event_time::{dt_hour, parse_rfc3339_us};
 use crate::{
-    DecodeOutput, Decoder, DecoderOptions, RawRecord, RecordError, TableKind, table_schema,
+    DecodeOutput, Decoder, DecoderOptions, RawRecord, TableKind, decode_each, table_schema,
     with_text,
 };
 
@@ -371,51 +371,33 @@ impl Decoder for AuditDecoder {
 
     fn decode(&mut self, records: &[RawRecord<'_>]) -> DecodeOutput {
         let ingest = crate::now_us();
-        let mut errors = Vec::new();
-        for (i, rec) in records.iter().enumerate() {
-            let Some(payload) = rec.payload else {
-                errors.push(RecordError::new(i, rec, "empty payload (tombstone)"));
-                continue;
-            };
-            let parsed = with_text(payload, |t, lossy| {
+        let errors = decode_each(records, |rec, payload| {
+            let (v, lossy) = with_text(payload, |t, lossy| {
                 serde_json::from_str::<Value>(t)
                     .map(|v| (v, lossy))
                     .map_err(|e| format!("invalid JSON: {e}"))
-            });
-            let (v, lossy) = match parsed {
-                Ok(x) => x,
-                Err(e) => {
-                    errors.push(RecordError::new(i, rec, e));
-                    continue;
-                }
-            };
+            })?;
             let Value::Object(ev) = v else {
-                errors.push(RecordError::new(i, rec, "payload is not a JSON object"));
-                continue;
+                return Err("payload is not a JSON object".to_owned());
             };
-            if ev.get("kind").and_then(Value::as_str) == Some("EventList") {
-                let items: Vec<&Map<String, Value>> = ev
-                    .get("items")
-                    .and_then(Value::as_array)
-                    .map(|a| a.iter().filter_map(Value::as_object).collect())
-                    .unwrap_or_default();
-                match items.iter().find_map(|it| Self::validate(it).err()) {
-                    Some(e) => {
-                        errors.push(RecordError::new(i, rec, format!("EventList item: {e}")))
-                    }
-                    None => {
-                        for it in items {
-                            self.append(it, rec, ingest, lossy);
-                        }
-                    }
-                }
-                continue;
+            if ev.get("kind").and_then(Value::as_str) != Some("EventList") {
+                Self::validate(&ev)?;
+                self.append(&ev, rec, ingest, lossy);
+                return Ok(());
             }
-            match Self::validate(&ev) {
-                Ok(()) => self.append(&ev, rec, ingest, lossy),
-                Err(e) => errors.push(RecordError::new(i, rec, e)),
+            let items: Vec<&Map<String, Value>> = ev
+                .get("items")
+                .and_then(Value::as_array)
+                .map(|a| a.iter().filter_map(Value::as_object).collect())
+                .unwrap_or_default();
+            if let Some(e) = items.iter().find_map(|it| Self::validate(it).err()) {
+                return Err(format!("EventList item: {e}"));
             }
-        }
+            for it in items {
+                self.append(it, rec, ingest, lossy);
+            }
+            Ok(())
+        });
         finish_output(self.finish(), self.schema(), errors)
     }
 }

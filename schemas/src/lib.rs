@@ -309,6 +309,26 @@ pub fn decoder_for(name: &str, opts: &DecoderOptions) -> Result<Box<dyn Decoder>
     })
 }
 
+/// Decodes each record's payload with `one` and collects its failures as [`RecordError`]s that
+/// name the record (index, topic, partition, offset); a record without a payload (a tombstone)
+/// is a failure too. The loop every decoder's [`Decoder::decode`] runs.
+pub(crate) fn decode_each(
+    records: &[RawRecord<'_>],
+    mut one: impl FnMut(&RawRecord<'_>, &[u8]) -> Result<(), String>,
+) -> Vec<RecordError> {
+    let mut errors = Vec::new();
+    for (i, rec) in records.iter().enumerate() {
+        let res = match rec.payload {
+            Some(payload) => one(rec, payload),
+            None => Err("empty payload (tombstone)".to_owned()),
+        };
+        if let Err(e) = res {
+            errors.push(RecordError::new(i, rec, e));
+        }
+    }
+    errors
+}
+
 /// Runs `f` on the payload as `&str`; invalid UTF-8 is decoded lossily and `f` is told so.
 pub(crate) fn with_text<R>(payload: &[u8], f: impl FnOnce(&str, bool) -> R) -> R {
     match std::str::from_utf8(payload) {

@@ -15,7 +15,7 @@ use crate::container::{Col, ContainerBuilder, Row, finish_output};
 use crate::event_time::{EventTime, parse_rfc3339};
 use crate::json::{JVal, flatten_object, join_path};
 use crate::{
-    DecodeOutput, Decoder, DecoderOptions, RawRecord, RecordError, TableKind, table_schema,
+    DecodeOutput, Decoder, DecoderOptions, RawRecord, TableKind, decode_each, table_schema,
     with_text,
 };
 
@@ -59,6 +59,20 @@ pub(crate) struct LineDecoder {
     opts: DecoderOptions,
     builder: ContainerBuilder,
     partials: HashMap<PKey, Partial>,
+}
+
+/// A whole line ready to become a row: a final line, joined to its fragments when it had any,
+/// or a pending line emitted at its size limit (flagged partial).
+struct Whole<'a> {
+    ts: EventTime,
+    stream: &'a str,
+    msg: Vec<u8>,
+    path: Option<&'a str>,
+    attrs: &'a [(String, Option<String>)],
+    /// Offsets of the fragments before the last one (recorded as `loglake.fragment_offsets`).
+    earlier: &'a [i64],
+    partial_flag: bool,
+    lossy: bool,
 }
 
 fn is_path_key(k: &str) -> bool {
@@ -236,21 +250,18 @@ impl LineDecoder {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn emit(
-        &mut self,
-        rec: &RawRecord<'_>,
-        offset: i64,
-        ts: EventTime,
-        stream: &str,
-        msg: Vec<u8>,
-        path: Option<&str>,
-        attrs: &[(String, Option<String>)],
-        earlier: &[i64],
-        partial_flag: bool,
-        lossy: bool,
-        ingest: i64,
-    ) {
+    /// Appends one whole line as a row at `rec`'s offset.
+    fn emit(&mut self, rec: &RawRecord<'_>, line: Whole<'_>, ingest: i64) {
+        let Whole {
+            ts,
+            stream,
+            msg,
+            path,
+            attrs,
+            earlier,
+            partial_flag,
+            lossy,
+        } = line;
         let (text, bad) = match String::from_utf8(msg) {
             Ok(s) => (s, false),
             Err(e) => (String::from_utf8_lossy(e.as_bytes()).into_owned(), true),
@@ -281,7 +292,8 @@ impl LineDecoder {
         if partial_flag {
             row.flags.push(("loglake.partial", Cow::Borrowed("true")));
         }
-        self.builder.append(row, rec, offset, ingest, &self.opts);
+        self.builder
+            .append(row, rec, rec.offset, ingest, &self.opts);
     }
 
     /// Adds a fragment (`P` line) to its pending line; a pending line grown over
@@ -325,33 +337,31 @@ impl LineDecoder {
         match self.partials.remove(key) {
             Some(mut p) => {
                 p.buf.extend_from_slice(&line.msg);
-                self.emit(
-                    rec,
-                    rec.offset,
-                    p.ts,
-                    &line.stream,
-                    p.buf,
+                let whole = Whole {
+                    ts: p.ts,
+                    stream: &line.stream,
+                    msg: p.buf,
                     path,
-                    &line.attrs,
-                    &p.offsets,
-                    false,
-                    line.lossy,
-                    ingest,
-                );
+                    attrs: &line.attrs,
+                    earlier: &p.offsets,
+                    partial_flag: false,
+                    lossy: line.lossy,
+                };
+                self.emit(rec, whole, ingest);
             }
-            None => self.emit(
-                rec,
-                rec.offset,
-                line.ts,
-                &line.stream,
-                line.msg,
-                path,
-                &line.attrs,
-                &[],
-                false,
-                line.lossy,
-                ingest,
-            ),
+            None => {
+                let whole = Whole {
+                    ts: line.ts,
+                    stream: &line.stream,
+                    msg: line.msg,
+                    path,
+                    attrs: &line.attrs,
+                    earlier: &[],
+                    partial_flag: false,
+                    lossy: line.lossy,
+                };
+                self.emit(rec, whole, ingest);
+            }
         }
     }
 
@@ -368,19 +378,17 @@ impl LineDecoder {
             partition: key.partition,
             offset: last,
         };
-        self.emit(
-            &rec,
-            last,
-            p.ts,
-            &key.stream,
-            p.buf,
-            p.path.as_deref(),
-            &p.attrs,
+        let whole = Whole {
+            ts: p.ts,
+            stream: &key.stream,
+            msg: p.buf,
+            path: p.path.as_deref(),
+            attrs: &p.attrs,
             earlier,
-            true,
-            false,
-            ingest,
-        );
+            partial_flag: true,
+            lossy: false,
+        };
+        self.emit(&rec, whole, ingest);
     }
 }
 
@@ -398,19 +406,8 @@ impl Decoder for LineDecoder {
 
     fn decode(&mut self, records: &[RawRecord<'_>]) -> DecodeOutput {
         let ingest = crate::now_us();
-        let mut errors = Vec::new();
-        for (i, rec) in records.iter().enumerate() {
-            let Some(payload) = rec.payload else {
-                errors.push(RecordError::new(i, rec, "empty payload (tombstone)"));
-                continue;
-            };
-            let line = match parse_line(self.fmt, payload, self.opts.docker_split_min_bytes) {
-                Ok(l) => l,
-                Err(e) => {
-                    errors.push(RecordError::new(i, rec, e));
-                    continue;
-                }
-            };
+        let errors = decode_each(records, |rec, payload| {
+            let line = parse_line(self.fmt, payload, self.opts.docker_split_min_bytes)?;
             let path = line.path.clone().or_else(|| self.path_of(rec));
             let key = reassembly_key(rec, path.as_deref(), &line.stream);
             if line.partial {
@@ -418,7 +415,8 @@ impl Decoder for LineDecoder {
             } else {
                 self.complete_line(&key, line, path.as_deref(), rec, ingest);
             }
-        }
+            Ok(())
+        });
         finish_output(self.builder.finish(), self.schema(), errors)
     }
 

@@ -15,7 +15,7 @@ use prost::Message;
 use crate::container::{Col, ContainerBuilder, Row, finish_output};
 use crate::event_time::EventTime;
 use crate::{
-    DecodeOutput, Decoder, DecoderOptions, RawRecord, RecordError, TableKind, table_schema,
+    DecodeOutput, Decoder, DecoderOptions, RawRecord, TableKind, decode_each, table_schema,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -266,17 +266,11 @@ impl Decoder for OtlpDecoder {
 
     fn decode(&mut self, records: &[RawRecord<'_>]) -> DecodeOutput {
         let ingest = crate::now_us();
-        let mut errors = Vec::new();
-        for (i, rec) in records.iter().enumerate() {
-            let Some(payload) = rec.payload else {
-                errors.push(RecordError::new(i, rec, "empty payload (tombstone)"));
-                continue;
-            };
-            match self.parse(payload) {
-                Ok((req, lossy)) => self.rows(&req, rec, lossy, ingest),
-                Err(e) => errors.push(RecordError::new(i, rec, e)),
-            }
-        }
+        let errors = decode_each(records, |rec, payload| {
+            let (req, lossy) = self.parse(payload)?;
+            self.rows(&req, rec, lossy, ingest);
+            Ok(())
+        });
         finish_output(self.builder.finish(), self.schema(), errors)
     }
 }

@@ -50,7 +50,6 @@ fn runs(keys: Vec<Vec<Option<String>>>) -> Vec<(usize, usize, Vec<Option<String>
 struct Open {
     key: Vec<Option<String>>,
     dir: String,
-    seq: u32,
     file: ParquetFile,
     name: String,
 }
@@ -155,7 +154,6 @@ impl Writer<'_> {
                 Open {
                     key,
                     dir,
-                    seq,
                     file,
                     name,
                 }
@@ -174,7 +172,6 @@ impl Writer<'_> {
         let Some(o) = self.open.take() else {
             return Ok(());
         };
-        let _ = o.seq;
         let f = o.file.finish().await?;
         let bytes = f.data.len() as u64;
         self.target.put(&o.name, f.data).await?;

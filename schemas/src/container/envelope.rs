@@ -11,7 +11,7 @@ use super::collectors::{
 use super::{ContainerBuilder, Row, finish_output, recycle};
 use crate::json::{JVal, Parser};
 use crate::{
-    DecodeOutput, Decoder, DecoderOptions, RawRecord, RecordError, TableKind, table_schema,
+    DecodeOutput, Decoder, DecoderOptions, RawRecord, TableKind, decode_each, table_schema,
     with_text,
 };
 
@@ -116,16 +116,11 @@ impl Decoder for JsonDecoder {
             JsonFlavor::Vector => (map_vector, no_nl),
             JsonFlavor::Ilogtail => (map_ilogtail, no_nl),
         };
-        let mut errors = Vec::new();
-        for (i, rec) in records.iter().enumerate() {
-            let Some(payload) = rec.payload else {
-                errors.push(RecordError::new(i, rec, "empty payload (tombstone)"));
-                continue;
-            };
+        let errors = decode_each(records, |rec, payload| {
             let b = &mut self.builder;
             let opts = &self.opts;
             let path_buf = &mut self.path;
-            let res = with_text(payload, |text, lossy| {
+            with_text(payload, |text, lossy| {
                 let mut row = b.new_row(lossy);
                 let mut path = recycle(std::mem::take(path_buf));
                 let res = parse_envelope(text, &mut row, &mut path, map, nl_ok);
@@ -140,11 +135,8 @@ impl Decoder for JsonDecoder {
                         Err(e)
                     }
                 }
-            });
-            if let Err(e) = res {
-                errors.push(RecordError::new(i, rec, e));
-            }
-        }
+            })
+        });
         finish_output(self.builder.finish(), self.schema(), errors)
     }
 }
