@@ -1,9 +1,7 @@
 //! The query engine: a DataFusion session over the lake with log-friendly settings, the table
 //! functions, the read-only guard, and statement execution with positioned errors.
 
-use std::ops::ControlFlow;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use arrow::array::{RecordBatch, StringArray};
 use arrow::datatypes::SchemaRef;
@@ -18,15 +16,15 @@ use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::SendableRecordBatchStream;
 use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext};
-use datafusion::sql::parser::{CopyToSource, Statement as DFStatement};
-use datafusion::sql::sqlparser::ast::{
-    Expr as SqlExpr, FunctionArg, FunctionArgExpr, Ident, ObjectName, Spanned,
-    Statement as SqlStatement, TableFactor, UnaryOperator, Value, VisitMut, VisitorMut,
-};
+
+mod calls;
+mod guard;
 
 use crate::lake::{self, LakeSchema, ScanLog, TimeTravel};
 use crate::script::{self, Statement};
 use crate::tablefns::{self, Arg, Args};
+use calls::{Call, collect_calls};
+use guard::{check_read_only, write_error};
 
 /// Engine settings (from the command line).
 #[derive(Debug, Clone, Default)]
@@ -54,8 +52,6 @@ pub const TABLE_FUNCTIONS: &[&str] = &[
     "correlate",
     "lake_status",
 ];
-
-static NEXT_ID: AtomicUsize = AtomicUsize::new(1);
 
 /// The result of one statement.
 pub struct StatementResult {
@@ -371,165 +367,6 @@ impl Engine {
         let (store, _) = lake::object_store_for(&base)?;
         self.ctx.register_object_store(&base, store);
         Ok(())
-    }
-}
-
-fn write_error(what: &str) -> DataFusionError {
-    DataFusionError::Plan(format!(
-        "{what} writes to storage and loglake query is read-only by default; rerun with --allow-write"
-    ))
-}
-
-/// Reject statements that write to storage.
-fn check_read_only(st: &DFStatement) -> Result<()> {
-    match st {
-        DFStatement::CopyTo(_) => Err(write_error("COPY TO")),
-        DFStatement::Explain(e) => check_read_only(&e.statement),
-        DFStatement::Statement(s) => match s.as_ref() {
-            SqlStatement::Insert(_) => Err(write_error("INSERT")),
-            SqlStatement::Update { .. } => Err(write_error("UPDATE")),
-            SqlStatement::Delete(_) => Err(write_error("DELETE")),
-            SqlStatement::Merge { .. } => Err(write_error("MERGE")),
-            SqlStatement::Truncate { .. } => Err(write_error("TRUNCATE")),
-            _ => Ok(()),
-        },
-        _ => Ok(()),
-    }
-}
-
-/// A table function call found in a statement.
-#[derive(Debug)]
-struct Call {
-    id: String,
-    func: String,
-    args: Args,
-    spans: crate::tfcheck::ArgSpans,
-}
-
-struct CallCollector {
-    calls: Vec<Call>,
-    error: Option<String>,
-}
-
-fn to_arg(e: &SqlExpr) -> Arg {
-    match e {
-        SqlExpr::Value(v) => match &v.value {
-            Value::SingleQuotedString(s) | Value::DoubleQuotedString(s) => Arg::Str(s.clone()),
-            Value::Number(n, _) => n
-                .parse::<i64>()
-                .map(Arg::Int)
-                .unwrap_or_else(|_| Arg::Sql(n.clone())),
-            _ => Arg::Sql(e.to_string()),
-        },
-        SqlExpr::UnaryOp {
-            op: UnaryOperator::Minus,
-            expr,
-        } => match to_arg(expr) {
-            Arg::Int(i) => Arg::Int(-i),
-            _ => Arg::Sql(e.to_string()),
-        },
-        SqlExpr::Identifier(_) | SqlExpr::CompoundIdentifier(_) => Arg::Ident(e.to_string()),
-        _ => Arg::Sql(e.to_string()),
-    }
-}
-
-impl VisitorMut for CallCollector {
-    type Break = ();
-    fn pre_visit_table_factor(&mut self, tf: &mut TableFactor) -> ControlFlow<()> {
-        let TableFactor::Table {
-            name,
-            args: Some(targs),
-            alias,
-            ..
-        } = tf
-        else {
-            return ControlFlow::Continue(());
-        };
-        let func = name.to_string().to_ascii_lowercase();
-        if !TABLE_FUNCTIONS.contains(&func.as_str()) {
-            return ControlFlow::Continue(());
-        }
-        let mut args = Args::default();
-        let mut spans = crate::tfcheck::ArgSpans {
-            call: Some(name.span()),
-            ..Default::default()
-        };
-        for a in &targs.args {
-            match a {
-                FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => {
-                    args.positional.push(to_arg(e));
-                    spans.positional.push(e.span());
-                }
-                FunctionArg::Named {
-                    name,
-                    arg: FunctionArgExpr::Expr(e),
-                    ..
-                } => {
-                    args.named.push((name.value.clone(), to_arg(e)));
-                    spans.named.push((name.value.clone(), e.span()));
-                }
-                other => {
-                    self.error = Some(format!("{func}: unsupported argument {other}"));
-                    return ControlFlow::Break(());
-                }
-            }
-        }
-        let id = format!("__lq_{}", NEXT_ID.fetch_add(1, Ordering::Relaxed));
-        let alias = alias.take().or_else(|| {
-            Some(datafusion::sql::sqlparser::ast::TableAlias {
-                name: Ident::new(func.clone()),
-                columns: vec![],
-                explicit: true,
-                at: None,
-            })
-        });
-        *tf = TableFactor::Table {
-            name: ObjectName::from(vec![Ident::new(id.clone())]),
-            alias,
-            args: None,
-            with_hints: vec![],
-            version: None,
-            with_ordinality: false,
-            partitions: vec![],
-            json_path: None,
-            sample: None,
-            index_hints: vec![],
-        };
-        self.calls.push(Call {
-            id,
-            func,
-            args,
-            spans,
-        });
-        ControlFlow::Continue(())
-    }
-}
-
-/// Replace every table function call by a placeholder table name and return the calls.
-fn collect_calls(st: &mut DFStatement) -> Result<Vec<Call>> {
-    let mut c = CallCollector {
-        calls: Vec::new(),
-        error: None,
-    };
-    visit_df(st, &mut c);
-    match c.error {
-        Some(e) => Err(DataFusionError::Plan(e)),
-        None => Ok(c.calls),
-    }
-}
-
-fn visit_df(st: &mut DFStatement, v: &mut CallCollector) {
-    match st {
-        DFStatement::Statement(s) => {
-            let _ = s.visit(v);
-        }
-        DFStatement::Explain(e) => visit_df(&mut e.statement, v),
-        DFStatement::CopyTo(c) => {
-            if let CopyToSource::Query(q) = &mut c.source {
-                let _ = q.visit(v);
-            }
-        }
-        _ => {}
     }
 }
 
