@@ -28,7 +28,7 @@ use url::Url;
 
 use crate::checkpoint::{CheckpointMetrics, checkpoint_table};
 use crate::error::{CompactError, delta_err};
-use crate::latest::{Decision, Took, commit_at_latest, open_existing, take_lease};
+use crate::latest::{Decision, Took, commit_at_latest, open_existing, removes, take_lease};
 use crate::lease::Lease;
 use crate::plan::{FileInfo, Group, PartitionInfo, Plan, PlanOptions, partition_end, plan};
 use crate::rewrite::Rewriter;
@@ -209,12 +209,13 @@ pub(crate) fn file_schema(
     Ok(Arc::new(Schema::new(keep)))
 }
 
-/// The group's input files missing from the table's latest snapshot (removed by another writer).
-pub fn missing_inputs(active: &HashSet<String>, group: &Group) -> Vec<String> {
+/// The group's input files missing from the table's latest snapshot (removed by another writer):
+/// those not in `found`, the inputs that snapshot still has.
+pub fn missing_inputs(found: &HashSet<String>, group: &Group) -> Vec<String> {
     group
         .files
         .iter()
-        .filter(|f| !active.contains(&f.path))
+        .filter(|f| !found.contains(&f.path))
         .map(|f| f.path.clone())
         .collect()
 }
@@ -466,16 +467,8 @@ impl GroupWriter<'_> {
         let (name, schema) = (self.name, &self.schema);
         let inputs: HashSet<&str> = group.files.iter().map(|f| f.path.as_str()).collect();
         let done = commit_at_latest(name, self.url, table, None, |state| {
-            let mut active = HashSet::new();
-            let mut actions = Vec::new();
-            for view in state.log_data().iter() {
-                let p = view.path().to_string();
-                if inputs.contains(p.as_str()) {
-                    actions.push(Action::Remove(view.remove_action(false)));
-                }
-                active.insert(p);
-            }
-            let missing = missing_inputs(&active, group);
+            let (mut actions, found) = removes(state, &inputs, false);
+            let missing = missing_inputs(&found, group);
             if !missing.is_empty() {
                 tracing::warn!(table = %name, version = state.version(), missing = ?missing,
                     "files of this group were removed by another writer; not committing it");

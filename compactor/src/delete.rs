@@ -36,7 +36,7 @@ use url::Url;
 
 use crate::compact::{Layout, file_schema};
 use crate::error::{CompactError, delta_err};
-use crate::latest::{Decision, Took, commit_at_latest, open_existing, take_lease};
+use crate::latest::{Decision, Took, commit_at_latest, open_existing, removes, take_lease};
 use crate::lease::Lease;
 use crate::rewrite::Rewriter;
 use matches::{check_matches_active, find_matches, keep_filter, matches_per_file};
@@ -263,6 +263,62 @@ impl DeleteJob<'_> {
                 });
             })
     }
+
+    /// Commits the delete (removes with `dataChange=true`, the rewritten files' adds) at the latest
+    /// version + 1, after checking on that snapshot that every file it removes is still there.
+    async fn commit(
+        &self,
+        table: &mut DeltaTable,
+        removed: &HashSet<&str>,
+        outputs: &[Output],
+        schema: &SchemaRef,
+        r: &DeleteReport,
+    ) -> Result<(), CompactError> {
+        let (name, url, s) = (self.name, self.url, self.s);
+        let metrics = serde_json::json!({
+            "numDeletedRows": r.rows_deleted,
+            "numRemovedFiles": removed.len(),
+            "numAddedFiles": outputs.len(),
+            "numCopiedRows": outputs.iter().map(|o| o.written.rows).sum::<u64>(),
+        });
+        let metadata = Some(("operationMetrics".to_string(), metrics));
+        commit_at_latest(name, url, table, metadata, |state| {
+            let (mut actions, found) = removes(state, removed, true);
+            if found.len() != removed.len() {
+                let mut files: Vec<String> = removed
+                    .iter()
+                    .filter(|p| !found.contains(**p))
+                    .map(|p| p.to_string())
+                    .collect();
+                files.sort();
+                return Err(CompactError::FilesGone {
+                    table: name.to_string(),
+                    operation: "delete",
+                    version: state.version(),
+                    files,
+                });
+            }
+            actions.extend(outputs.iter().map(|o| {
+                Action::Add(add_action(
+                    schema,
+                    o.written.path.clone(),
+                    o.written.size as i64,
+                    o.values.clone(),
+                    &o.written.metadata,
+                    true,
+                ))
+            }));
+            Ok(Decision::Commit {
+                actions,
+                operation: Box::new(DeltaOperation::Delete {
+                    predicate: Some(s.predicate.clone()),
+                }),
+                out: (),
+            })
+        })
+        .await?;
+        Ok(())
+    }
 }
 
 /// The active files of the snapshot the delete plans on, by path.
@@ -418,66 +474,6 @@ impl FileFilter<'_> {
             written,
             values: ordered,
         }))
-    }
-}
-
-impl DeleteJob<'_> {
-    /// Commits the delete (removes with `dataChange=true`, the rewritten files' adds) at the latest
-    /// version + 1, after checking on that snapshot that every file it removes is still there.
-    async fn commit(
-        &self,
-        table: &mut DeltaTable,
-        removed: &HashSet<&str>,
-        outputs: &[Output],
-        schema: &SchemaRef,
-        r: &DeleteReport,
-    ) -> Result<(), CompactError> {
-        let (name, url, s) = (self.name, self.url, self.s);
-        let metrics = serde_json::json!({
-            "numDeletedRows": r.rows_deleted,
-            "numRemovedFiles": removed.len(),
-            "numAddedFiles": outputs.len(),
-            "numCopiedRows": outputs.iter().map(|o| o.written.rows).sum::<u64>(),
-        });
-        let metadata = Some(("operationMetrics".to_string(), metrics));
-        commit_at_latest(name, url, table, metadata, |state| {
-        let version = state.version();
-        let mut actions = Vec::new();
-        let mut found = HashSet::new();
-        for view in state.log_data().iter() {
-            let p = view.path().to_string();
-            if removed.contains(p.as_str()) {
-                actions.push(Action::Remove(view.remove_action(true)));
-                found.insert(p);
-            }
-        }
-        if found.len() != removed.len() {
-            let gone: Vec<&&str> = removed.iter().filter(|p| !found.contains(**p)).collect();
-            return Err(CompactError::Internal(format!(
-                "table {name}: files of this delete were removed by another writer since it planned \
-                 (version {version}): {gone:?}; nothing committed, run it again"
-            )));
-        }
-        for o in outputs {
-            actions.push(Action::Add(add_action(
-                schema,
-                o.written.path.clone(),
-                o.written.size as i64,
-                o.values.clone(),
-                &o.written.metadata,
-                true,
-            )));
-        }
-        Ok(Decision::Commit {
-            actions,
-            operation: Box::new(DeltaOperation::Delete {
-                predicate: Some(s.predicate.clone()),
-            }),
-            out: (),
-        })
-    })
-    .await?;
-        Ok(())
     }
 }
 

@@ -59,6 +59,28 @@ pub enum CompactError {
         source: Box<deltalake::DeltaTableError>,
     },
 
+    /// Files an operation planned to remove were removed by another writer before it committed.
+    #[error(
+        "table {table}: files of this {operation} were removed by another writer since it planned \
+         (latest version {version}): {files:?}; nothing committed, run it again"
+    )]
+    FilesGone {
+        table: String,
+        operation: &'static str,
+        version: u64,
+        files: Vec<String>,
+    },
+
+    /// Every commit attempt lost its race to another writer.
+    #[error(
+        "table {table}: {attempts} commit attempts all lost to other writers (last at version {version}); nothing committed"
+    )]
+    RetriesExhausted {
+        table: String,
+        attempts: usize,
+        version: u64,
+    },
+
     #[error("{0}")]
     Internal(String),
 }

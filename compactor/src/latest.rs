@@ -10,8 +10,11 @@
 //!   with `max_retries(0)` and, after a lost race, re-decided on the new latest snapshot, where
 //!   the operation itself checks that the files it removes are still there. Each commit carries
 //!   a token in its `commitInfo`: a put whose answer was lost (the store's retry then finds the
-//!   version taken) is recognised as the operation's own commit, not re-decided.
+//!   version taken) is recognised as the operation's own commit, not re-decided;
+//! - [`removes`]: the remove actions for the files still in that latest snapshot — the one
+//!   place compact, delete and retention take their removes from.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use deltalake::DeltaTable;
@@ -112,6 +115,27 @@ pub(crate) async fn take_lease(
     Ok(Took::Acquired)
 }
 
+/// The remove actions (with `dataChange = data_change`) for those of `paths` that are in `state`,
+/// and the paths found. Operations build their removes from the latest snapshot with this and
+/// compare what was found with what they planned: a file another writer removed since is not
+/// removed again (deltalake 1.1's conflict checker would let that commit through).
+pub(crate) fn removes(
+    state: &DeltaTableState,
+    paths: &HashSet<&str>,
+    data_change: bool,
+) -> (Vec<Action>, HashSet<String>) {
+    let mut actions = Vec::new();
+    let mut found = HashSet::new();
+    for view in state.log_data().iter() {
+        let p = view.path();
+        if paths.contains(&*p) {
+            actions.push(Action::Remove(view.remove_action(data_change)));
+            found.insert(p.to_string());
+        }
+    }
+    (actions, found)
+}
+
 /// What an operation decides on the latest snapshot.
 pub(crate) enum Decision<T> {
     /// Commit these actions (removes taken from this snapshot) as `operation`.
@@ -150,19 +174,14 @@ pub(crate) async fn commit_at_latest<T>(
     let mut ambiguous: Option<(u64, T)> = None;
     for attempt in 1..=ATTEMPTS {
         refresh(name, url, table).await?;
-        if let Some((v, out)) = ambiguous.take() {
-            let ours = committed_by(table, v, &token)
-                .await
-                .map_err(delta_err(name, url, "reading", v))?;
-            if ours {
-                tracing::warn!(table = %name, version = v,
-                    "a commit reported as lost had landed (its answer was lost); it stands");
-                return Ok(Committed {
-                    out,
-                    version: Some(v),
-                    retries: attempt - 1,
-                });
-            }
+        if let Some((v, out)) = ambiguous.take()
+            && landed(name, url, table, v, &token).await?
+        {
+            return Ok(Committed {
+                out,
+                version: Some(v),
+                retries: attempt - 1,
+            });
         }
         let state = snapshot(name, url, table)?;
         let version = state.version();
@@ -200,17 +219,195 @@ pub(crate) async fn commit_at_latest<T>(
                     retries: attempt - 1,
                 });
             }
-            Err(e) if loglake_lake::sink::is_lost_race(&e) && attempt < ATTEMPTS => {
+            Err(e) if loglake_lake::sink::is_lost_race(&e) => {
                 // another writer's commit, or ours with its answer lost: looked at first in
-                // the next round
+                // the next round (or below, after the last attempt)
                 ambiguous = Some((version + 1, out));
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(2));
+                if attempt < ATTEMPTS {
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                }
             }
             Err(e) => return Err(delta_err(name, url, "committing", version + 1)(e)),
         }
     }
-    Err(CompactError::Internal(format!(
-        "table {name}: commit retries exhausted"
-    )))
+    refresh(name, url, table).await?;
+    if let Some((v, out)) = ambiguous
+        && landed(name, url, table, v, &token).await?
+    {
+        return Ok(Committed {
+            out,
+            version: Some(v),
+            retries: ATTEMPTS - 1,
+        });
+    }
+    Err(CompactError::RetriesExhausted {
+        table: name.to_string(),
+        attempts: ATTEMPTS,
+        version: table.version().unwrap_or(0),
+    })
+}
+
+/// Whether version `v`, taken while an attempt's answer was lost, is that attempt's commit (it
+/// carries the operation's `token`): then it stands and is not decided again.
+async fn landed(
+    name: &str,
+    url: &Url,
+    table: &DeltaTable,
+    v: u64,
+    token: &str,
+) -> Result<bool, CompactError> {
+    let ours = committed_by(table, v, token)
+        .await
+        .map_err(delta_err(name, url, "reading", v))?;
+    if ours {
+        tracing::warn!(table = %name, version = v,
+            "a commit reported as lost had landed (its answer was lost); it stands");
+    }
+    Ok(ours)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use deltalake::kernel::Add;
+    use deltalake::protocol::SaveMode;
+    use loglake_lake::{DeltaSink, table_url};
+    use loglake_schemas::{TableKind, table_schema};
+    use std::collections::HashMap;
+
+    const FILES: [&str; 3] = [
+        "dt=2026-12-01/hour=00/a.parquet",
+        "dt=2026-12-01/hour=00/b.parquet",
+        "dt=2026-12-01/hour=00/c.parquet",
+    ];
+
+    /// A container table (log only: the data files are never read) with the three `FILES` added
+    /// at version 1; its URL.
+    async fn table_of_three_files(dir: &tempfile::TempDir) -> (DeltaTable, Url) {
+        let url = table_url(&dir.path().to_string_lossy()).expect("url");
+        let schema = table_schema(TableKind::Container);
+        let parts = vec!["dt".to_string(), "hour".to_string()];
+        DeltaSink::open_or_create("t", &url, &HashMap::new(), &schema, &parts, schema.clone())
+            .await
+            .expect("create");
+        let (mut table, v) = open_existing("t", &url, &HashMap::new())
+            .await
+            .expect("open");
+        assert_eq!(v, 0);
+        let adds = FILES
+            .iter()
+            .map(|p| {
+                Action::Add(Add {
+                    path: p.to_string(),
+                    size: 100,
+                    partition_values: [
+                        ("dt".to_string(), Some("2026-12-01".to_string())),
+                        ("hour".to_string(), Some("00".to_string())),
+                    ]
+                    .into_iter()
+                    .collect(),
+                    data_change: true,
+                    ..Default::default()
+                })
+            })
+            .collect();
+        let mut adds = Some(adds);
+        let done = commit_at_latest("t", &url, &mut table, None, |_| {
+            Ok(Decision::Commit {
+                actions: adds.take().expect("decided once"),
+                operation: Box::new(DeltaOperation::Write {
+                    mode: SaveMode::Append,
+                    partition_by: None,
+                    predicate: None,
+                }),
+                out: (),
+            })
+        })
+        .await
+        .expect("add");
+        assert_eq!((done.version, done.retries), (Some(1), 0));
+        (table, url)
+    }
+
+    fn set<'a>(paths: &[&'a str]) -> HashSet<&'a str> {
+        paths.iter().copied().collect()
+    }
+
+    fn remove_paths(actions: &[Action]) -> Vec<String> {
+        let mut paths: Vec<String> = actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Remove(r) => Some(r.path.clone()),
+                _ => None,
+            })
+            .collect();
+        paths.sort();
+        paths
+    }
+
+    #[tokio::test]
+    async fn removes_are_taken_only_for_files_the_snapshot_has() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let (table, url) = table_of_three_files(&dir).await;
+        let state = snapshot("t", &url, &table).expect("snapshot");
+        let (actions, found) = removes(state, &set(&[FILES[0], FILES[2], "gone.parquet"]), false);
+        assert_eq!(remove_paths(&actions), vec![FILES[0], FILES[2]]);
+        assert_eq!(found, [FILES[0], FILES[2]].map(String::from).into());
+        for a in &actions {
+            match a {
+                Action::Remove(r) => {
+                    assert!(!r.data_change, "{r:?}");
+                    assert_eq!(r.size, Some(100));
+                    assert_eq!(r.partition_values.as_ref().map(|p| p.len()), Some(2));
+                }
+                other => panic!("not a remove: {other:?}"),
+            }
+        }
+        let (actions, found) = removes(state, &set(&["gone.parquet"]), true);
+        assert!(actions.is_empty() && found.is_empty());
+    }
+
+    /// Another writer commits the next version (removing file a) after the operation decided on
+    /// version 1: the operation's put-if-absent loses, it decides again on version 2, where a is
+    /// gone, and stops; nothing of it is committed.
+    #[tokio::test]
+    async fn a_lost_race_is_decided_again_on_the_new_latest_snapshot() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let (mut table, url) = table_of_three_files(&dir).await;
+        let log = dir.path().join("_delta_log");
+        let inputs = set(&[FILES[0], FILES[1]]);
+        let mut decided_at = Vec::new();
+        let done = commit_at_latest("t", &url, &mut table, None, |state| {
+            decided_at.push(state.version());
+            let (actions, found) = removes(state, &inputs, false);
+            if found.len() != inputs.len() {
+                return Ok(Decision::Stop(false));
+            }
+            if decided_at.len() == 1 {
+                // the other writer's commit lands between this decision and its commit
+                let remove = serde_json::json!({"remove": {
+                    "path": FILES[0], "deletionTimestamp": 1, "dataChange": false}});
+                std::fs::write(log.join(format!("{:020}.json", 2)), format!("{remove}\n"))
+                    .expect("other writer");
+            }
+            Ok(Decision::Commit {
+                actions,
+                operation: Box::new(DeltaOperation::Optimize {
+                    predicate: None,
+                    target_size: 1,
+                }),
+                out: true,
+            })
+        })
+        .await
+        .expect("commit_at_latest");
+        assert_eq!(decided_at, vec![1, 2]);
+        assert!(!done.out);
+        assert_eq!((done.version, done.retries), (None, 1));
+        assert_eq!(table.version(), Some(2));
+        let state = snapshot("t", &url, &table).expect("snapshot");
+        let (_, found) = removes(state, &set(&FILES), false);
+        assert_eq!(found, [FILES[1], FILES[2]].map(String::from).into());
+    }
 }

@@ -18,14 +18,13 @@ use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use deltalake::DeltaTable;
-use deltalake::kernel::Action;
 use deltalake::protocol::DeltaOperation;
 use serde::Serialize;
 use url::Url;
 
 use crate::compact::plain_path;
 use crate::error::{CompactError, delta_err};
-use crate::latest::{Decision, Took, commit_at_latest, open_existing, take_lease};
+use crate::latest::{Decision, Took, commit_at_latest, open_existing, removes, take_lease};
 use crate::lease::Lease;
 use crate::plan::partition_end;
 
@@ -317,15 +316,7 @@ async fn commit_removes(
         policy.by_namespace
     );
     let done = commit_at_latest(name, url, table, None, |state| {
-        let mut removed = HashSet::new();
-        let mut actions = Vec::new();
-        for view in state.log_data().iter() {
-            let p = view.path().to_string();
-            if paths.contains(p.as_str()) {
-                actions.push(Action::Remove(view.remove_action(true)));
-                removed.insert(p);
-            }
-        }
+        let (actions, removed) = removes(state, paths, true);
         if actions.is_empty() {
             return Ok(Decision::Stop(removed));
         }
