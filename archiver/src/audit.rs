@@ -252,10 +252,10 @@ async fn scan_table(
     let provider = table
         .table_provider()
         .await
-        .map_err(|e| ArchiveError::Other(format!("{name}: {e}")))?;
+        .map_err(query_err(&name, "reading its files"))?;
     let has_attrs = provider.schema().index_of("attrs").is_ok();
     ctx.register_table("t", provider)
-        .map_err(|e| ArchiveError::Other(e.to_string()))?;
+        .map_err(query_err(&name, "registering it"))?;
     let frag = if with_fragments && has_attrs {
         "attrs['loglake.fragment_offsets']"
     } else {
@@ -268,11 +268,11 @@ async fn scan_table(
     let df = ctx
         .sql(&sql)
         .await
-        .map_err(|e| ArchiveError::Other(format!("{name}: {e}")))?;
+        .map_err(query_err(&name, "planning the offsets query"))?;
     let batches = df
         .collect()
         .await
-        .map_err(|e| ArchiveError::Other(format!("{name}: {e}")))?;
+        .map_err(query_err(&name, "reading its offsets"))?;
     let mut rows = 0u64;
     for b in batches {
         let parts = b.column(0).as_primitive::<Int32Type>();
@@ -298,6 +298,35 @@ async fn scan_table(
     Ok(rows)
 }
 
+/// Maps a DataFusion error of `what` on table `name` to [`ArchiveError::Query`].
+fn query_err(
+    name: &str,
+    what: &'static str,
+) -> impl Fn(datafusion::error::DataFusionError) -> ArchiveError {
+    let table = name.to_string();
+    move |source| ArchiveError::Query {
+        table: table.clone(),
+        what,
+        source: Box::new(source),
+    }
+}
+
+/// Maps an error of `what` (listing, reading, parsing) on the object `path` under table `name`
+/// to [`ArchiveError::Object`].
+fn object_err<E: std::error::Error + Send + Sync + 'static>(
+    name: &str,
+    what: &'static str,
+    path: &object_store::path::Path,
+) -> impl Fn(E) -> ArchiveError {
+    let (table, path) = (name.to_string(), path.to_string());
+    move |source| ArchiveError::Object {
+        table: table.clone(),
+        what,
+        path: path.clone(),
+        source: Box::new(source),
+    }
+}
+
 /// Marks in `cov` the offsets of `topic` that `loglake delete` recorded under the table at
 /// `url` (`_loglake/deletes/*.json`).
 async fn mark_deleted(
@@ -316,17 +345,17 @@ async fn mark_deleted(
         .list(Some(&prefix))
         .try_collect()
         .await
-        .map_err(|e| ArchiveError::Other(format!("{name}: listing {prefix}: {e}")))?;
+        .map_err(object_err(&name, "listing", &prefix))?;
     for m in listed {
         let bytes = store
             .get(&m.location)
             .await
-            .map_err(|e| ArchiveError::Other(format!("{name}: {}: {e}", m.location)))?
+            .map_err(object_err(&name, "reading", &m.location))?
             .bytes()
             .await
-            .map_err(|e| ArchiveError::Other(format!("{name}: {}: {e}", m.location)))?;
-        let record: loglake_compactor::delete::DeletedOffsets = serde_json::from_slice(&bytes)
-            .map_err(|e| ArchiveError::Other(format!("{name}: {}: {e}", m.location)))?;
+            .map_err(object_err(&name, "reading", &m.location))?;
+        let record: loglake_compactor::delete::DeletedOffsets =
+            serde_json::from_slice(&bytes).map_err(object_err(&name, "parsing", &m.location))?;
         for (p, ranges) in record.offsets.get(topic).into_iter().flatten() {
             for (lo, hi) in ranges {
                 for o in *lo..=*hi {

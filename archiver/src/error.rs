@@ -60,6 +60,51 @@ pub enum ArchiveError {
         hint: String,
     },
 
+    /// Records that could not be decoded while no dead-letter table is configured: the run stops
+    /// before committing past them, so nothing is dropped.
+    #[error(
+        "{count} record(s) could not be decoded and no --dlq-table is configured (first: {topic}[{partition}] offset {offset}: {reason}); refusing to drop them"
+    )]
+    Undecodable {
+        count: usize,
+        topic: String,
+        partition: i32,
+        offset: i64,
+        reason: String,
+    },
+
+    /// The consumer group's rebalance could not be followed (assigning partitions, reading their
+    /// positions from the tables, or an error of the group protocol).
+    #[error("consumer group rebalance: {0}")]
+    Rebalance(String),
+
+    /// A query over a table's rows (`loglake audit`).
+    #[error("table {table}: {what}: {source}")]
+    Query {
+        table: String,
+        what: &'static str,
+        #[source]
+        source: Box<datafusion::error::DataFusionError>,
+    },
+
+    /// Listing, reading or parsing an object under a table (`loglake audit`: the delete records).
+    #[error("table {table}: {what} {path}: {source}")]
+    Object {
+        table: String,
+        what: &'static str,
+        path: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+
+    /// Local I/O: starting the runtime or a thread, writing `gen`'s or `--explain-etl`'s output.
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+
     #[error("{0}")]
     Other(String),
 }

@@ -115,8 +115,10 @@ pub fn explain(
             if !red.is_empty() {
                 entry["redactions"] = Value::Object(red);
             }
-            writeln!(out, "{entry}")
-                .map_err(|e| ArchiveError::Other(format!("writing the explanation: {e}")))?;
+            writeln!(out, "{entry}").map_err(|source| ArchiveError::Io {
+                what: "writing the explanation".into(),
+                source,
+            })?;
             printed += 1;
         }
     }

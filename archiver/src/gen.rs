@@ -243,8 +243,9 @@ pub fn run_gen(args: GenArgs) -> Result<ExitCode, ArchiveError> {
             Sink::File(w) => w
                 .write_all(&rec)
                 .and_then(|()| w.write_all(b"\n"))
-                .map_err(|e| {
-                    ArchiveError::Other(format!("writing record {}: {e}", report.records))
+                .map_err(|source| ArchiveError::Io {
+                    what: format!("writing record {}", report.records),
+                    source,
                 })?,
         }
         report.records += 1;
@@ -272,9 +273,10 @@ pub fn run_gen(args: GenArgs) -> Result<ExitCode, ArchiveError> {
                 })?;
             report.failed = failed.load(Ordering::Relaxed);
         }
-        Sink::File(mut w) => w
-            .flush()
-            .map_err(|e| ArchiveError::Other(format!("flushing output: {e}")))?,
+        Sink::File(mut w) => w.flush().map_err(|source| ArchiveError::Io {
+            what: "flushing the output".into(),
+            source,
+        })?,
     }
     report.malformed = g.malformed();
     report.seconds = t0.elapsed().as_secs_f64();

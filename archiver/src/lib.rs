@@ -44,7 +44,10 @@ fn runtime() -> Result<tokio::runtime::Runtime, ArchiveError> {
         .enable_all()
         .thread_name("loglake-io")
         .build()
-        .map_err(|e| ArchiveError::Other(format!("starting the I/O runtime: {e}")))
+        .map_err(|source| ArchiveError::Io {
+            what: "starting the I/O runtime".into(),
+            source,
+        })
 }
 
 /// Runs an archiver to completion on a dedicated thread (decode/encode are CPU work, kept off the
@@ -72,7 +75,10 @@ pub fn run_archiver(
             drop(archiver);
             let _ = closed_tx.send(());
         })
-        .map_err(|e| ArchiveError::Other(format!("spawning archiver thread: {e}")))?;
+        .map_err(|source| ArchiveError::Io {
+            what: "spawning the archiver thread".into(),
+            source,
+        })?;
     let result = result_rx
         .recv()
         .map_err(|_| ArchiveError::Other("archiver thread panicked".into()))?;

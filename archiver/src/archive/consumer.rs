@@ -327,7 +327,7 @@ impl Archiver {
                     self.cfg.metrics.clear_lag();
                 }
                 GroupEvent::Assigned(list) => self.assigned(list)?,
-                GroupEvent::Failed(msg) => return Err(ArchiveError::Other(msg)),
+                GroupEvent::Failed(msg) => return Err(ArchiveError::Rebalance(msg)),
             }
         }
         Ok(())

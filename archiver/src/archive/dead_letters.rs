@@ -62,14 +62,13 @@ impl Archiver {
         let mut headroom = self.headroom();
         let Some(dlq) = &mut self.dlq else {
             let (e, _, _) = &bad[0];
-            return Err(ArchiveError::Other(format!(
-                "{} record(s) could not be decoded and no --dlq-table is configured (first: {}[{}] offset {}: {}); refusing to drop them",
-                bad.len(),
-                e.topic,
-                e.partition,
-                e.offset,
-                e.reason
-            )));
+            return Err(ArchiveError::Undecodable {
+                count: bad.len(),
+                topic: e.topic.clone(),
+                partition: e.partition,
+                offset: e.offset,
+                reason: e.reason.clone(),
+            });
         };
         let batch = dead_letter_batch(decoder, &bad)?;
         dlq.write(&self.handle, &batch, &mut headroom, &self.cfg.metrics)

@@ -508,6 +508,55 @@ async fn audit_fails_and_names_the_offsets_when_records_are_not_archived() {
     assert!(ok);
 }
 
+/// Records that cannot be decoded while no dead-letter table is configured: the run fails with
+/// exit 1, naming the count and the first bad record (topic, partition, offset, reason), and
+/// commits nothing at or past it; the next run in the same group with `--dlq-table` archives
+/// every record exactly once, the bad ones as dead letters.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undecodable_records_without_a_dead_letter_table_stop_the_run_and_nothing_is_lost() {
+    let topic = unique_name("nodlq");
+    kafka().create_topic(&topic, 1).await.expect("topic");
+    // 1,000 records, offsets 37, 137, … 937 malformed
+    produce(&topic, 0, 1_000, true).await;
+    let table = s3().unique_url("nodlq-table");
+    let dlq = format!("{table}-dlq");
+    let group = unique_name("g");
+    let run = Archive::topic(&topic, &table).group(&group).until_end();
+    let out = tokio::task::spawn_blocking({
+        let run = run.clone();
+        move || run.output()
+    })
+    .await
+    .expect("join");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("could not be decoded and no --dlq-table is configured")
+            && stderr.contains(&format!("(first: {topic}[0] offset 37: "))
+            && stderr.contains("refusing to drop them"),
+        "{stderr}"
+    );
+    // nothing at or past the first bad record is in the table
+    let (a, ok) = audit(&topic, &table, &dlq);
+    assert!(!ok, "{a:?}");
+    assert!(a.rows <= 37, "{a:?}");
+    assert_eq!(
+        (a.expected, a.missing, a.duplicates, a.dead_letters),
+        (1_000, 1_000 - a.rows, 0, 0),
+        "{a:?}"
+    );
+
+    // the same group again, now with a dead-letter table
+    run.dlq(&dlq).run_blocking().await;
+    let (a, ok) = audit(&topic, &table, &dlq);
+    assert_eq!(
+        (a.expected, a.rows, a.dead_letters, a.missing, a.duplicates),
+        (1_000, 990, 10, 0, 0),
+        "{a:?}"
+    );
+    assert!(ok);
+}
+
 /// xorshift64: the crash loops' reproducible random kill times.
 pub(crate) fn next_rng(state: &mut u64) -> u64 {
     *state ^= *state << 13;
