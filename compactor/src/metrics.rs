@@ -50,6 +50,14 @@ pub struct CompactorMetrics {
     pub checkpoints: PerTable,
     /// Log files removed past their retention.
     pub log_files_removed: PerTable,
+    /// Versions whose filtered/moved offsets the checkpoint folded into the ETL offsets ledger
+    /// before its log cleanup (`loglake_compact_etl_versions_folded_total`).
+    pub etl_versions_folded: PerTable,
+    /// Offset ranges written to the ledger by those folds.
+    pub etl_ranges_folded: PerTable,
+    /// Folded versions whose commit file was already gone: the audit cannot vouch for their
+    /// offsets (`loglake_compact_etl_unverifiable_versions_total`; alert on any increase).
+    pub etl_unverifiable_versions: PerTable,
     /// Unix time (s) of the last run that ended without error
     /// (`loglake_compact_last_success_timestamp_seconds`).
     pub last_success: PerTableGauge,
@@ -87,6 +95,9 @@ impl CompactorMetrics {
         if let Some(c) = &m.checkpoint {
             add(&self.checkpoints, u64::from(c.created));
             add(&self.log_files_removed, c.log_files_removed as u64);
+            add(&self.etl_versions_folded, c.etl_versions_folded);
+            add(&self.etl_ranges_folded, c.etl_ranges_folded);
+            add(&self.etl_unverifiable_versions, c.etl_unverifiable_versions);
         }
         self.last_success.get_or_create(&l).set(now_unix);
         self.last_duration_ms.get_or_create(&l).set(m.duration_ms);
@@ -101,7 +112,7 @@ impl CompactorMetrics {
 impl CompactorMetrics {
     /// The counter families with their names (without `_total`) and help texts, in registration
     /// order.
-    fn counters(&self) -> [(&'static str, &'static str, &PerTable); 14] {
+    fn counters(&self) -> [(&'static str, &'static str, &PerTable); 12] {
         [
             (
                 "loglake_compact_runs",
@@ -159,6 +170,13 @@ impl CompactorMetrics {
                 "Groups given up because another writer removed one of their files",
                 &self.groups_conflicted,
             ),
+        ]
+    }
+
+    /// The counter families of the checkpoint after a run (the log cleanup and the ETL ledger
+    /// fold before it).
+    fn log_counters(&self) -> [(&'static str, &'static str, &PerTable); 5] {
+        [
             (
                 "loglake_compact_checkpoints",
                 "Checkpoints written",
@@ -169,13 +187,28 @@ impl CompactorMetrics {
                 "Delta log files removed past their retention",
                 &self.log_files_removed,
             ),
+            (
+                "loglake_compact_etl_versions_folded",
+                "Versions whose filtered/moved offsets were folded into the ETL offsets ledger before the log cleanup",
+                &self.etl_versions_folded,
+            ),
+            (
+                "loglake_compact_etl_ranges_folded",
+                "Offset ranges written to the ETL offsets ledger",
+                &self.etl_ranges_folded,
+            ),
+            (
+                "loglake_compact_etl_unverifiable_versions",
+                "Folded versions whose commit file was already gone (their filtered offsets cannot be audited)",
+                &self.etl_unverifiable_versions,
+            ),
         ]
     }
 }
 
 impl StageMetrics for CompactorMetrics {
     fn register(&self, r: &mut Registry) {
-        for (name, help, family) in self.counters() {
+        for (name, help, family) in self.counters().into_iter().chain(self.log_counters()) {
             r.register(name, help, family.clone());
         }
         r.register(
@@ -216,6 +249,9 @@ mod tests {
             checkpoint: Some(crate::CheckpointMetrics {
                 created: true,
                 log_files_removed: 5,
+                etl_versions_folded: 12,
+                etl_ranges_folded: 30,
+                etl_unverifiable_versions: 1,
                 ..Default::default()
             }),
             ..Default::default()
@@ -239,6 +275,9 @@ mod tests {
             "loglake_compact_commit_retries_total{table=\"containers\"} 2",
             "loglake_compact_checkpoints_total{table=\"containers\"} 1",
             "loglake_compact_log_files_removed_total{table=\"containers\"} 5",
+            "loglake_compact_etl_versions_folded_total{table=\"containers\"} 12",
+            "loglake_compact_etl_ranges_folded_total{table=\"containers\"} 30",
+            "loglake_compact_etl_unverifiable_versions_total{table=\"containers\"} 1",
             "loglake_compact_last_success_timestamp_seconds{table=\"containers\"} 1700000100",
             "loglake_compact_last_duration_ms{table=\"containers\"} 1234",
         ] {
