@@ -292,8 +292,7 @@ impl LineDecoder {
         if partial_flag {
             row.flags.push(("loglake.partial", Cow::Borrowed("true")));
         }
-        self.builder
-            .append(row, rec, rec.offset, ingest, &self.opts);
+        self.builder.append(row, rec, ingest, &self.opts);
     }
 
     /// Adds a fragment (`P` line) to its pending line; a pending line grown over

@@ -158,8 +158,7 @@ impl OtlpDecoder {
             for sl in &rl.scope_logs {
                 for lr in &sl.log_records {
                     let row = log_row(rl.resource.as_ref(), sl.scope.as_ref(), lr, lossy);
-                    self.builder
-                        .append(row, rec, rec.offset, ingest, &self.opts);
+                    self.builder.append(row, rec, ingest, &self.opts);
                 }
             }
         }

@@ -197,7 +197,6 @@ impl ContainerBuilder {
         &mut self,
         mut row: Row<'_>,
         rec: &RawRecord<'_>,
-        offset: i64,
         ingest_us: i64,
         opts: &DecoderOptions,
     ) {
@@ -222,7 +221,7 @@ impl ContainerBuilder {
         self.ingest_ts.append_value(ingest_us);
         self.topic.append_value(rec.topic);
         self.partition.append_value(rec.partition);
-        self.offset.append_value(offset);
+        self.offset.append_value(rec.offset);
         let (dt, hour) = dt_hour(ts);
         self.dt.append_value(dt);
         self.hour.append_value(hour);

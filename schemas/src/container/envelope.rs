@@ -127,7 +127,7 @@ impl Decoder for JsonDecoder {
                 *path_buf = recycle(path);
                 match res {
                     Ok(()) => {
-                        b.append(row, rec, rec.offset, ingest, opts);
+                        b.append(row, rec, ingest, opts);
                         Ok(())
                     }
                     Err(e) => {
