@@ -7,7 +7,7 @@
 //! - one maintenance writer per table: the lease ([`crate::lease`]) is held from planning to the
 //!   last commit and checked before every commit;
 //! - every file a commit removes is still in the latest snapshot when committing
-//!   ([`missing_inputs`], re-run after every lost commit race): deltalake's own conflict check
+//!   ([`crate::latest::removes`], re-run after every lost commit race): deltalake's own conflict check
 //!   misses another writer's `dataChange=false` removes;
 //! - one commit per group at exactly `latest + 1` with put-if-absent: a crash loses only the group
 //!   in flight, whose upload is then an orphan for vacuum.
@@ -28,7 +28,9 @@ use url::Url;
 
 use crate::checkpoint::{CheckpointMetrics, checkpoint_table};
 use crate::error::{CompactError, delta_err};
-use crate::latest::{Decision, Took, commit_at_latest, open_existing, removes, take_lease};
+use crate::latest::{
+    Decision, Removes, Took, commit_at_latest, open_existing, removes, take_lease,
+};
 use crate::lease::Lease;
 use crate::plan::{FileInfo, Group, PartitionInfo, Plan, PlanOptions, partition_end, plan};
 use crate::rewrite::Rewriter;
@@ -207,17 +209,6 @@ pub(crate) fn file_schema(
         .cloned()
         .collect();
     Ok(Arc::new(Schema::new(keep)))
-}
-
-/// The group's input files missing from the table's latest snapshot (removed by another writer):
-/// those not in `found`, the inputs that snapshot still has.
-pub fn missing_inputs(found: &HashSet<String>, group: &Group) -> Vec<String> {
-    group
-        .files
-        .iter()
-        .filter(|f| !found.contains(&f.path))
-        .map(|f| f.path.clone())
-        .collect()
 }
 
 /// Refuses an output whose row count differs from its inputs' (`numRecords` of each).
@@ -467,8 +458,11 @@ impl GroupWriter<'_> {
         let (name, schema) = (self.name, &self.schema);
         let inputs: HashSet<&str> = group.files.iter().map(|f| f.path.as_str()).collect();
         let done = commit_at_latest(name, self.url, table, None, |state| {
-            let (mut actions, found) = removes(state, &inputs, false);
-            let missing = missing_inputs(&found, group);
+            let Removes {
+                mut actions,
+                missing,
+                ..
+            } = removes(state, &inputs, false);
             if !missing.is_empty() {
                 tracing::warn!(table = %name, version = state.version(), missing = ?missing,
                     "files of this group were removed by another writer; not committing it");
@@ -578,7 +572,7 @@ mod tests {
     }
 
     #[test]
-    fn row_counts_must_match_and_inputs_must_be_there() {
+    fn row_counts_must_match_and_paths_must_be_plain() {
         let g = group(&[("a", Some(3)), ("b", Some(4))]);
         assert!(check_rows("t", &g, "out", 7).is_ok());
         let e = check_rows("t", &g, "out", 6)
@@ -594,7 +588,5 @@ mod tests {
         assert!(!plain_path("letter=%2F%2520%25f/part-0.parquet"));
         assert!(!plain_path("data=😈/part-0.parquet"));
         assert!(!plain_path("a b/part-0.parquet"));
-        let active: HashSet<String> = ["a".to_string(), "c".to_string()].into();
-        assert_eq!(missing_inputs(&active, &g), vec!["b".to_string()]);
     }
 }

@@ -283,21 +283,16 @@ impl DeleteJob<'_> {
         });
         let metadata = Some(("operationMetrics".to_string(), metrics));
         commit_at_latest(name, url, table, metadata, |state| {
-            let (mut actions, found) = removes(state, removed, true);
-            if found.len() != removed.len() {
-                let mut files: Vec<String> = removed
-                    .iter()
-                    .filter(|p| !found.contains(**p))
-                    .map(|p| p.to_string())
-                    .collect();
-                files.sort();
+            let r = removes(state, removed, true);
+            if !r.missing.is_empty() {
                 return Err(CompactError::FilesGone {
                     table: name.to_string(),
                     operation: "delete",
                     version: state.version(),
-                    files,
+                    files: r.missing,
                 });
             }
+            let mut actions = r.actions;
             actions.extend(outputs.iter().map(|o| {
                 Action::Add(add_action(
                     schema,

@@ -115,15 +115,26 @@ pub(crate) async fn take_lease(
     Ok(Took::Acquired)
 }
 
-/// The remove actions (with `dataChange = data_change`) for those of `paths` that are in `state`,
-/// and the paths found. Operations build their removes from the latest snapshot with this and
-/// compare what was found with what they planned: a file another writer removed since is not
-/// removed again (deltalake 1.1's conflict checker would let that commit through).
+/// The removes an operation can commit on one snapshot: see [`removes`].
+#[derive(Debug)]
+pub(crate) struct Removes {
+    /// A remove action (with the asked `dataChange`) per file of the paths still in the snapshot.
+    pub actions: Vec<Action>,
+    /// Those paths.
+    pub found: HashSet<String>,
+    /// The paths the snapshot no longer has (another writer removed them), sorted.
+    pub missing: Vec<String>,
+}
+
+/// The removes of those of `paths` that are in `state`, and which are not. Operations build
+/// their removes from the latest snapshot with this and decide on what is missing: a file another
+/// writer removed since is never removed again (deltalake 1.1's conflict checker would let that
+/// commit through).
 pub(crate) fn removes(
     state: &DeltaTableState,
     paths: &HashSet<&str>,
     data_change: bool,
-) -> (Vec<Action>, HashSet<String>) {
+) -> Removes {
     let mut actions = Vec::new();
     let mut found = HashSet::new();
     for view in state.log_data().iter() {
@@ -133,7 +144,17 @@ pub(crate) fn removes(
             found.insert(p.to_string());
         }
     }
-    (actions, found)
+    let mut missing: Vec<String> = paths
+        .iter()
+        .filter(|p| !found.contains(**p))
+        .map(|p| p.to_string())
+        .collect();
+    missing.sort();
+    Removes {
+        actions,
+        found,
+        missing,
+    }
 }
 
 /// What an operation decides on the latest snapshot.
@@ -172,7 +193,8 @@ pub(crate) async fn commit_at_latest<T>(
     let (token_key, token) = commit_token();
     // the version of an attempt whose answer may have been lost, and what it decided
     let mut ambiguous: Option<(u64, T)> = None;
-    for attempt in 1..=ATTEMPTS {
+    // one round more than ATTEMPTS: the last only looks whether the last attempt landed
+    for attempt in 1..=ATTEMPTS + 1 {
         refresh(name, url, table).await?;
         if let Some((v, out)) = ambiguous.take()
             && landed(name, url, table, v, &token).await?
@@ -182,6 +204,9 @@ pub(crate) async fn commit_at_latest<T>(
                 version: Some(v),
                 retries: attempt - 1,
             });
+        }
+        if attempt > ATTEMPTS {
+            break;
         }
         let state = snapshot(name, url, table)?;
         let version = state.version();
@@ -221,7 +246,7 @@ pub(crate) async fn commit_at_latest<T>(
             }
             Err(e) if loglake_lake::sink::is_lost_race(&e) => {
                 // another writer's commit, or ours with its answer lost: looked at first in
-                // the next round (or below, after the last attempt)
+                // the next round
                 ambiguous = Some((version + 1, out));
                 if attempt < ATTEMPTS {
                     tokio::time::sleep(backoff).await;
@@ -230,16 +255,6 @@ pub(crate) async fn commit_at_latest<T>(
             }
             Err(e) => return Err(delta_err(name, url, "committing", version + 1)(e)),
         }
-    }
-    refresh(name, url, table).await?;
-    if let Some((v, out)) = ambiguous
-        && landed(name, url, table, v, &token).await?
-    {
-        return Ok(Committed {
-            out,
-            version: Some(v),
-            retries: ATTEMPTS - 1,
-        });
     }
     Err(CompactError::RetriesExhausted {
         table: name.to_string(),
@@ -351,10 +366,11 @@ mod tests {
         let dir = tempfile::tempdir().expect("tmp");
         let (table, url) = table_of_three_files(&dir).await;
         let state = snapshot("t", &url, &table).expect("snapshot");
-        let (actions, found) = removes(state, &set(&[FILES[0], FILES[2], "gone.parquet"]), false);
-        assert_eq!(remove_paths(&actions), vec![FILES[0], FILES[2]]);
-        assert_eq!(found, [FILES[0], FILES[2]].map(String::from).into());
-        for a in &actions {
+        let r = removes(state, &set(&[FILES[0], FILES[2], "gone.parquet"]), false);
+        assert_eq!(remove_paths(&r.actions), vec![FILES[0], FILES[2]]);
+        assert_eq!(r.found, [FILES[0], FILES[2]].map(String::from).into());
+        assert_eq!(r.missing, vec!["gone.parquet"]);
+        for a in &r.actions {
             match a {
                 Action::Remove(r) => {
                     assert!(!r.data_change, "{r:?}");
@@ -364,8 +380,9 @@ mod tests {
                 other => panic!("not a remove: {other:?}"),
             }
         }
-        let (actions, found) = removes(state, &set(&["gone.parquet"]), true);
-        assert!(actions.is_empty() && found.is_empty());
+        let r = removes(state, &set(&["gone.parquet", "also-gone.parquet"]), true);
+        assert!(r.actions.is_empty() && r.found.is_empty());
+        assert_eq!(r.missing, vec!["also-gone.parquet", "gone.parquet"]);
     }
 
     /// Another writer commits the next version (removing file a) after the operation decided on
@@ -380,8 +397,9 @@ mod tests {
         let mut decided_at = Vec::new();
         let done = commit_at_latest("t", &url, &mut table, None, |state| {
             decided_at.push(state.version());
-            let (actions, found) = removes(state, &inputs, false);
-            if found.len() != inputs.len() {
+            let r = removes(state, &inputs, false);
+            if !r.missing.is_empty() {
+                assert_eq!(r.missing, vec![FILES[0]]);
                 return Ok(Decision::Stop(false));
             }
             if decided_at.len() == 1 {
@@ -392,7 +410,7 @@ mod tests {
                     .expect("other writer");
             }
             Ok(Decision::Commit {
-                actions,
+                actions: r.actions,
                 operation: Box::new(DeltaOperation::Optimize {
                     predicate: None,
                     target_size: 1,
@@ -407,7 +425,7 @@ mod tests {
         assert_eq!((done.version, done.retries), (None, 1));
         assert_eq!(table.version(), Some(2));
         let state = snapshot("t", &url, &table).expect("snapshot");
-        let (_, found) = removes(state, &set(&FILES), false);
-        assert_eq!(found, [FILES[1], FILES[2]].map(String::from).into());
+        let r = removes(state, &set(&FILES), false);
+        assert_eq!(r.found, [FILES[1], FILES[2]].map(String::from).into());
     }
 }

@@ -316,16 +316,16 @@ async fn commit_removes(
         policy.by_namespace
     );
     let done = commit_at_latest(name, url, table, None, |state| {
-        let (actions, removed) = removes(state, paths, true);
-        if actions.is_empty() {
-            return Ok(Decision::Stop(removed));
+        let r = removes(state, paths, true);
+        if r.actions.is_empty() {
+            return Ok(Decision::Stop(r.found));
         }
         Ok(Decision::Commit {
-            actions,
+            actions: r.actions,
             operation: Box::new(DeltaOperation::Delete {
                 predicate: Some(predicate.clone()),
             }),
-            out: removed,
+            out: r.found,
         })
     })
     .await?;
